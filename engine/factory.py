@@ -1,0 +1,232 @@
+"""A model name → a ready model: resolve, download (verified) or generate, load.
+
+`load_vqgan` and `load_perceptor` take any registered name or alias. `random_weights=True`
+builds the real architecture without downloading weights (for speed benchmarks).
+"""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import open_clip
+import torch
+from huggingface_hub import try_to_load_from_cache
+
+from engine import cache
+from engine.download import ChecksumLock, DownloadError, download, sha256_file
+from engine.perceptor import Perceptor
+from engine.pretrained import VQGANSource
+from engine.registry import ModelInfo, PerceptorSource, registry
+from engine.tiny import make_tiny_clip, make_tiny_vqgan, register_tiny_clip_configs
+from engine.vqgan import VQGAN, build_vqgan, load_vqgan_files, parse_config, read_config
+
+
+
+# ---------------------------------------------------------------- VQGAN
+
+def vqgan_paths(source: VQGANSource) -> tuple[Path, Path]:
+    """Where a VQGAN's config and checkpoint are (or will be) on disk."""
+    if source.untrained:
+        folder = cache.tiny_dir()
+        return folder / f"{source.name}.yaml", folder / f"{source.name}.ckpt"
+    folder = cache.vqgan_dir(source.name)
+    return (Path(source.local_config) if source.local_config else folder / "config.yaml",
+            Path(source.local_checkpoint) if source.local_checkpoint else folder / "last.ckpt")
+
+
+def fetch_vqgan(source: VQGANSource, *, progress: bool = True, config_only: bool = False) -> tuple[Path, Path]:
+    """Make sure a VQGAN's files are on disk, downloading and verifying them if needed."""
+    if source.untrained:
+        return make_tiny_vqgan(source.name, cache.tiny_dir())
+    config_path, ckpt_path = vqgan_paths(source)
+    lock = ChecksumLock(cache.lock_file())
+    wanted = [(config_path, source.config_urls, source.config_sha256, "config")]
+    if not config_only:
+        wanted.append((ckpt_path, source.checkpoint_urls, source.checkpoint_sha256, "checkpoint"))
+    for path, urls, sha256, part in wanted:
+        if path.exists():
+            continue
+        if not urls:
+            raise FileNotFoundError(f"{source.name}: {part} file {path} does not exist and no URL is known")
+        download(urls, path, sha256=sha256, lock=lock, lock_key=f"vqgan/{source.name}/{part}",
+                 desc=f"{source.name} {part}", progress=progress)
+    return config_path, ckpt_path
+
+
+def load_vqgan(name: str, device: str | torch.device = "cpu", *, random_weights: bool = False,
+               progress: bool = True) -> VQGAN:
+    """Load a VQGAN by name, frozen and in eval mode, with `.info` telling where it came from."""
+    source = registry().vqgan(name)
+    if random_weights and not source.untrained:
+        model = _random_vqgan(source, progress)
+        info = ModelInfo(source.name, source.slug, "random weights", None, untrained=True)
+    else:
+        config_path, ckpt_path = fetch_vqgan(source, progress=progress)
+        model = load_vqgan_files(config_path, ckpt_path)
+        info = ModelInfo(source.name, source.slug, _origin(source, ckpt_path),
+                         _sha256(f"vqgan/{source.name}/checkpoint", ckpt_path), source.untrained)
+    model.info = info
+    return model.to(device)
+
+
+def _random_vqgan(source: VQGANSource, progress: bool) -> VQGAN:
+    config_path, _ = vqgan_paths(source)
+    if config_path.exists():
+        config = read_config(config_path)
+    elif source.architecture:
+        config = parse_config(source.architecture, source.name)
+    else:
+        config = read_config(fetch_vqgan(source, progress=progress, config_only=True)[0])
+    return build_vqgan(config).eval().requires_grad_(False)
+
+
+def _origin(source: VQGANSource, path: Path) -> str:
+    if source.untrained:
+        return f"generated untrained weights {path}"
+    return source.local_checkpoint or (source.checkpoint_urls[0] if source.checkpoint_urls else str(path))
+
+
+def _sha256(key: str, path: Path) -> str:
+    """A file's sha256: from the lock when recorded there, else computed and recorded."""
+    lock = ChecksumLock(cache.lock_file())
+    record = lock.get(key)
+    if record and record.get("size") == path.stat().st_size:
+        return record["sha256"]
+    digest = sha256_file(path)
+    lock.record(key, digest, path.stat().st_size, str(path))
+    return digest
+
+
+# ---------------------------------------------------------------- perceptors
+
+def perceptor_weights_path(source: PerceptorSource) -> Path | None:
+    """The cached weights file of a perceptor, or None when not on disk yet."""
+    if source.untrained:
+        path = cache.tiny_dir() / f"{source.name}.pt"
+        return path if path.exists() else None
+    if source.file:
+        return Path(source.file) if os.path.isfile(source.file) else None
+    cfg = open_clip.get_pretrained_cfg(source.arch, source.tag or "")
+    if not cfg:
+        return None
+    if cfg.get("hf_hub"):
+        # open_clip's convention: "org/model/" (default file name) or "org/model/file.bin"
+        repo_id, filename = os.path.split(cfg["hf_hub"])
+        filename = filename or "open_clip_pytorch_model.bin"
+        stem = "open_clip_model" if filename == "open_clip_pytorch_model.bin" else Path(filename).stem
+        for candidate in (f"{stem}.safetensors", filename):
+            hit = try_to_load_from_cache(repo_id, candidate, cache_dir=str(cache.clip_dir()))
+            if isinstance(hit, str):
+                return Path(hit)
+    if cfg.get("url"):
+        path = cache.clip_dir() / os.path.basename(cfg["url"])
+        return path if path.exists() else None
+    return None
+
+
+def fetch_perceptor(source: PerceptorSource, *, progress: bool = True) -> Path:
+    """Make sure a perceptor's weights are on disk (open_clip's hub download, into our cache)."""
+    if source.untrained:
+        return make_tiny_clip(source.name, cache.tiny_dir())
+    cached = perceptor_weights_path(source)
+    if cached:
+        return cached
+    if source.file:
+        raise FileNotFoundError(f"perceptor {source.name}: weights file {source.file} does not exist")
+    cfg = open_clip.get_pretrained_cfg(source.arch, source.tag or "")
+    if not cfg:
+        raise FileNotFoundError(f"perceptor {source.name}: {source.tag!r} is not an open_clip pretrained "
+                                f"tag of {source.arch}; valid: {open_clip.list_pretrained_tags_by_model(source.arch)}")
+    wheres = [w for w in (cfg.get("hf_hub") and f"https://huggingface.co/{cfg['hf_hub']}", cfg.get("url")) if w]
+    hint = (f"Offline? Put the weights file anywhere and add it to the user models file "
+            f"{cache.user_models_file()} as\n  perceptors:\n    '{source.name}': {{file: /path/to/weights}}")
+    unreachable = [w for w in wheres if not _reachable(w)]
+    if len(unreachable) == len(wheres):  # fail in seconds, not after the hub client's retries
+        raise DownloadError(f"could not download perceptor {source.name}: no connection to "
+                            f"{', '.join(wheres)}. {hint}")
+    try:
+        path = Path(open_clip.download_pretrained(cfg, cache_dir=str(cache.clip_dir())))
+    except Exception as err:  # the hub client raises many kinds; all mean "not downloaded"
+        raise DownloadError(f"could not download perceptor {source.name} from {', '.join(wheres)} "
+                            f"({type(err).__name__}: {err}). {hint}") from err
+    key = f"clip/{source.name}"
+    lock = ChecksumLock(cache.lock_file())
+    digest, record = sha256_file(path), lock.get(key)
+    if record and record["sha256"] != digest:
+        path.unlink()
+        raise DownloadError(f"perceptor {source.name}: downloaded weights have sha256 {digest}, but the lock "
+                            f"{cache.lock_file()} recorded {record['sha256']}; the file was deleted")
+    if not record:
+        lock.record(key, digest, path.stat().st_size, wheres[0] if wheres else str(path))
+    return path
+
+
+def _reachable(url: str, timeout: float = 5.0) -> bool:
+    """Whether a TCP connection to the URL's host opens (a quick offline check)."""
+    parts = urlsplit(url)
+    try:
+        socket.create_connection((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)),
+                                 timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def load_perceptor(name: str, device: str | torch.device = "cpu", *, random_weights: bool = False,
+                   progress: bool = True) -> Perceptor:
+    """Load a CLIP perceptor by name or alias, frozen and in eval mode."""
+    source = registry().perceptor(name)
+    register_tiny_clip_configs(cache.tiny_dir())
+    cfg = open_clip.get_pretrained_cfg(source.arch, source.tag or "") or {}
+    quick_gelu = bool(cfg.get("quick_gelu"))
+    if random_weights and not source.untrained:
+        model = open_clip.create_model(source.arch, pretrained=None, force_quick_gelu=quick_gelu)
+        info = ModelInfo(source.name, source.slug, "random weights", None, untrained=True)
+    else:
+        weights = fetch_perceptor(source, progress=progress)
+        model = open_clip.create_model(source.arch, pretrained=str(weights), force_quick_gelu=quick_gelu)
+        info = ModelInfo(source.name, source.slug, _perceptor_origin(source, cfg, weights),
+                         _sha256(f"clip/{source.name}", weights), source.untrained)
+    pre = model.visual.preprocess_cfg
+    size = model.visual.image_size
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    perceptor = Perceptor(model.eval().requires_grad_(False), open_clip.get_tokenizer(source.arch), info,
+                          cfg.get("mean", pre["mean"]), cfg.get("std", pre["std"]), size)
+    return perceptor.to(device)
+
+
+def _perceptor_origin(source: PerceptorSource, cfg: dict, weights: Path) -> str:
+    if source.untrained:
+        return f"generated untrained weights {weights}"
+    return cfg.get("hf_hub") or cfg.get("url") or str(weights)
+
+
+# ---------------------------------------------------------------- both kinds
+
+def fetch(name: str, *, progress: bool = True) -> list[Path]:
+    """Download (or generate) the files of a VQGAN or perceptor ahead of time."""
+    reg = registry()
+    if name in reg.vqgans or any(name in s.aliases or name == s.slug for s in reg.vqgans.values()):
+        return list(fetch_vqgan(reg.vqgan(name), progress=progress))
+    return [fetch_perceptor(reg.perceptor(name), progress=progress)]
+
+
+def model_table() -> list[dict]:
+    """One row per registered model: kind, name, slug, cached, size on disk (MB), description."""
+    reg = registry()
+    rows = []
+    for source in reg.vqgans.values():
+        files = [p for p in vqgan_paths(source) if p.exists()]
+        cached = len(files) == 2
+        size = sum(p.stat().st_size for p in files) / 2**20 if cached else source.approx_size_mb
+        rows.append({"kind": "vqgan", "name": source.name, "slug": source.slug, "cached": cached,
+                     "size_mb": size, "untrained": source.untrained, "aliases": list(source.aliases),
+                     "description": source.description})
+    for source in reg.perceptors.values():
+        path = perceptor_weights_path(source)
+        rows.append({"kind": "perceptor", "name": source.name, "slug": source.slug, "cached": path is not None,
+                     "size_mb": path.stat().st_size / 2**20 if path else None, "untrained": source.untrained,
+                     "aliases": list(source.aliases), "description": source.description})
+    return rows

@@ -1,0 +1,82 @@
+"""Tiny untrained models, made deterministically and saved in the real checkpoint formats.
+
+They exist for tests, demos and CI: random weights from a fixed seed, loaded through the same
+code path as pretrained checkpoints. Nothing they produce says anything about a real model.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import open_clip
+import torch
+import yaml
+
+from engine.fsutil import atomic_path, atomic_write
+from engine.vqgan import GUMBELVQ, VQMODEL, build_vqgan, parse_config
+
+SEED = 20211121
+
+_DDCONFIG = {"double_z": False, "z_channels": 16, "resolution": 64, "in_channels": 3, "out_ch": 3,
+             "ch": 32, "ch_mult": [1, 1, 2, 2], "num_res_blocks": 1, "attn_resolutions": [8], "dropout": 0.0}
+_LOSS = {"target": "taming.modules.losses.vqperceptual.VQLPIPSWithDiscriminator",
+         "params": {"disc_conditional": False, "disc_in_channels": 3, "disc_start": 10000,
+                    "disc_weight": 0.8, "codebook_weight": 1.0}}
+TINY_VQGAN_CONFIGS = {
+    "tiny": {"target": VQMODEL, "params": {
+        "embed_dim": 16, "n_embed": 128, "ddconfig": _DDCONFIG, "lossconfig": _LOSS}},
+    "tiny-gumbel": {"target": GUMBELVQ, "params": {
+        "embed_dim": 16, "n_embed": 128, "kl_weight": 1e-8, "ddconfig": _DDCONFIG, "lossconfig": _LOSS,
+        "temperature_scheduler_config": {"target": "taming.lr_scheduler.LambdaWarmUpCosineScheduler",
+                                         "params": {"warm_up_steps": 0, "max_decay_steps": 1000001,
+                                                    "lr_start": 0.9, "lr_max": 0.9, "lr_min": 1.0e-06}}}},
+}
+
+_TEXT = {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}
+TINY_CLIP_CONFIGS = {
+    "tiny-vit": {"embed_dim": 32, "text_cfg": _TEXT, "vision_cfg": {
+        "image_size": 32, "patch_size": 8, "width": 64, "head_width": 32, "layers": 2}},
+    "tiny-rn": {"embed_dim": 32, "text_cfg": _TEXT, "vision_cfg": {
+        "image_size": 64, "layers": [1, 1, 1, 1], "width": 16}},
+}
+
+
+def make_tiny_vqgan(name: str, folder: Path) -> tuple[Path, Path]:
+    """Write `<folder>/<name>.yaml` and `<name>.ckpt` (Lightning format) unless present; return both."""
+    config_path, ckpt_path = folder / f"{name}.yaml", folder / f"{name}.ckpt"
+    if config_path.exists() and ckpt_path.exists():
+        return config_path, ckpt_path
+    model_section = TINY_VQGAN_CONFIGS[name]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        model = build_vqgan(parse_config(model_section, name))
+        state = dict(model.state_dict())
+        # Real checkpoints carry the discriminator too; the loader must skip it.
+        state["loss.discriminator.main.0.weight"] = torch.randn(8, 3, 4, 4)
+    with atomic_path(ckpt_path) as tmp:
+        torch.save({"state_dict": state, "global_step": 0, "epoch": 0}, tmp)
+    atomic_write(config_path, yaml.safe_dump({"model": model_section}, sort_keys=False))
+    return config_path, ckpt_path
+
+
+def register_tiny_clip_configs(folder: Path) -> None:
+    """Write the tiny open_clip model configs and register them with open_clip."""
+    for name, config in TINY_CLIP_CONFIGS.items():
+        path = folder / f"{name}.json"
+        if not path.exists():
+            atomic_write(path, json.dumps(config, indent=2))
+        if name not in open_clip.list_models():
+            open_clip.add_model_config(path)
+
+
+def make_tiny_clip(name: str, folder: Path) -> Path:
+    """Write `<folder>/<name>.pt` (an open_clip state dict) unless present; return its path."""
+    register_tiny_clip_configs(folder)
+    weights = folder / f"{name}.pt"
+    if not weights.exists():
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(SEED)
+            model = open_clip.create_model(name, pretrained=None)
+        with atomic_path(weights) as tmp:
+            torch.save(model.state_dict(), tmp)
+    return weights
