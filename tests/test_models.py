@@ -1,0 +1,186 @@
+"""Models: registry names, the taming loader, tiny models, verified downloads through the registry."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from engine import cache
+from engine.factory import fetch, load_perceptor, load_vqgan, model_table
+from engine.registry import UnknownModelError, build_registry, registry
+from engine.tiny import make_tiny_vqgan
+from engine.vqgan import CheckpointError, load_vqgan_files
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-gumbel"])
+def test_tiny_vqgan_round_trip(name: str) -> None:
+    vqgan = load_vqgan(name)
+    assert vqgan.info.untrained and vqgan.info.sha256 and vqgan.factor == 8
+    x = torch.rand(2, 3, 32, 64)
+    z = vqgan.encode(x)
+    assert z.shape == (2, vqgan.embed_dim, 4, 8)
+    image = vqgan.decode(vqgan.quantize_st(z))
+    assert image.shape == x.shape and image.min() >= 0 and image.max() <= 1
+    # quantize snaps to codebook vectors
+    q = vqgan.nearest_codes(z).movedim(1, -1).reshape(-1, vqgan.embed_dim)
+    assert (q[:, None] == vqgan.codebook[None]).all(-1).any(1).all()
+    lo, hi = vqgan.codebook_bounds()
+    assert lo.shape == hi.shape == (1, vqgan.embed_dim, 1, 1) and (lo <= hi).all()
+
+
+def test_gradient_reaches_z_through_quantize() -> None:
+    vqgan = load_vqgan("tiny")
+    z = vqgan.encode(torch.rand(1, 3, 32, 32)).requires_grad_(True)
+    vqgan.decode(vqgan.quantize_st(z)).mean().backward()
+    assert z.grad is not None and z.grad.abs().sum() > 0
+
+
+def test_tiny_models_are_deterministic(tmp_path: Path) -> None:
+    a = make_tiny_vqgan("tiny", tmp_path / "a")[1].read_bytes()
+    b = make_tiny_vqgan("tiny", tmp_path / "b")[1].read_bytes()
+    sa = torch.load(tmp_path / "a" / "tiny.ckpt", weights_only=True)["state_dict"]
+    sb = torch.load(tmp_path / "b" / "tiny.ckpt", weights_only=True)["state_dict"]
+    assert a and b and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("name", ["tiny-vit", "tiny-rn"])
+def test_tiny_perceptor(name: str) -> None:
+    perceptor = load_perceptor(name)
+    assert perceptor.info.untrained
+    text = perceptor.encode_text(["a cat", "a dog"])
+    image = perceptor.encode_image(torch.rand(3, 3, *perceptor.input_size))
+    assert text.shape[0] == 2 and image.shape == (3, text.shape[1])
+    assert torch.allclose(image.norm(dim=-1), torch.ones(3), atol=1e-5)
+
+
+def _write_vqgan_files(tmp_path: Path, *, net2net: bool = False, drop: str | None = None,
+                       target: str | None = None) -> tuple[Path, Path]:
+    config_path, ckpt_path = make_tiny_vqgan("tiny", tmp_path / "src")
+    model = yaml.safe_load(config_path.read_text())["model"]
+    state = torch.load(ckpt_path, weights_only=True)["state_dict"]
+    if target:
+        model["target"] = target
+    if net2net:
+        model = {"target": "taming.models.cond_transformer.Net2NetTransformer",
+                 "params": {"first_stage_config": model, "transformer_config": {"target": "x"}}}
+        state = {**{f"first_stage_model.{k}": v for k, v in state.items()},
+                 "transformer.tok_emb.weight": torch.zeros(4, 4)}
+    if drop:
+        state = {k: v for k, v in state.items() if not k.startswith(drop)}
+    out_config, out_ckpt = tmp_path / "model.yaml", tmp_path / "last.ckpt"
+    out_config.write_text(yaml.safe_dump({"model": model}))
+    torch.save({"state_dict": state}, out_ckpt)
+    return out_config, out_ckpt
+
+
+def test_net2net_first_stage_loads(tmp_path: Path) -> None:
+    reference = load_vqgan("tiny")
+    model = load_vqgan_files(*_write_vqgan_files(tmp_path, net2net=True))
+    assert torch.equal(model.codebook, reference.codebook)
+    assert torch.equal(model.decoder.conv_out.weight, reference.decoder.conv_out.weight)
+
+
+def test_unknown_config_target_is_named(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="taming.models.vqgan.SomethingElse"):
+        load_vqgan_files(*_write_vqgan_files(tmp_path, target="taming.models.vqgan.SomethingElse"))
+
+
+def test_missing_decoder_keys_are_named(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"missing keys \[decoder\.") as err:
+        load_vqgan_files(*_write_vqgan_files(tmp_path, drop="decoder."))
+    assert "encoder." not in str(err.value)
+
+
+def test_unexpected_keys_are_named(tmp_path: Path) -> None:
+    config, ckpt = _write_vqgan_files(tmp_path)
+    state = torch.load(ckpt, weights_only=True)
+    state["state_dict"]["decoder.extra_layer.weight"] = torch.zeros(1)
+    torch.save(state, ckpt)
+    with pytest.raises(CheckpointError, match="unexpected keys.*decoder.extra_layer.weight"):
+        load_vqgan_files(config, ckpt)
+
+
+def test_unknown_name_lists_valid_and_closest() -> None:
+    with pytest.raises(UnknownModelError) as err:
+        registry().vqgan("imagenet_16385")
+    message = str(err.value)
+    assert "Closest: imagenet_16384" in message and "wikiart_16384" in message and "tiny-gumbel" in message
+    with pytest.raises(UnknownModelError, match="Closest: .*ViT-B-32"):
+        registry().perceptor("ViT-B-32:opena")
+
+
+@pytest.mark.parametrize("alias,name,slug", [
+    ("ViT-B/32", "ViT-B-32:openai", "ViT-B32"), ("ViT-B32", "ViT-B-32:openai", "ViT-B32"),
+    ("ViTB16", "ViT-B-16:openai", "ViT-B16"), ("RN50x4", "RN50x4:openai", "RN50x4"),
+    ("ViT-L/14@336px", "ViT-L-14-336:openai", "ViT-L14-336px"), ("ViTL14_336px", "ViT-L-14-336:openai", "ViT-L14-336px"),
+    ("ViT-B-32:laion2b_s34b_b79k", "ViT-B-32:laion2b_s34b_b79k", "ViT-B-32-laion2b-s34b-b79k"),
+])
+def test_perceptor_aliases_and_slugs(alias: str, name: str, slug: str) -> None:
+    source = registry().perceptor(alias)
+    assert (source.name, source.slug) == (name, slug)
+
+
+def test_every_open_clip_pair_is_registered_with_a_safe_unique_slug() -> None:
+    import open_clip
+
+    reg = registry()
+    assert {f"{a}:{t}" for a, t in open_clip.list_pretrained()} <= set(reg.perceptors)
+    slugs = [s.slug for s in (*reg.perceptors.values(), *reg.vqgans.values())]
+    assert all(not set("_/@: ") & set(slug) for slug in slugs)
+    assert len(set(s.slug for s in reg.perceptors.values())) == len(reg.perceptors)
+
+
+def test_random_weights_need_no_download() -> None:
+    vqgan = load_vqgan("imagenet_16384", random_weights=True)
+    assert vqgan.n_embed == 16384 and vqgan.factor == 16 and vqgan.info.source == "random weights"
+    perceptor = load_perceptor("ViT-B/32", random_weights=True)
+    assert perceptor.input_size == (224, 224) and perceptor.info.untrained
+
+
+def test_user_checkpoint_downloaded_from_mirrors(tmp_path: Path, file_server, monkeypatch) -> None:
+    """A user entry with URLs: the dead first mirror is skipped, the file verified, locked, loaded."""
+    config, ckpt = _write_vqgan_files(tmp_path)
+    user_file = tmp_path / "models.yaml"
+    user_file.write_text(yaml.safe_dump({"vqgans": {"my_vqgan": {
+        "slug": "mine",
+        "config_urls": [file_server.url("gone.yaml"), file_server.add("model.yaml", config.read_bytes())],
+        "checkpoint_urls": [file_server.add("last.ckpt", ckpt.read_bytes())],
+    }}}))
+    monkeypatch.setenv("VQCLIP_MODELS", str(user_file))
+    monkeypatch.setenv("VQCLIP_CACHE", str(tmp_path / "cache"))
+    paths = fetch("my_vqgan", progress=False)
+    assert [p.name for p in paths] == ["config.yaml", "last.ckpt"]
+    vqgan = load_vqgan("mine")
+    assert vqgan.info.name == "my_vqgan" and vqgan.info.source == file_server.url("last.ckpt")
+    lock = cache.lock_file().read_text()
+    assert "vqgan/my_vqgan/checkpoint" in lock and vqgan.info.sha256 in lock
+    assert next(r for r in model_table() if r["name"] == "my_vqgan")["cached"]
+
+
+def test_user_file_errors_name_the_entry(tmp_path: Path) -> None:
+    user_file = tmp_path / "models.yaml"
+    user_file.write_text(yaml.safe_dump({"vqgans": {"broken": {"checkpoint": "/x.ckpt", "colour": 3}}}))
+    with pytest.raises(ValueError, match=r"vqgans.broken has unknown keys \['colour'\]"):
+        build_registry(user_file)
+
+
+def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_models_lists_both_kinds_offline() -> None:
+    out = _cli("models").stdout
+    assert "imagenet_16384" in out and "ViT-B-32:openai" in out and "UNTRAINED" in out
+
+
+def test_cli_fetch_offline_fails_fast_with_the_urls() -> None:
+    t0 = time.monotonic()
+    result = _cli("fetch", "imagenet_16384")
+    assert time.monotonic() - t0 < 60
+    assert result.returncode == 2
+    assert "heibox.uni-heidelberg.de" in result.stderr and "put the file by hand" in result.stderr
