@@ -1,0 +1,116 @@
+"""Command line: `python -m engine {models,fetch,run,bench}`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from engine.download import DownloadError
+from engine.outputs import RunFolderConflict
+from engine.registry import UnknownModelError
+from engine.vqgan import CheckpointError
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    """List every VQGAN and perceptor with whether it is cached and its size."""
+    from engine import cache
+    from engine.factory import model_table
+
+    rows = [r for r in model_table() if args.kind in (None, r["kind"])]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    print(f"cache: {cache.cache_dir()}   user models file: {cache.user_models_file()}")
+    for kind in ("vqgan", "perceptor"):
+        kind_rows = [r for r in rows if r["kind"] == kind]
+        if not kind_rows:
+            continue
+        print(f"\n{kind.upper()}S ({len(kind_rows)})")
+        width = max(len(r["name"]) for r in kind_rows)
+        for r in kind_rows:
+            size = f"{r['size_mb']:8.1f} MB" if r["size_mb"] is not None else "       ? MB"
+            state = "cached " if r["cached"] else "-      "
+            flag = "  UNTRAINED (random weights, tests/demos only)" if r["untrained"] else ""
+            aliases = f"  aliases: {', '.join(r['aliases'])}" if r["aliases"] and kind == "vqgan" else ""
+            print(f"  {r['name']:<{width}}  {state} {size}  slug={r['slug']}{flag}{aliases}")
+
+
+def cmd_fetch(args: argparse.Namespace) -> None:
+    """Download (and verify) models ahead of time."""
+    from engine.factory import fetch
+
+    for name in args.names:
+        for path in fetch(name, progress=not args.quiet):
+            print(f"{name}: {path}")
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    """Run one optimisation (resuming it if it was interrupted)."""
+    from engine.run import run
+    from engine.settings import load_config
+
+    settings = load_config(args.config, args.overrides)
+    try:
+        folder = run(settings, quiet=args.quiet)
+    except KeyboardInterrupt:
+        print("\ninterrupted: re-run the same command to resume from the last saved frame", file=sys.stderr)
+        raise
+    print(folder)
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    """Time the engine's step against the bare model compute (random weights, no download)."""
+    from engine.bench import bench
+    from engine.settings import load_config
+
+    overrides = ["cutouts=60", "vqgan_model=imagenet_16384", "perceptors=ViT-B-32:openai", *args.overrides]
+    result = bench(load_config(args.config, overrides), warmup=args.warmup, repeats=args.repeats)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"{result['vqgan']} + {'+'.join(result['perceptors'])}, {result['size']}, {result['cutouts']} cutouts, "
+          f"{result['device']} ({result['threads']} threads), random weights")
+    print(f"  engine step       {result['engine_s_per_step']:.3f} s/step")
+    print(f"  bare compute      {result['bare_s_per_step']:.3f} s/step  (VQGAN decode fwd+bwd + perceptor fwd+bwd)")
+    print(f"  ratio             {result['ratio']:.3f}")
+    print(f"  peak memory       {result['peak_memory_mb']:.0f} MB")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("models", help="list VQGAN models and CLIP perceptors")
+    p.add_argument("--kind", choices=["vqgan", "perceptor"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
+    p = sub.add_parser("fetch", help="download models ahead of time")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_fetch)
+    for name, func, text in (("run", cmd_run, "run one optimisation"),
+                             ("bench", cmd_bench, "benchmark the step (random weights)")):
+        p = sub.add_parser(name, help=text, description=func.__doc__)
+        p.add_argument("--config", help="YAML file of settings")
+        p.add_argument("overrides", nargs="*", metavar="key=value", help="settings (values parsed as YAML)")
+        if name == "run":
+            p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+        else:
+            p.add_argument("--warmup", type=int, default=1)
+            p.add_argument("--repeats", type=int, default=3)
+            p.add_argument("--json", action="store_true")
+        p.set_defaults(func=func)
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except (UnknownModelError, DownloadError, CheckpointError, RunFolderConflict, FileNotFoundError,
+            ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""Run settings as plain data, with pytti's names wherever pytti has one.
+
+`resolve_settings` turns a mapping (from YAML and `key=value` overrides) into a validated
+`Settings`; every error names the bad value and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that defines one run. Defaults give a short run with the pytti study's prompt style."""
+
+    scenes: str = "a photograph of a bright and beautiful spring day, by Trey Ratcliff"
+    scene_prefix: str = ""
+    scene_suffix: str = ""
+    init_image: str | None = None
+    direct_init_weight: float = 0.0  # MSE to the init image
+    direct_stabilization_weight: float = 0.0  # MSE to the frame's start image (2D animation)
+    target_images: str | list[str] = ""  # image prompts: "path.png:weight:stop | other.jpg"
+    vqgan_model: str = "imagenet_16384"
+    perceptors: list[str] = field(default_factory=lambda: ["ViT-B-32:openai"])
+    width: int = 256
+    height: int = 128
+    steps_per_scene: int = 100
+    steps_per_frame: int = 50
+    save_every: int = 50
+    interpolation_steps: int = 0
+    learning_rate: float = 0.1
+    reset_lr_each_frame: bool = True
+    seed: int = -1
+    cutouts: int = 40
+    cut_pow: float = 1.0
+    cutout_border: float = 0.0
+    augmentations: bool = True
+    animation_mode: str = "off"  # "off" or "2D"
+    translate_x: float = 0.0  # pixels per frame
+    translate_y: float = 0.0
+    rotate_2d: float = 0.0  # degrees per frame
+    zoom_x_2d: float = 0.0  # percent per frame
+    zoom_y_2d: float = 0.0
+    frames_per_second: int = 12  # of the video
+    file_namespace: str = "default"
+    out_dir: str = "images_out"
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    deterministic: bool = True
+    allow_overwrite: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+ANIMATION_MODES = ("off", "2D")
+# Settings that change where or how a run is stored, not what it computes.
+NON_RESULT_KEYS = ("out_dir", "allow_overwrite", "device")
+_NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+()=-]*$")
+
+
+class SettingsError(ValueError):
+    """A setting with a bad name or value."""
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kind = FIELDS[name].type
+    try:
+        if name == "perceptors":
+            return _perceptor_list(value)
+        if name == "target_images":
+            if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+                return list(value)
+            if value is None or isinstance(value, str):
+                return value or ""
+            raise TypeError
+        if kind in ("str", "str | None"):
+            if value is None and kind == "str | None":
+                return None
+            if not isinstance(value, str):
+                raise TypeError
+            return value
+        if kind == "bool":
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if kind == "int":
+            if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+                raise TypeError
+            return int(value)
+        if kind == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError
+            return float(value)
+    except TypeError:
+        raise SettingsError(f"setting {name}={value!r}: expected {kind}") from None
+    raise AssertionError(f"unhandled setting type {kind}")
+
+
+def _perceptor_list(value: Any) -> list[str]:
+    """`A+B` or ["A", "B"] → ["A", "B"]."""
+    if isinstance(value, str):
+        value = value.split("+")
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+        raise SettingsError(f"setting perceptors={value!r}: expected one or more perceptor names, "
+                            "as a list or joined with '+' (e.g. perceptors=ViT-B-32:openai+RN50)")
+    return [v.strip() for v in value]
+
+
+def resolve_settings(values: Mapping[str, Any]) -> Settings:
+    """Validate a mapping of settings (unknown keys, types, ranges) into `Settings`."""
+    unknown = [k for k in values if k not in FIELDS]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(key, FIELDS, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; valid settings: {', '.join(FIELDS)}"
+        raise SettingsError(f"unknown setting {key!r}{hint}")
+    settings = Settings(**{k: _coerce(k, v) for k, v in values.items()})
+    _check_ranges(settings)
+    return settings
+
+
+def _check_ranges(s: Settings) -> None:
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise SettingsError(message)
+
+    for name in ("width", "height", "steps_per_scene", "steps_per_frame", "save_every", "cutouts",
+                 "frames_per_second"):
+        need(getattr(s, name) > 0, f"setting {name}={getattr(s, name)}: must be a positive integer")
+    need(s.interpolation_steps >= 0, f"setting interpolation_steps={s.interpolation_steps}: must be >= 0")
+    need(s.learning_rate > 0, f"setting learning_rate={s.learning_rate}: must be > 0")
+    need(s.cut_pow > 0, f"setting cut_pow={s.cut_pow}: must be > 0")
+    need(s.cutout_border >= 0, f"setting cutout_border={s.cutout_border}: must be >= 0")
+    need(s.seed >= -1, f"setting seed={s.seed}: must be -1 (random) or a non-negative integer")
+    need(s.animation_mode in ANIMATION_MODES,
+         f"setting animation_mode={s.animation_mode!r}: allowed values are {', '.join(ANIMATION_MODES)}")
+    need(bool(_NAMESPACE.match(s.file_namespace)),
+         f"setting file_namespace={s.file_namespace!r}: use letters, digits and . _ + ( ) = - "
+         "(no '/', spaces, or leading punctuation)")
+    need(bool(re.match(r"^(auto|cpu|cuda(:\d+)?|mps)$", s.device)),
+         f"setting device={s.device!r}: allowed values are auto, cpu, cuda, cuda:N, mps")
+    for name in ("direct_init_weight", "direct_stabilization_weight"):
+        need(getattr(s, name) >= 0, f"setting {name}={getattr(s, name)}: must be >= 0")
+    need(s.init_image is not None or s.direct_init_weight == 0,
+         f"setting direct_init_weight={s.direct_init_weight} needs init_image")
+
+
+def check_size_for_factor(s: Settings, factor: int) -> None:
+    """Width and height must be multiples of the VQGAN's downsampling factor."""
+    for name in ("width", "height"):
+        value = getattr(s, name)
+        if value % factor:
+            rounded = max(factor, round(value / factor) * factor)
+            raise SettingsError(f"setting {name}={value}: must be a multiple of {factor} for VQGAN "
+                                f"{s.vqgan_model!r} (downsampling factor {factor}); use {rounded}")
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """`key=value` strings → a dict; values are parsed as YAML (`steps=10`, `perceptors=[A, B]`, `perceptors=A+B`)."""
+    result = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise SettingsError(f"override {item!r}: expected key=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw  # plain text, e.g. a prompt with ': ' in it
+        if key.strip() in ("scenes", "scene_prefix", "scene_suffix", "file_namespace", "vqgan_model") \
+                and not isinstance(value, str):
+            value = raw  # keep text settings as typed (e.g. file_namespace=2024)
+        result[key.strip()] = value
+    return result
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Settings:
+    """Settings from an optional YAML file plus `key=value` overrides (overrides win)."""
+    values: dict[str, Any] = {}
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise SettingsError(f"config file {path}: {err}") from err
+        if not isinstance(loaded, dict):
+            raise SettingsError(f"config file {path}: expected a mapping of settings, got {type(loaded).__name__}")
+        values.update(loaded)
+    values.update(parse_overrides(overrides))
+    return resolve_settings(values)
+
+
+def result_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings that determine a run's frames (for comparing a folder's run with a new one)."""
+    return {k: v for k, v in settings.items() if k not in NON_RESULT_KEYS}
