@@ -14,6 +14,8 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
+from engine.prompts import PromptSyntaxError, parse_prompt_list, parse_scenes
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -150,6 +152,11 @@ def _check_ranges(s: Settings) -> None:
         need(getattr(s, name) >= 0, f"setting {name}={getattr(s, name)}: must be >= 0")
     need(s.init_image is not None or s.direct_init_weight == 0,
          f"setting direct_init_weight={s.direct_init_weight} needs init_image")
+    try:
+        parse_scenes(s.scenes, s.scene_prefix, s.scene_suffix)
+        parse_prompt_list(s.target_images)
+    except PromptSyntaxError as err:
+        raise SettingsError(f"bad prompt syntax: {err}") from None
 
 
 def check_size_for_factor(s: Settings, factor: int) -> None:

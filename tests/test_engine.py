@@ -1,0 +1,205 @@
+"""Engine: settings validation, the loop, reproducibility, resume, outputs."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import imageio.v3 as iio
+import pytest
+import torch
+
+from engine.animation import transform_2d
+from engine.factory import load_perceptor, load_vqgan
+from engine.outputs import RunFolderConflict
+from engine.registry import UnknownModelError
+from engine.run import build_guide, clamp_latent, initial_latent, render, run, start_frame, step_loss
+from engine.settings import SettingsError, load_config
+
+TINY = ["vqgan_model=tiny", "perceptors=tiny-vit", "width=64", "height=32", "cutouts=4",
+        "steps_per_scene=10", "save_every=5", "steps_per_frame=5", "seed=7", "scenes=a red apple"]
+
+
+def tiny_settings(out_dir: Path, *extra: str):
+    return load_config(None, [*TINY, f"out_dir={out_dir}", "file_namespace=run", *extra])
+
+
+def frame_bytes(folder: Path) -> list[bytes]:
+    frames = sorted(folder.glob("run_*.png"), key=lambda p: int(p.stem.split("_")[-1]))
+    return [p.read_bytes() for p in frames]
+
+
+@pytest.mark.parametrize("vqgan,perceptor", [("tiny", "tiny-vit"), ("tiny", "tiny-rn"),
+                                             ("tiny-gumbel", "tiny-vit"), ("tiny-gumbel", "tiny-rn")])
+def test_thirty_steps_lower_the_loss(vqgan: str, perceptor: str) -> None:
+    settings = load_config(None, [f"vqgan_model={vqgan}", f"perceptors={perceptor}", "width=64", "height=32",
+                                  "cutouts=16", "augmentations=false", "scenes=a red apple"])
+    guide = build_guide(settings, load_vqgan(vqgan), [load_perceptor(perceptor)])
+    generator = torch.Generator().manual_seed(0)
+    z = initial_latent(guide, generator).requires_grad_(True)
+
+    def evaluate() -> float:  # the same cutouts before and after
+        with torch.no_grad():
+            return step_loss(guide, z, 0, torch.Generator().manual_seed(123), None)[0].item()
+
+    before = evaluate()
+    optimiser = torch.optim.Adam([z], lr=0.1)
+    for step in range(30):
+        total, _ = step_loss(guide, z, step, generator, None)
+        optimiser.zero_grad()
+        total.backward()
+        optimiser.step()
+        clamp_latent(guide, z)
+    assert evaluate() < before
+
+
+def test_run_writes_complete_outputs(tmp_path: Path) -> None:
+    folder = run(tiny_settings(tmp_path, "scenes=a red apple | a dog:-1:-.9 || a bird", "interpolation_steps=4"),
+                 quiet=True)
+    frames = frame_bytes(folder)
+    assert len(frames) == 4  # 2 scenes × 10 steps, saved every 5
+    sidecar = json.loads((folder / "run_settings.json").read_text())
+    assert sidecar["seed"] == 7 and sidecar["settings"]["vqgan_model"] == "tiny"
+    assert sidecar["models"]["vqgan"]["untrained"] and len(sidecar["models"]["vqgan"]["sha256"]) == 64
+    assert [p["label"] for p in sidecar["prompts"]] == ["s0p0", "s0p1", "s1p0"]
+    assert sidecar["prompts"][1]["weight"] == -1 and sidecar["prompts"][1]["stop"] == -0.9
+    assert {"torch", "open_clip", "engine"} <= set(sidecar["versions"]) and sidecar["device"] == "cpu"
+    rows = (folder / "losses.csv").read_text().splitlines()
+    assert rows[0] == "step,scene,total,s0p0,s0p1,s1p0" and len(rows) == 21
+    first, blended, last = rows[1].split(","), rows[13].split(","), rows[-1].split(",")
+    assert float(first[5]) == 0 and float(last[3]) == 0  # scene 1 inactive at first, scene 0 at the end
+    assert blended[1] == "1" and float(blended[3]) != 0 and float(blended[5]) != 0  # step 12: both
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["complete"] and metrics["frames"] == 4 and metrics["steps"] == 20
+    assert metrics["final_loss"] == pytest.approx(float(last[2]), rel=1e-4)
+    assert not (folder / "resume.pt").exists()
+    assert sum(1 for _ in iio.imiter(folder / "run.mp4")) == len(frames)
+
+
+def test_same_seed_gives_identical_frames(tmp_path: Path) -> None:
+    a = frame_bytes(run(tiny_settings(tmp_path / "a"), quiet=True))
+    b = frame_bytes(run(tiny_settings(tmp_path / "b"), quiet=True))
+    c = frame_bytes(run(tiny_settings(tmp_path / "c", "seed=8"), quiet=True))
+    assert a == b and len(a) == 2
+    assert a != c
+
+
+def test_random_seed_is_recorded(tmp_path: Path) -> None:
+    folder = run(tiny_settings(tmp_path, "seed=-1", "steps_per_scene=5"), quiet=True)
+    sidecar = json.loads((folder / "run_settings.json").read_text())
+    assert sidecar["seed"] >= 0 and sidecar["settings"]["seed"] == sidecar["seed"]
+
+
+def _cli_run(out_dir: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "engine", "run", "-q", *TINY, f"out_dir={out_dir}",
+                             "file_namespace=run", "steps_per_scene=60", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT])
+def test_resume_after_interrupt_matches_uninterrupted(tmp_path: Path, how: signal.Signals) -> None:
+    reference = _cli_run(tmp_path / "ref")
+    assert reference.wait(timeout=300) == 0, reference.stderr.read()
+    proc = _cli_run(tmp_path / "cut")
+    folder = tmp_path / "cut" / "run"
+    deadline = time.monotonic() + 240
+    while not (folder / "resume.pt").exists() or len(list(folder.glob("run_*.png"))) < 3:
+        assert proc.poll() is None and time.monotonic() < deadline, "run ended before it could be interrupted"
+        time.sleep(0.02)
+    proc.send_signal(how)
+    proc.wait(timeout=60)
+    assert not (folder / "metrics.json").exists(), "run finished before the interrupt"
+    saved = len(list(folder.glob("run_*.png")))
+    resumed = _cli_run(tmp_path / "cut")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["resumed_from_step"] and metrics["resumed_from_step"] >= 5 * (saved - 1)
+    assert frame_bytes(folder) == frame_bytes(tmp_path / "ref" / "run")
+    assert (folder / "losses.csv").read_text() == (tmp_path / "ref" / "run" / "losses.csv").read_text()
+
+
+def test_two_d_animation_moves_the_image_by_the_asked_amount() -> None:
+    settings = load_config(None, [*TINY, "animation_mode=2D", "translate_x=3", "translate_y=-2"])
+    guide = build_guide(settings, load_vqgan("tiny"), [load_perceptor("tiny-vit")])
+    z = initial_latent(guide, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = render(guide, z)
+    new_z, image = start_frame(guide, z)
+    assert torch.equal(image, transform_2d(before, translate_x=3, translate_y=-2))
+    # interior pixels moved 3 right and 2 up
+    assert torch.allclose(image[..., 4:-4, 6:-6], before[..., 6:-2, 3:-9], atol=1e-5)
+    assert new_z.shape == z.shape and not torch.equal(new_z, z)
+
+
+def test_still_mode_keeps_the_image() -> None:
+    settings = load_config(None, TINY)
+    guide = build_guide(settings, load_vqgan("tiny"), [load_perceptor("tiny-vit")])
+    z = initial_latent(guide, torch.Generator().manual_seed(0))
+    new_z, _ = start_frame(guide, z)
+    assert torch.equal(new_z, z)
+
+
+@pytest.mark.parametrize("override,error,message", [
+    ("widht=64", SettingsError, "unknown setting 'widht'; did you mean width"),
+    ("width=60", SettingsError, "width=60: must be a multiple of 8 .* use 64"),
+    ("height=0", SettingsError, "height=0: must be a positive integer"),
+    ("steps_per_scene=-3", SettingsError, "steps_per_scene=-3: must be a positive integer"),
+    ("scenes=a cat:2:1:0", ValueError, "a cat:2:1:0"),
+    ("scenes=a cat || || a dog", ValueError, "scene"),
+    ("animation_mode=3D", SettingsError, "animation_mode='3D': allowed values are off, 2D"),
+    ("perceptors=tiny-vitt", UnknownModelError, "Closest: tiny-vit"),
+    ("vqgan_model=imagenet_16385", UnknownModelError, "Closest: imagenet_16384"),
+    ("init_image=/no/such/image.png", SettingsError, "/no/such/image.png"),
+])
+def test_bad_input_gives_a_clear_error_and_no_complete_looking_output(
+        tmp_path: Path, override: str, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        run(load_config(None, [*TINY, f"out_dir={tmp_path}", "file_namespace=run", override]), quiet=True)
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    assert not list((tmp_path / "run").glob("*.png")) if (tmp_path / "run").exists() else True
+
+
+def test_cli_reports_bad_input_with_exit_code_2(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "engine", "run", *TINY, f"out_dir={tmp_path}", "width=60"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "use 64" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_folder_with_other_settings_is_never_overwritten_silently(tmp_path: Path) -> None:
+    folder = run(tiny_settings(tmp_path), quiet=True)
+    frames = frame_bytes(folder)
+    with pytest.raises(RunFolderConflict, match="cutouts: 4 there, 6 now"):
+        run(tiny_settings(tmp_path, "cutouts=6"), quiet=True)
+    assert frame_bytes(folder) == frames
+    # same settings again: recognised as done, nothing rewritten
+    mtime = (folder / "metrics.json").stat().st_mtime_ns
+    run(tiny_settings(tmp_path), quiet=True)
+    assert (folder / "metrics.json").stat().st_mtime_ns == mtime
+    run(tiny_settings(tmp_path, "cutouts=6", "allow_overwrite=true"), quiet=True)
+    assert json.loads((folder / "run_settings.json").read_text())["settings"]["cutouts"] == 6
+    assert frame_bytes(folder) != frames
+
+
+def test_config_file_and_overrides(tmp_path: Path) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text("vqgan_model: tiny\nperceptors: [tiny-vit, tiny-rn]\nwidth: 64\nheight: 32\ncutouts: 3\n")
+    settings = load_config(config, ["cutouts=5", "perceptors=tiny-rn+tiny-vit"])
+    assert settings.cutouts == 5 and settings.perceptors == ["tiny-rn", "tiny-vit"] and settings.width == 64
+
+
+def test_image_prompts_and_init_image(tmp_path: Path) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (40, 20), (200, 30, 30)).save(tmp_path / "red.png")
+    folder = run(tiny_settings(tmp_path / "out", f"target_images={tmp_path / 'red.png'}:0.5",
+                               f"init_image={tmp_path / 'red.png'}", "direct_init_weight=1",
+                               "perceptors=tiny-vit+tiny-rn", "steps_per_scene=5"), quiet=True)
+    sidecar = json.loads((folder / "run_settings.json").read_text())
+    assert sidecar["prompts"][-1] == {"scene": -1, "text": str(tmp_path / "red.png"), "weight": 0.5,
+                                      "stop": None, "label": "s-1p0"}
+    assert len(sidecar["models"]["perceptors"]) == 2
+    assert "s-1p0" in (folder / "losses.csv").read_text().splitlines()[0]
