@@ -14,20 +14,18 @@ from engine.run import build_guide, clamp_latent, initial_latent, peak_memory_mb
 from engine.settings import Settings, check_size_for_factor
 
 
-def _timed(fn: Callable[[], None], device: torch.device, warmup: int, repeats: int) -> float:
-    """Median seconds per call of fn, after warm-up calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
+def _seconds(fn: Callable[[], None], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
 
 
 def bench(settings: Settings, *, warmup: int = 1, repeats: int = 3) -> dict:
@@ -58,8 +56,15 @@ def bench(settings: Settings, *, warmup: int = 1, repeats: int = 3) -> dict:
             batch.requires_grad_(True)
             perceptor.model.encode_image(batch).sum().backward()
 
-    engine_s = _timed(engine_step, device, warmup, repeats)
-    bare_s = _timed(bare_compute, device, warmup, repeats)
+    for _ in range(warmup):
+        engine_step()
+        bare_compute()
+    # Interleaved, so that load from other processes hits both alike.
+    engine_times, bare_times = [], []
+    for _ in range(repeats):
+        engine_times.append(_seconds(engine_step, device))
+        bare_times.append(_seconds(bare_compute, device))
+    engine_s, bare_s = _median(engine_times), _median(bare_times)
     return {"engine_s_per_step": engine_s, "bare_s_per_step": bare_s, "ratio": engine_s / bare_s,
             "peak_memory_mb": peak_memory_mb(device), "device": str(device),
             "threads": torch.get_num_threads(), "vqgan": settings.vqgan_model, "perceptors": settings.perceptors,
