@@ -15,6 +15,24 @@ for _p in (str(_TESTS.parent), str(_TESTS)):  # repo root (for `engine`) and tes
 from httpserver import LocalFileServer  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One model cache for the whole session (tiny models are generated once), isolated from the
+    user's cache and user models file; subprocesses inherit it through the environment."""
+    import os
+
+    cache = tmp_path_factory.mktemp("model-cache")
+    saved = {k: os.environ.get(k) for k in ("VQCLIP_CACHE", "VQCLIP_MODELS")}
+    os.environ["VQCLIP_CACHE"] = str(cache)
+    os.environ["VQCLIP_MODELS"] = str(cache / "no-user-models.yaml")
+    yield cache
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture
 def file_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalFileServer]:
     """A LocalFileServer on 127.0.0.1 (see tests/httpserver.py), stopped after the test.

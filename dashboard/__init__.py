@@ -1,0 +1,1 @@
+"""Dashboard for VQGAN+CLIP run folders: catalog, synced-grid app, and static export."""

@@ -1,0 +1,66 @@
+"""Command line: `python -m dashboard {catalog,serve,export} --root DIR ...`."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .grid import AXES, SETTING
+
+
+def axis(value: str) -> str:
+    """An axis name: a catalog column of `grid.AXES` or `setting:<key>`."""
+    if value in AXES or value.startswith(SETTING):
+        return value
+    raise argparse.ArgumentTypeError(f"{value}: not {', '.join(AXES)} or {SETTING}<key>")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dashboard", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    catalog = commands.add_parser("catalog", help="list the runs under a root folder")
+    catalog.add_argument("--json", action="store_true", help="print every field as JSON")
+
+    serve = commands.add_parser("serve", help="serve the dashboard")
+    serve.add_argument("--port", type=int, default=5006)
+    serve.add_argument("--address", default="127.0.0.1",
+                       help="interface to bind (default localhost only; 0.0.0.0 exposes it)")
+    serve.add_argument("--allow-websocket-origin", action="append", default=[],
+                       metavar="HOST[:PORT]", help="another origin allowed to open the app")
+    serve.add_argument("--scores", help="folder of score files (default <root>/../scores)")
+    serve.add_argument("--show", action="store_true", help="open a browser")
+
+    export = commands.add_parser("export", help="write a static page that plays the grid offline")
+    export.add_argument("--out", required=True, help="folder (index.html + assets/) or X.html")
+    export.add_argument("--rows", type=axis, default="vqgan",
+                        help=f"row axis: {', '.join(AXES)} or {SETTING}<key>")
+    export.add_argument("--cols", type=axis, default="generator", help="column axis, as --rows")
+    export.add_argument("--width", type=int, default=256, help="frame width in the sheets (px)")
+    export.add_argument("--format", choices=["webp", "jpeg"], default="webp")
+    export.add_argument("--quality", type=int, default=80)
+
+    for sub in (catalog, serve, export):
+        sub.add_argument("--root", required=True, help="folder of run folders")
+    args = parser.parse_args(argv)
+
+    if args.command == "catalog":
+        from .catalog import load_catalog, to_json, to_table
+
+        df = load_catalog(args.root)
+        print(to_json(df) if args.json else to_table(df))
+    elif args.command == "serve":
+        from .server import serve as run_server
+
+        run_server(args.root, args.scores, args.port, args.address, args.allow_websocket_origin,
+                   args.show)
+    else:
+        from .export import export as write_export, export_size
+
+        path = write_export(args.root, args.out, args.rows, args.cols, args.width, args.format,
+                            args.quality)
+        print(f"wrote {path} ({export_size(args.out) / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

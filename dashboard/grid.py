@@ -1,0 +1,87 @@
+"""The grid a player shows: runs placed by two catalog axes. Shared by the app and the export."""
+from __future__ import annotations
+
+import re
+from bisect import bisect_right
+from typing import Any, Callable
+
+import pandas as pd
+
+from .catalog import PYTTI_PERCEPTORS
+
+#: Catalog columns that can be an axis, with their labels.
+AXES = {"vqgan": "VQGAN", "generator": "perceptors", "experiment": "experiment", "seed": "seed",
+        "size": "size", "rerun": "re-run"}
+SETTING = "setting:"
+#: Settings already covered by a column above, or not scalar enough to label a row.
+COVERED = {"vqgan_model", "perceptors", "seed", "width", "height", "use_mmc", "mmc_models",
+           "file_namespace", *PYTTI_PERCEPTORS}
+
+FrameSource = Callable[[pd.Series], dict[str, Any]]
+
+
+def natural_key(value: str) -> list[Any]:
+    """Sort key putting `RN50x4` before `RN50x16` and `2` before `10`."""
+    return [(0, int(t)) if t.isdigit() else (1, t.lower()) for t in re.split(r"(\d+)", value)]
+
+
+def _varying_settings(df: pd.DataFrame) -> list[str]:
+    settings = pd.DataFrame(list(df["settings"])) if len(df) else pd.DataFrame()
+    return sorted(
+        key for key in settings.columns
+        if key not in COVERED
+        and settings[key].map(lambda v: v is None or isinstance(v, (str, int, float, bool))).all()
+        and settings[key].astype(str).nunique() > 1
+    )
+
+
+def axis_options(df: pd.DataFrame) -> dict[str, str]:
+    """Label -> axis of every way to lay out the grid: VQGAN and perceptors always, any other
+    column or setting where its value varies across the catalog."""
+    options = {label: key for key, label in AXES.items()
+               if key in ("vqgan", "generator") or df[key].astype(str).nunique() > 1}
+    options.update({key: SETTING + key for key in _varying_settings(df)})
+    return options
+
+
+def axis_label(axis: str) -> str:
+    return AXES.get(axis) or axis.removeprefix(SETTING)
+
+
+def axis_values(df: pd.DataFrame, axis: str) -> list[str]:
+    """Each run's value on `axis`, as text."""
+    if axis.startswith(SETTING):
+        key = axis.removeprefix(SETTING)
+        return [str(s.get(key, "-")) for s in df["settings"]]
+    return ["-" if pd.isna(v) else str(v) for v in df[axis]]
+
+
+def title(run: pd.Series, with_experiment: bool) -> str:
+    """A cell's caption: its models, re-run number and, where several, its experiment."""
+    text = f"{run.vqgan} · {' + '.join(run.perceptors) or '?'}"
+    if run.rerun:
+        text += f" ({run.rerun})"
+    return f"{run.experiment}: {text}" if with_experiment else text
+
+
+def grid_spec(df: pd.DataFrame, rows: str, cols: str, frames: FrameSource) -> dict[str, Any]:
+    """The JSON the player renders: row and column values, the union of frame steps, and per run
+    its place, caption, frame index at each step, losses and frames (from `frames(run)`)."""
+    row_of, col_of = axis_values(df, rows), axis_values(df, cols)
+    steps = sorted({s for run_steps in df["frame_steps"] for s in run_steps})
+    with_experiment = df["experiment"].nunique() > 1 and "experiment" not in (rows, cols)
+    cells = [
+        {
+            "id": run.run, "row": r, "col": c, "title": title(run, with_experiment),
+            "note": run.reason, "steps": run.frame_steps, "losses": run.frame_losses,
+            "width": None if pd.isna(run.width) else int(run.width),
+            "height": None if pd.isna(run.height) else int(run.height),
+            "at": [max(bisect_right(run.frame_steps, s) - 1, 0) for s in steps],
+            **frames(run),
+        }
+        for (_, run), r, c in zip(df.iterrows(), row_of, col_of)
+    ]
+    return {
+        "rows": sorted(set(row_of), key=natural_key), "cols": sorted(set(col_of), key=natural_key),
+        "row_axis": axis_label(rows), "col_axis": axis_label(cols), "steps": steps, "cells": cells,
+    }

@@ -1,0 +1,23 @@
+"""The synced grid player as a Panel component; its JS and CSS also drive the static export."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import param
+from panel.custom import JSComponent
+
+STATIC = Path(__file__).parent / "static"
+
+
+class GridPlayer(JSComponent):
+    """Every cell of `grid` (see `grid.grid_spec`) at one shared step, with play/pause, speed,
+    loop or reflect, a step slider and ←/→ keys, all client-side; a clicked cell is shown
+    large beside the pinned baseline."""
+
+    grid = param.Dict(default={"rows": [], "cols": [], "steps": [], "cells": []})
+    step = param.Integer(default=0, doc="Index into grid['steps'], synced when the player stops.")
+    selected = param.String(default="", doc="Run shown large.")
+    baseline = param.String(default="", doc="Run pinned beside the selected one.")
+
+    _esm = STATIC / "player.js"
+    _stylesheets = [str(STATIC / "player.css")]

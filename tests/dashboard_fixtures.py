@@ -1,0 +1,220 @@
+"""Fixture run folders for the dashboard tests and benchmark: real PNG frames, real sidecars.
+
+Every frame has its own colour: the hue tells the cell apart, the brightness the frame number,
+so a test can tell from a pixel which cell and frame it is looking at.
+"""
+from __future__ import annotations
+
+import colorsys
+import http.client
+import json
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+STUDY = "exp_vqgan_base_perceptors"
+PYTTI_SWITCHES = {"ViT-B32": "ViTB32", "ViT-B16": "ViTB16", "ViT-L14": "ViTL14", "RN50": "RN50",
+                  "RN101": "RN101", "RN50x4": "RN50x4"}
+SCENES = ("a photograph of a bright and beautiful spring day"
+          " || a painting of a cold wintery landscape")
+
+
+def frame_colour(cell: int, n: int, n_frames: int = 40) -> tuple[int, int, int]:
+    """The base colour of frame `n` (1-based) of the `cell`-th fixture cell."""
+    r, g, b = colorsys.hsv_to_rgb((cell * 0.618034) % 1.0, 0.8, 0.3 + 0.65 * n / max(n_frames, 1))
+    return round(r * 255), round(g * 255), round(b * 255)
+
+
+def write_frame(path: Path, colour: tuple[int, int, int], size: tuple[int, int], noise: float = 0.0,
+                seed: int = 0) -> None:
+    """A `size` (w, h) PNG: `colour` shaded by a smooth gradient, plus Gaussian noise (sd)."""
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    shade = 0.75 + 0.25 * np.sin(xx / w * 3.1 + yy / h * 1.7)[..., None]
+    img = np.asarray(colour, np.float32) * shade
+    if noise:
+        img = img + np.random.default_rng(seed).normal(0.0, noise, img.shape)
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB").save(path, compress_level=1)
+
+
+def _frames(folder: Path, base: str, cell: int, n_frames: int, size: tuple[int, int],
+            noise: float, numbers: Iterable[int] | None = None) -> None:
+    for n in numbers or range(1, n_frames + 1):
+        write_frame(folder / f"{base}_{n}.png", frame_colour(cell, n, n_frames), size, noise,
+                    seed=cell * 10_000 + n)
+
+
+def make_our_run(root: Path, name: str, vqgan: str, perceptors: Sequence[str], *, cell: int = 0,
+                 n_frames: int = 3, size: tuple[int, int] = (32, 16), save_every: int = 10,
+                 seed: int = 12345, complete: bool = True, noise: float = 0.0) -> Path:
+    """A run folder in our format (docs/run-folder-format.md)."""
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = {"vqgan_model": vqgan, "perceptors": list(perceptors), "width": size[0],
+                "height": size[1], "seed": seed, "save_every": save_every, "scenes": SCENES,
+                "steps_per_scene": n_frames * save_every // 2}
+    sidecar = {
+        "format": "vqgan-clip-run/1", "settings": settings, "seed": seed,
+        "models": {"vqgan": {"name": f"{vqgan}_16384", "slug": vqgan, "untrained": True},
+                   "perceptors": [{"name": f"{p}:openai", "slug": p, "untrained": True}
+                                  for p in perceptors]},
+        "prompts": [{"scene": 0, "text": "a photograph", "weight": 1.0, "label": "s0p0"}],
+    }
+    (folder / f"{name}_settings.json").write_text(json.dumps(sidecar), encoding="utf-8")
+    _frames(folder, name, cell, n_frames, size, noise)
+    rows = [f"{n * save_every},0,{1.0 - 0.01 * n - 0.1 * cell:.4f},{0.5 - 0.005 * n:.4f}"
+            for n in range(1, n_frames + 1)]
+    (folder / "losses.csv").write_text("step,scene,total,s0p0\n" + "\n".join(rows) + "\n")
+    if complete:
+        metrics = {"complete": True, "steps": n_frames * save_every, "frames": n_frames,
+                   "final_loss": 1.0 - 0.01 * n_frames - 0.1 * cell, "steps_per_second": 3.5}
+        (folder / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    return folder
+
+
+def make_pytti_run(root: Path, name: str, vqgan: str, perceptors: Sequence[str], *, cell: int = 0,
+                   n_frames: int = 3, size: tuple[int, int] = (32, 16), save_every: int = 50,
+                   rerun: int = 0, mmc_ids: Sequence[str] = (), noise: float = 0.0) -> Path:
+    """A pytti-core folder: `<ns>_settings.txt` (JSON plus trailing scene lines) and frames.
+    `rerun=k` writes the `<ns>(k)` re-run into the same folder, as pytti does."""
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    base = f"{name}({rerun})" if rerun else name
+    settings = {
+        "scenes": SCENES, "scene_prefix": "", "scene_suffix": " | text:-1:-.9",
+        "image_model": "VQGAN", "vqgan_model": vqgan, "width": size[0], "height": size[1],
+        "steps_per_scene": n_frames * save_every // 2, "steps_per_frame": 50,
+        "save_every": save_every, "seed": 12345 + rerun, "cutouts": 60, "cut_pow": 1,
+        "animation_mode": "2D", "translate_x": "-1", "zoom_x_2d": "3",
+        **{switch: switch in {PYTTI_SWITCHES[p] for p in perceptors}
+           for switch in ("ViTB32", "ViTB16", "ViTL14", "ViTL14_336px", "RN50", "RN101",
+                          "RN50x4", "RN50x16", "RN50x64")},
+        "use_mmc": bool(mmc_ids),
+        "mmc_models": [{"architecture": "clip", "publisher": "openai", "id": i} for i in mmc_ids],
+    }
+    text = json.dumps(settings, indent=4) + "\n" + "\n".join(
+        f"b'{t:.2f}: {scene.strip()}'" for t, scene in zip((0, 20), SCENES.split("||")))
+    (folder / f"{base}_settings.txt").write_text(text + "\n", encoding="utf-8")
+    _frames(folder, base, cell, n_frames, size, noise)
+    return folder
+
+
+def make_empty_run(root: Path, name: str) -> Path:
+    """A run folder with nothing in it yet."""
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def make_corrupt_run(root: Path, name: str, *, cell: int = 0, n_frames: int = 2) -> Path:
+    """Frames beside a truncated settings sidecar."""
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}_settings.json").write_text('{"format": "vqgan-clip-run/1", "settings": {')
+    _frames(folder, name, cell, n_frames, (32, 16), 0.0)
+    return folder
+
+
+def cell_name(vqgan: str, perceptors: Sequence[str], experiment: str = STUDY) -> str:
+    """The grid's folder name for a cell."""
+    return f"{experiment}__{vqgan}_{'_'.join(perceptors)}"
+
+
+def make_grid(root: Path, vqgans: Sequence[str], perceptors: Sequence[str], n_frames: int, *,
+              size: tuple[int, int] = (32, 16), noise: float = 0.0, save_every: int = 50,
+              experiment: str = STUDY) -> list[Path]:
+    """An N vqgans x M perceptors grid of our-format cells, K frames each."""
+    return [
+        make_our_run(root, cell_name(v, [p], experiment), v, [p], cell=i * len(perceptors) + j,
+                     n_frames=n_frames, size=size, save_every=save_every, noise=noise)
+        for i, v in enumerate(vqgans) for j, p in enumerate(perceptors)
+    ]
+
+
+def make_scores(scores: Path, vqgans: Sequence[str], perceptors: Sequence[str], n_frames: int,
+                save_every: int = 50, experiment: str = STUDY) -> Path:
+    """`bias_matrix.csv` and `image_stats.csv` for a `make_grid` grid, as the score stage writes."""
+    scores.mkdir(parents=True, exist_ok=True)
+    bias = ["vqgan,generator,judge,similarity"] + [
+        f"{v},{g},{j},{0.2 + 0.01 * i + 0.02 * (g == j):.3f}"
+        for i, v in enumerate(vqgans) for g in perceptors for j in perceptors]
+    (scores / "bias_matrix.csv").write_text("\n".join(bias) + "\n")
+    stats = ["cell,vqgan,generator,frame,step,"
+             "colourfulness,saturation,contrast,edge_density,palette"]
+    for i, v in enumerate(vqgans):
+        for j, p in enumerate(perceptors):
+            for n in range(1, n_frames + 1):
+                c = "#%02x%02x%02x" % frame_colour(i * len(perceptors) + j, n, n_frames)
+                stats.append(f"{cell_name(v, [p], experiment)},{v},{p},{n},{n * save_every},"
+                             f"{10 + n + i},{0.3 + 0.01 * n},{0.5 - 0.01 * j},{0.1 * n},"
+                             f"{c};#000000")
+    (scores / "image_stats.csv").write_text("\n".join(stats) + "\n")
+    return scores
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(port: int, path: str, host: str = "127.0.0.1") -> tuple[int, bytes]:
+    """(status, body) of a GET sent with `path` exactly as given (no client-side normalising)."""
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+@contextmanager
+def running(command: Sequence[str], port: int, ready_path: str = "/",
+            timeout: float = 90.0) -> Iterator[subprocess.Popen]:
+    """Run a server `command` from the repo root until `ready_path` answers 200; stop it after."""
+    proc = subprocess.Popen(list(command), cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited {proc.returncode}:\n{proc.stdout.read()}")
+            try:
+                if http_get(port, ready_path)[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no answer from {command} on port {port}")
+            time.sleep(0.2)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def dashboard_server(root: Path, *extra: str) -> Iterator[str]:
+    """`python -m dashboard serve --root root` on a free local port; yields its base URL."""
+    port = free_port()
+    command = [sys.executable, "-m", "dashboard", "serve", "--root", str(root),
+               "--port", str(port), *extra]
+    with running(command, port):
+        yield f"http://127.0.0.1:{port}"

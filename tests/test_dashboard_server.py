@@ -1,0 +1,72 @@
+"""The server: frames from a static route confined to the root, bound to localhost."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import psutil
+import pytest
+
+from dashboard_fixtures import cell_name, dashboard_server, free_port, http_get, make_grid, running
+
+CELL = cell_name("sflckr", ["RN50"])
+FRAME = f"/frames/{CELL}/{CELL}_1.png"
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("served")
+    (base / "secret.png").write_bytes(b"\x89PNG not yours")
+    (base / "secret.txt").write_text("not yours")
+    root = base / "runs"
+    make_grid(root, ["sflckr"], ["RN50"], 2)
+    (root / CELL / "escape.png").symlink_to(base / "secret.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(root: Path) -> Iterator[str]:
+    with dashboard_server(root) as url:
+        yield url
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def test_frames_are_served_as_files(server: str) -> None:
+    status, body = http_get(_port(server), FRAME)
+    assert status == 200 and body.startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("path", [
+    "/frames/../secret.png", "/frames/%2e%2e/secret.png", "/frames/%2E%2E%2Fsecret.png",
+    f"/frames/{CELL}/../../secret.txt", "/frames/..%2fsecret.png", f"/frames/{CELL}/escape.png",
+    "/frames//etc/passwd", "/frames/%2fetc%2fpasswd",
+])
+def test_paths_leaving_the_root_are_refused(server: str, path: str) -> None:
+    status, body = http_get(_port(server), path)
+    assert status in (403, 404) and b"not yours" not in body and b"root:" not in body
+
+
+def test_only_images_are_served(server: str) -> None:
+    assert http_get(_port(server), f"/frames/{CELL}/losses.csv")[0] == 404
+    assert http_get(_port(server), f"/frames/{CELL}/metrics.json")[0] == 404
+
+
+def test_binds_to_localhost_by_default(server: str) -> None:
+    port = _port(server)
+    listening = [c for c in psutil.net_connections(kind="inet")
+                 if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN]
+    assert listening and {c.laddr.ip for c in listening} <= {"127.0.0.1", "::1"}
+
+
+def test_panel_serve_script_mounts_the_frame_route(root: Path) -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "panel", "serve", "dashboard/app.py", "--port", str(port),
+               "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}",
+               "--args", "--root", str(root)]
+    with running(command, port, ready_path="/app"):
+        assert http_get(port, FRAME)[0] == 200
+        assert http_get(port, "/frames/%2e%2e/secret.png")[0] == 403
