@@ -22,10 +22,10 @@ RERUN_RE = re.compile(r"^(?P<stem>.*)\((?P<k>\d+)\)$")
 COLUMNS = [
     "run", "cell", "rerun", "folder", "experiment", "vqgan", "perceptors", "generator", "seed",
     "width", "height", "size", "save_every", "n_frames", "frames", "frame_steps", "frame_losses",
-    "losses", "final_loss", "metrics", "settings", "source", "status", "reason",
+    "losses", "final_loss", "metrics", "settings", "source", "untrained", "status", "reason",
 ]
 SUMMARY = ["run", "experiment", "vqgan", "generator", "seed", "size", "n_frames", "final_loss",
-           "source", "status", "reason"]
+           "source", "untrained", "status", "reason"]
 
 
 class MetadataError(ValueError):
@@ -46,6 +46,7 @@ class Meta:
     save_every: int = 1
     expected_frames: int | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    untrained: bool = False  # made with a random-weight model: says nothing about a checkpoint
 
 
 def split_rerun(name: str) -> tuple[str, int]:
@@ -100,6 +101,7 @@ def read_ours(path: Path) -> Meta:
         seed=_int(doc.get("seed", settings.get("seed"))),
         width=_int(settings.get("width")), height=_int(settings.get("height")),
         save_every=_int(settings.get("save_every")) or 1, settings=settings,
+        untrained=any(m.get("untrained") for m in [models.get("vqgan") or {}, *(models.get("perceptors") or [])]),
     )
 
 
@@ -223,7 +225,8 @@ def read_run(root: Path, folder: Path, base: str, files: set[str]) -> dict[str, 
         "frame_losses": frame_losses,
         "losses": None if losses is None else _json_safe(losses).to_dict("list"),
         "final_loss": final_loss, "metrics": metrics, "settings": meta.settings,
-        "source": meta.source, "status": "incomplete" if problems else "complete",
+        "source": meta.source, "untrained": meta.untrained,
+        "status": "incomplete" if problems else "complete",
         "reason": "; ".join(problems),
     }
 

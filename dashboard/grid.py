@@ -57,10 +57,13 @@ def axis_values(df: pd.DataFrame, axis: str) -> list[str]:
 
 
 def title(run: pd.Series, with_experiment: bool) -> str:
-    """A cell's caption: its models, re-run number and, where several, its experiment."""
+    """A cell's caption: its models, re-run number, UNTRAINED for random-weight models and, where
+    several, its experiment."""
     text = f"{run.vqgan} · {' + '.join(run.perceptors) or '?'}"
     if run.rerun:
         text += f" ({run.rerun})"
+    if run.untrained:
+        text += " · UNTRAINED"
     return f"{run.experiment}: {text}" if with_experiment else text
 
 

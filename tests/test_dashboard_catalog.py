@@ -154,3 +154,11 @@ def test_a_run_folder_as_the_root(tmp_path: Path) -> None:
     run = load_catalog(folder).iloc[0]
     assert (run.run, run.folder, run.frames) == ("solo", ".", ["solo_1.png", "solo_2.png"])
     assert (folder / run.frames[0]).is_file()
+
+
+def test_untrained_models_are_labelled(cat: pd.DataFrame) -> None:
+    ours, pytti = cat.loc[cell_name("sflckr", ["RN50"])], cat.loc[PYTTI]
+    assert ours.untrained and not pytti.untrained
+    spec = grid_spec(cat.loc[[ours.run, pytti.run]], "vqgan", "generator", lambda run: {"frames": []})
+    titles = {c["id"]: c["title"] for c in spec["cells"]}
+    assert titles[ours.run].endswith("UNTRAINED") and "UNTRAINED" not in titles[pytti.run]
