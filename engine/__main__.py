@@ -49,13 +49,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     from engine.run import run
     from engine.settings import load_config
 
-    settings = load_config(args.config, args.overrides)
-    try:
-        folder = run(settings, quiet=args.quiet)
-    except KeyboardInterrupt:
-        print("\ninterrupted: re-run the same command to resume from the last saved frame", file=sys.stderr)
-        raise
-    print(folder)
+    print(run(load_config(args.config, args.overrides), quiet=args.quiet))
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -107,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("\ninterrupted: a run resumes from its last saved frame when the same command is "
+              "run again", file=sys.stderr)
         return 130
     return 0
 
