@@ -18,7 +18,7 @@ from engine import cache
 from engine.download import ChecksumLock, DownloadError, download, sha256_file
 from engine.perceptor import Perceptor
 from engine.pretrained import VQGANSource
-from engine.registry import ModelInfo, PerceptorSource, registry
+from engine.registry import ModelInfo, PerceptorSource, UnknownModelError, registry
 from engine.tiny import make_tiny_clip, make_tiny_vqgan, register_tiny_clip_configs
 from engine.vqgan import VQGAN, build_vqgan, load_vqgan_files, parse_config, read_config
 
@@ -208,9 +208,14 @@ def _perceptor_origin(source: PerceptorSource, cfg: dict, weights: Path) -> str:
 def fetch(name: str, *, progress: bool = True) -> list[Path]:
     """Download (or generate) the files of a VQGAN or perceptor ahead of time."""
     reg = registry()
-    if name in reg.vqgans or any(name in s.aliases or name == s.slug for s in reg.vqgans.values()):
-        return list(fetch_vqgan(reg.vqgan(name), progress=progress))
-    return [fetch_perceptor(reg.perceptor(name), progress=progress)]
+    try:
+        source = reg.vqgan(name)
+    except UnknownModelError:
+        try:
+            return [fetch_perceptor(reg.perceptor(name), progress=progress)]
+        except UnknownModelError:
+            raise UnknownModelError("VQGAN or perceptor", name, [*reg.vqgans, *reg.perceptors]) from None
+    return list(fetch_vqgan(source, progress=progress))
 
 
 def model_table() -> list[dict]:
