@@ -66,7 +66,7 @@ def load_vqgan(name: str, device: str | torch.device = "cpu", *, random_weights:
         config_path, ckpt_path = fetch_vqgan(source, progress=progress)
         model = load_vqgan_files(config_path, ckpt_path)
         info = ModelInfo(source.name, source.slug, _origin(source, ckpt_path),
-                         _sha256(f"vqgan/{source.name}/checkpoint", ckpt_path), source.untrained)
+                         model_sha256(f"vqgan/{source.name}/checkpoint", ckpt_path), source.untrained)
     model.info = info
     return model.to(device)
 
@@ -88,8 +88,9 @@ def _origin(source: VQGANSource, path: Path) -> str:
     return source.local_checkpoint or (source.checkpoint_urls[0] if source.checkpoint_urls else str(path))
 
 
-def _sha256(key: str, path: Path) -> str:
-    """A file's sha256: from the lock when recorded there, else computed and recorded."""
+def model_sha256(key: str, path: Path) -> str:
+    """A model file's sha256: from the checksum lock when it records this file (same size), else
+    computed and recorded. Keys: `vqgan/<name>/config`, `vqgan/<name>/checkpoint`, `clip/<name>`."""
     lock = ChecksumLock(cache.lock_file())
     record = lock.get(key)
     if record and record.get("size") == path.stat().st_size:
@@ -188,7 +189,7 @@ def load_perceptor(name: str, device: str | torch.device = "cpu", *, random_weig
         weights = fetch_perceptor(source, progress=progress)
         model = open_clip.create_model(source.arch, pretrained=str(weights), force_quick_gelu=quick_gelu)
         info = ModelInfo(source.name, source.slug, _perceptor_origin(source, cfg, weights),
-                         _sha256(f"clip/{source.name}", weights), source.untrained)
+                         model_sha256(f"clip/{source.name}", weights), source.untrained)
     pre = model.visual.preprocess_cfg
     size = model.visual.image_size
     size = (size, size) if isinstance(size, int) else tuple(size)

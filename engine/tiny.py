@@ -5,8 +5,11 @@ code path as pretrained checkpoints. Nothing they produce says anything about a 
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from pathlib import Path
+from typing import Iterator
 
 import open_clip
 import torch
@@ -69,14 +72,25 @@ def register_tiny_clip_configs(folder: Path) -> None:
             open_clip.add_model_config(path)
 
 
+@contextlib.contextmanager
+def _no_warnings() -> Iterator[None]:
+    """Mute open_clip's "no pretrained weights loaded" warning."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
 def make_tiny_clip(name: str, folder: Path) -> Path:
     """Write `<folder>/<name>.pt` (an open_clip state dict) unless present; return its path."""
     register_tiny_clip_configs(folder)
     weights = folder / f"{name}.pt"
     if not weights.exists():
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), _no_warnings():
             torch.manual_seed(SEED)
-            model = open_clip.create_model(name, pretrained=None)
+            model = open_clip.create_model(name, pretrained=None)  # random weights, as intended
         with atomic_path(weights) as tmp:
             torch.save(model.state_dict(), tmp)
     return weights

@@ -47,7 +47,7 @@ class VQGAN(nn.Module):
         self.target = target
         self.gumbel = target == GUMBELVQ
         self.embed_dim, self.n_embed = embed_dim, n_embed
-        self.factor = 2 ** (len(ddconfig["ch_mult"]) - 1)
+        self.factor = downsampling_factor(ddconfig)
         z_channels = ddconfig["z_channels"]
         self.encoder = Encoder(**ddconfig)
         self.decoder = Decoder(**ddconfig)
@@ -93,6 +93,11 @@ class VQGAN(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latents (N, embed_dim, h, w) → images (N, 3, h*f, w*f) in [0, 1]."""
         return (self.decoder(self.post_quant_conv(z)).add(1).div(2)).clamp(0, 1)
+
+
+def downsampling_factor(ddconfig: Mapping[str, Any]) -> int:
+    """How many pixels one latent position covers along each side."""
+    return 2 ** (len(ddconfig["ch_mult"]) - 1)
 
 
 def read_config(path: str | Path) -> dict:

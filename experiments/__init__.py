@@ -1,0 +1,7 @@
+"""The DVC grid pipeline: VQGAN models × CLIP perceptors at one fixed seed (docs/grid.md).
+
+Stage scripts, each run by dvc.yaml as `python -m experiments.<stage>` from the repository
+root and reading params.yaml: `fetch_models`, `run_cell`, `score`. `grid` validates params and
+names the cells, `demo` builds and runs the offline demo grid, `parallel` runs cells through
+DVC's experiment queue.
+"""

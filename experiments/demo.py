@@ -1,0 +1,164 @@
+"""The offline demo grid: the real pipeline on UNTRAINED tiny models, in a fresh repository.
+
+    python -m experiments.demo DIR [--no-run]
+
+Creates DIR as a new git + DVC repository holding this project's dvc.yaml, stage scripts and
+plot templates, with a params.yaml that keeps the study's shared settings but runs
+`tiny` and `tiny-gumbel` × `tiny-vit` and `tiny-rn` (random weights, generated offline) at
+64×32 px for 20 steps; then runs `dvc repro` there and commits the result. Every file, run
+folder and score it makes is labelled `demo_untrained`: the images and numbers say nothing
+about any real checkpoint; they show the pipeline working end to end without downloads.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from experiments.grid import PARAMS_FILE, read_params
+
+PACKAGE = Path(__file__).resolve().parent
+PROJECT = PACKAGE.parent
+DEMO_EXPERIMENT = "demo_untrained"
+DEMO_GRID = {
+    "vqgan_models": {"tiny": "tiny", "tiny-gumbel": "tiny-gumbel"},
+    "perceptors": {"tiny-vit": "tiny-vit", "tiny-rn": "tiny-rn"},
+}
+# Small enough for a 2-core CPU: 2 scenes × 10 steps, a frame every 5 steps (4 frames per cell).
+# A larger learning rate than the study's 0.1, so that 20 steps move the untrained latents
+# across code boundaries and the cells' frames differ.
+DEMO_SETTINGS = {"width": 64, "height": 32, "cutouts": 4, "steps_per_frame": 5, "save_every": 5,
+                 "steps_per_scene": 10, "interpolation_steps": 5, "learning_rate": 0.3}
+HEADER = """\
+# OFFLINE DEMO GRID ON UNTRAINED MODELS. `tiny`, `tiny-gumbel`, `tiny-vit` and `tiny-rn` have
+# random weights (generated locally, no download): the frames and scores made here say nothing
+# about any real checkpoint. Made by `python -m experiments.demo`; the study's grid is the
+# params.yaml of the project itself.
+"""
+README = """\
+# UNTRAINED demo grid
+
+Made by `python -m experiments.demo`: the project's grid pipeline (dvc.yaml, experiments/) on
+tiny models with random weights, so that it runs offline in a few minutes. Nothing here says
+anything about a real VQGAN or CLIP checkpoint.
+
+    dvc repro              # nothing to do: already run
+    dvc metrics show       # per-cell metrics, bias matrix, image statistics
+    dvc plots show         # writes dvc_plots/index.html
+    python -m dashboard serve --root experiments/images_out
+
+See docs/grid.md in the project.
+"""
+
+
+def demo_params(base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The project's params.yaml with the demo grid, experiment name and small sizes."""
+    params = copy.deepcopy(dict(base if base is not None else read_params(PROJECT / PARAMS_FILE)))
+    params["experiment"] = DEMO_EXPERIMENT
+    params["grid"] = copy.deepcopy(DEMO_GRID)
+    params["settings"] = {**params.get("settings", {}), **DEMO_SETTINGS}
+    return params
+
+
+def write_params(path: Path, params: Mapping[str, Any], header: str = HEADER) -> Path:
+    path.write_text(header + yaml.safe_dump(dict(params), sort_keys=False, width=1000), encoding="utf-8")
+    return path
+
+
+def project_files() -> list[Path]:
+    """The files a grid repository needs, relative to the project root."""
+    files = [Path("dvc.yaml"), Path("experiments/.gitignore")]
+    files += sorted(p.relative_to(PROJECT) for p in PACKAGE.glob("*.py"))
+    files += sorted(p.relative_to(PROJECT) for p in (PACKAGE / "plots").glob("*.json"))
+    missing = [str(f) for f in files if not (PROJECT / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{PROJECT} lacks {', '.join(missing)}: run the demo from a source checkout "
+                                "of the project (pip install -e .)")
+    return files
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "DVC_NO_ANALYTICS": "1"}
+
+
+def _git(directory: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=directory, check=True, stdout=subprocess.DEVNULL, env=_env())
+
+
+def _has_identity(directory: Path) -> bool:
+    return all(subprocess.run(["git", "config", key], cwd=directory, capture_output=True).returncode == 0
+               for key in ("user.name", "user.email"))
+
+
+def create_demo(directory: str | Path, *, params: Mapping[str, Any] | None = None) -> Path:
+    """A fresh git + DVC repository at `directory` (which must not exist or be empty) holding the
+    grid pipeline with `params` (default: `demo_params()`), committed; nothing run yet."""
+    directory = Path(directory).resolve()
+    if directory.exists() and any(directory.iterdir()):
+        raise FileExistsError(f"{directory} exists and is not empty; pick a new folder")
+    directory.mkdir(parents=True, exist_ok=True)
+    for rel in project_files():
+        (directory / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(PROJECT / rel, directory / rel)
+    untrained = params is None
+    write_params(directory / PARAMS_FILE, demo_params() if params is None else params,
+                 HEADER if untrained else "")
+    if untrained:
+        (directory / "README.md").write_text(README, encoding="utf-8")
+    (directory / ".gitignore").write_text("__pycache__/\n*.pyc\n/dvc_plots/\n", encoding="utf-8")
+    _git(directory, "init", "-q")
+    if not _has_identity(directory):
+        _git(directory, "config", "user.name", "vqclip demo")
+        _git(directory, "config", "user.email", "demo@localhost")
+    subprocess.run(["dvc", "init", "-q"], cwd=directory, check=True, env=_env())
+    subprocess.run(["dvc", "config", "core.analytics", "false"], cwd=directory, check=True, env=_env())
+    _git(directory, "add", "-A")
+    _git(directory, "commit", "-q", "-m", "grid pipeline" + (" (UNTRAINED demo)" if untrained else ""))
+    return directory
+
+
+def run_demo(directory: str | Path) -> int:
+    """Create the demo repository, `dvc repro` it and commit the results; returns dvc's exit code."""
+    start = time.perf_counter()
+    directory = create_demo(directory)
+    print(f"demo: {directory}: UNTRAINED tiny models, {len(DEMO_GRID['vqgan_models'])} × "
+          f"{len(DEMO_GRID['perceptors'])} cells; running `dvc repro`", flush=True)
+    code = subprocess.run(["dvc", "repro"], cwd=directory, env=_env()).returncode
+    if code:
+        print(f"demo: `dvc repro` failed (exit {code}); fix the error above and re-run it in {directory}",
+              file=sys.stderr)
+        return code
+    _git(directory, "add", "-A")
+    _git(directory, "commit", "-q", "-m", "UNTRAINED demo grid: results")
+    print(f"\ndemo: done in {time.perf_counter() - start:.0f} s. The frames and scores are from UNTRAINED "
+          f"models.\n  cd {directory}\n  dvc metrics show\n  dvc plots show\n"
+          "  python -m dashboard serve --root experiments/images_out")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("directory", help="a new folder for the demo repository")
+    parser.add_argument("--no-run", action="store_true", help="create the repository, do not run it")
+    args = parser.parse_args(argv)
+    try:
+        if args.no_run:
+            print(create_demo(args.directory))
+            return 0
+        return run_demo(args.directory)
+    except (FileExistsError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Stage `cell@<vqgan>-<perceptors>`: one optimisation of the grid.
+
+    python -m experiments.run_cell VQGAN_SLUG PERCEPTOR_KEY
+
+The cell's engine settings are params.yaml's `settings` plus its VQGAN, its perceptors and
+its file namespace `<experiment>__<vqgan>_<perceptors>`. The run works in
+experiments/.partial/<cell>/ and is moved to `<out_dir>/<cell>/` (the stage's DVC output)
+only when complete: DVC deletes a stage's outputs before running it, so an interrupted cell
+would otherwise lose its frames; this way the next `dvc repro` resumes it from its last saved
+frame. Its metrics.json is copied to experiments/metrics/<cell>.json, a DVC metric.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from experiments.grid import PARAMS_FILE, PARTIAL_DIR, GridError, load_grid
+
+
+def run_cell(vqgan: str, perceptor: str, params: str | Path = PARAMS_FILE, *, quiet: bool = True) -> Path:
+    """Run one cell (resuming its partial run if any) and return its folder under out_dir."""
+    from engine.fsutil import atomic_write_json
+    from engine.run import run
+    from engine.settings import resolve_settings
+
+    grid = load_grid(params)
+    cell = grid.cell(vqgan, perceptor)
+    settings = resolve_settings({**grid.engine_settings(cell, out_dir=PARTIAL_DIR), "allow_overwrite": True})
+    untrained = " (UNTRAINED models)" if cell.vqgan.untrained or any(p.untrained for p in cell.perceptors) else ""
+    print(f"cell {cell.name}: VQGAN {cell.vqgan.name} × perceptors {' + '.join(p.name for p in cell.perceptors)}, "
+          f"seed {settings.seed}{untrained}", flush=True)
+    partial = run(settings, quiet=quiet)
+
+    final = grid.cell_dir(cell)
+    if final.exists():  # DVC removed it already; a manual run may not have
+        shutil.rmtree(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(partial), str(final))
+    sidecar_path = final / f"{cell.name}_settings.json"
+    sidecar = json.loads(sidecar_path.read_text())
+    sidecar["settings"]["out_dir"] = grid.out_dir  # where the run lives now (not a result setting)
+    atomic_write_json(sidecar_path, sidecar)
+    metrics = grid.metrics_file(cell)
+    metrics.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(final / "metrics.json", metrics)
+    print(f"cell {cell.name}: done -> {final}", flush=True)
+    return final
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.run_cell", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("vqgan", help="a key of grid.vqgan_models")
+    parser.add_argument("perceptor", help="a key of grid.perceptors")
+    parser.add_argument("--params", default=PARAMS_FILE)
+    args = parser.parse_args(argv)
+    quiet = not sys.stderr.isatty() or bool(os.environ.get("VQCLIP_QUIET"))
+    from engine.download import DownloadError
+    from engine.outputs import RunFolderConflict
+    from engine.settings import SettingsError
+
+    try:
+        run_cell(args.vqgan, args.perceptor, args.params, quiet=quiet)
+    except (GridError, SettingsError, RunFolderConflict, DownloadError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

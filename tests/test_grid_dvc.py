@@ -1,0 +1,302 @@
+"""The grid pipeline under real DVC, in temporary git repositories with the demo grid.
+
+One module-scoped demo repository is run once (4 cells); the tests that edit params.yaml first
+put back the demo grid, which DVC restores from its run cache without running a cell.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from experiments import demo
+
+pytestmark = pytest.mark.dvc
+
+CELLS = ["cell@tiny-tiny-vit", "cell@tiny-tiny-rn", "cell@tiny-gumbel-tiny-vit", "cell@tiny-gumbel-tiny-rn"]
+OUT = Path("experiments/images_out")
+
+
+def env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_TERMINAL_PROMPT": "0", **extra}
+
+
+def sh(cwd: Path, *args: str, check: bool = True, extra_env: dict | None = None) -> str:
+    """Run a command; return stdout + stderr (raise with them on failure when `check`)."""
+    result = subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, env=env(**(extra_env or {})),
+                            timeout=570)
+    output = result.stdout + result.stderr
+    if check and result.returncode:
+        raise AssertionError(f"{' '.join(args)} exited {result.returncode}:\n{output}")
+    return output
+
+
+def dvc(cwd: Path, *args: str, **kwargs) -> str:
+    return sh(cwd, "dvc", *args, **kwargs)
+
+
+def ran(output: str) -> list[str]:
+    """Stages DVC ran (executed their command)."""
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+def restored(output: str) -> list[str]:
+    """Stages DVC restored from its run cache instead of running them."""
+    return re.findall(r"Stage '([^']+)' is cached - skipping run", output)
+
+
+def unchanged(output: str) -> list[str]:
+    return re.findall(r"Stage '([^']+)' didn't change, skipping", output)
+
+
+def baseline_params() -> dict:
+    return demo.demo_params()
+
+
+def write_params(repo: Path, params: dict) -> None:
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def cell_dirs(repo: Path) -> list[Path]:
+    return sorted(p for p in (repo / OUT).iterdir() if p.is_dir())
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Each file's (inode, mtime): unchanged when nothing rewrote or re-checked-out the folder."""
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.iterdir()}
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def commit(repo: Path, message: str) -> None:
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-q", "--allow-empty", "-m", message)
+
+
+def reset_to_baseline(repo: Path) -> None:
+    """The demo grid again, with no folder of other cells left over; no cell may need running."""
+    write_params(repo, baseline_params())
+    keep = {f"demo_untrained__{v}_{p}" for v in ("tiny", "tiny-gumbel") for p in ("tiny-vit", "tiny-rn")}
+    for folder in cell_dirs(repo):
+        if folder.name not in keep:
+            shutil.rmtree(folder)
+    output = dvc(repo, "repro")
+    assert not [s for s in ran(output) if s.startswith("cell@")], output
+
+
+@pytest.fixture(scope="module")
+def demo_repo(tmp_path_factory: pytest.TempPathFactory, model_cache: Path):
+    """The demo grid repository after one `dvc repro`, committed; yields (repo, repro output)."""
+    repo = demo.create_demo(tmp_path_factory.mktemp("grid") / "demo")
+    output = dvc(repo, "repro")
+    commit(repo, "demo grid results")
+    return repo, output
+
+
+def test_repro_runs_fetch_then_every_cell_then_score(demo_repo) -> None:
+    repo, output = demo_repo
+    assert ran(output) == ["fetch_models", *CELLS, "score"]
+    names = [p.name for p in cell_dirs(repo)]
+    assert names == sorted(f"demo_untrained__{v}_{p}" for v in ("tiny", "tiny-gumbel") for p in ("tiny-vit", "tiny-rn"))
+    for name in names:
+        folder = repo / OUT / name
+        assert sorted(p.name for p in folder.glob("*.png")) == [f"{name}_{n}.png" for n in (1, 2, 3, 4)]
+        sidecar = json.loads((folder / f"{name}_settings.json").read_text())
+        assert sidecar["settings"]["file_namespace"] == name and sidecar["settings"]["seed"] == 12345
+        assert sidecar["settings"]["out_dir"] == str(OUT) and sidecar["models"]["vqgan"]["untrained"]
+        assert (folder / "losses.csv").read_text().startswith("step,scene,total,")
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert metrics["complete"] and metrics["frames"] == 4 and metrics["steps"] == 20
+        assert json.loads((repo / "experiments/metrics" / f"{name}.json").read_text()) == metrics
+        assert (folder / f"{name}.mp4").stat().st_size > 0
+    assert not any((repo / "experiments/.partial").glob("*")), "finished cells leave no partial run"
+    stamps = sorted(p.name for p in (repo / "experiments/model_stamps").iterdir())
+    assert stamps == ["perceptors-tiny-rn.json", "perceptors-tiny-vit.json", "vqgan-tiny-gumbel.json", "vqgan-tiny.json"]
+    assert sh(repo, "git", "status", "--porcelain") == "", "everything the grid writes is tracked or ignored"
+
+
+def test_second_repro_runs_nothing(demo_repo) -> None:
+    repo, _ = demo_repo
+    output = dvc(repo, "repro")
+    assert ran(output) == [] and restored(output) == [], output
+    assert set(unchanged(output)) == {"fetch_models", *CELLS, "score"}
+    assert "up to date" in dvc(repo, "status")
+
+
+def test_bias_matrix_and_image_statistics(demo_repo) -> None:
+    repo, _ = demo_repo
+    scores = repo / "experiments/scores"
+    rows = read_csv(scores / "bias_matrix.csv")
+    assert list(rows[0]) == ["vqgan", "generator", "judge", "similarity"]
+    pairs = [(r["vqgan"], r["generator"], r["judge"]) for r in rows]
+    expected = {(v, g, j) for v in ("tiny", "tiny-gumbel") for g in ("tiny-vit", "tiny-rn") for j in ("tiny-vit", "tiny-rn")}
+    assert len(pairs) == len(set(pairs)) == 8 and set(pairs) == expected  # one value per (generator, judge) per VQGAN
+    assert all(-1 <= float(r["similarity"]) <= 1 for r in rows)
+    bias = json.loads((scores / "bias.json").read_text())
+    assert {(v, g, j) for v in bias for g in bias[v] for j in bias[v][g]} == expected
+    assert all(bias[r["vqgan"]][r["generator"]][r["judge"]] == pytest.approx(float(r["similarity"]), abs=1e-5) for r in rows)
+
+    stats = read_csv(scores / "image_stats.csv")
+    assert list(stats[0]) == ["cell", "vqgan", "generator", "frame", "step", "colourfulness", "saturation",
+                              "contrast", "edge_density", "palette"]
+    assert len(stats) == 4 * 4
+    assert sorted({int(r["step"]) for r in stats}) == [5, 10, 15, 20]
+    assert all(re.fullmatch(r"#[0-9a-f]{6}(;#[0-9a-f]{6}){0,4}", r["palette"]) for r in stats)
+
+    metrics = json.loads(dvc(repo, "metrics", "show", "--json"))
+    files = next(iter(metrics.values()))["data"]  # keyed by revision ("" = workspace)
+    assert {"experiments/scores/bias.json", "experiments/scores/image_stats.json"} <= set(files)
+    assert sum(f.startswith("experiments/metrics/demo_untrained__") for f in files) == 4
+    plots = json.loads(dvc(repo, "plots", "show", "--json"))["data"]
+    assert set(plots) == {"bias_matrix", "image_stats"}
+    heatmap = plots["bias_matrix"][0]["content"]
+    assert len(heatmap["data"]["values"]) == 8 and heatmap["spec"]["layer"][0]["mark"] == "rect"
+    assert len(plots["image_stats"][0]["content"]["data"]["values"]) == 16 * 4  # frames × statistics
+
+
+def test_push_then_pull_into_a_fresh_clone_recomputes_nothing(demo_repo, tmp_path: Path) -> None:
+    repo, _ = demo_repo
+    remote = tmp_path / "remote"
+    dvc(repo, "remote", "add", "-f", "-d", "local", str(remote))
+    commit(repo, "local remote")
+    output = dvc(repo, "push", "--run-cache")
+    assert "pushed" in output or "up to date" in output
+    clone = tmp_path / "clone"
+    sh(tmp_path, "git", "clone", "-q", str(repo), str(clone))
+    assert not any(p.is_dir() for p in (clone / OUT).iterdir()), "git alone holds no cell"
+    # A machine without the models: any stage that ran would have to make them again.
+    empty_cache = {"VQCLIP_CACHE": str(tmp_path / "empty-cache")}
+    dvc(clone, "pull", "--run-cache", extra_env=empty_cache)
+    for folder in cell_dirs(repo):
+        copy = clone / OUT / folder.name
+        assert sorted(p.name for p in copy.iterdir()) == sorted(p.name for p in folder.iterdir())
+        assert all((copy / p.name).read_bytes() == p.read_bytes() for p in folder.iterdir())
+    assert "up to date" in dvc(clone, "status", extra_env=empty_cache)
+    output = dvc(clone, "repro", extra_env=empty_cache)
+    assert ran(output) == [] and restored(output) == [], output
+    assert not (tmp_path / "empty-cache").exists(), "no model was needed"
+
+
+def test_replacing_one_perceptor_entry_runs_exactly_its_cells(demo_repo) -> None:
+    repo, _ = demo_repo
+    reset_to_baseline(repo)
+    kept = {name: snapshot(repo / OUT / name) for name in ("demo_untrained__tiny_tiny-vit", "demo_untrained__tiny-gumbel_tiny-vit")}
+    params = baseline_params()
+    params["grid"]["perceptors"] = {"tiny-vit": "tiny-vit", "tiny-vit_tiny-rn": "tiny-vit+tiny-rn"}
+    write_params(repo, params)
+    output = dvc(repo, "repro")
+    assert ran(output) == ["fetch_models", "cell@tiny-tiny-vit_tiny-rn", "cell@tiny-gumbel-tiny-vit_tiny-rn", "score"], output
+    assert set(unchanged(output)) == {"cell@tiny-tiny-vit", "cell@tiny-gumbel-tiny-vit"}
+    for name, files in kept.items():
+        assert snapshot(repo / OUT / name) == files, f"{name} was touched"
+    sidecar = json.loads((repo / OUT / "demo_untrained__tiny_tiny-vit_tiny-rn" /
+                          "demo_untrained__tiny_tiny-vit_tiny-rn_settings.json").read_text())
+    assert sidecar["settings"]["perceptors"] == ["tiny-vit", "tiny-rn"]
+    rows = read_csv(repo / "experiments/scores/bias_matrix.csv")
+    assert {(r["generator"], r["judge"]) for r in rows} == {(g, j) for g in ("tiny-vit", "tiny-vit+tiny-rn")
+                                                            for j in ("tiny-vit", "tiny-rn")}
+    assert len(rows) == 8
+
+
+def test_removing_a_vqgan_leaves_the_other_cells_untouched(demo_repo) -> None:
+    repo, _ = demo_repo
+    reset_to_baseline(repo)
+    kept = {name: snapshot(repo / OUT / name) for name in ("demo_untrained__tiny_tiny-vit", "demo_untrained__tiny_tiny-rn")}
+    lock_before = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    params = baseline_params()
+    del params["grid"]["vqgan_models"]["tiny-gumbel"]
+    write_params(repo, params)
+    output = dvc(repo, "repro")
+    assert ran(output) == ["fetch_models", "score"], output
+    assert restored(output) == [] and set(unchanged(output)) == {"cell@tiny-tiny-vit", "cell@tiny-tiny-rn"}
+    for name, files in kept.items():
+        assert snapshot(repo / OUT / name) == files, f"{name} was touched"
+    stages = dvc(repo, "stage", "list", "--name-only").split()
+    assert [s for s in stages if s.startswith("cell@")] == ["cell@tiny-tiny-vit", "cell@tiny-tiny-rn"]
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert all(lock[s] == lock_before[s] for s in ("cell@tiny-tiny-rn", "cell@tiny-tiny-vit"))
+    assert {r["vqgan"] for r in read_csv(repo / "experiments/scores/bias_matrix.csv")} == {"tiny"}
+    assert "not in the grid any more" in output  # the left-over folders are pointed out
+
+
+def test_cells_run_in_parallel_through_the_experiment_queue(demo_repo) -> None:
+    repo, _ = demo_repo
+    reset_to_baseline(repo)
+    params = baseline_params()
+    del params["grid"]["vqgan_models"]["tiny-gumbel"]
+    params["settings"]["seed"] = 7  # a setting: both remaining cells must run again
+    write_params(repo, params)
+    commit(repo, "seed 7")
+    output = sh(repo, sys.executable, "-m", "experiments.parallel", "--jobs", "2", "--poll", "2")
+    assert "experiment 1/2: cell@tiny-tiny-vit" in output and "experiment 2/2: cell@tiny-tiny-rn" in output
+    names = re.findall(r"\] (\S+): Success, (\S+): Success", output)
+    assert names, output
+    # The workspace got both cells from the run cache: nothing ran twice.
+    assert sorted(restored(output)) == ["cell@tiny-tiny-rn", "cell@tiny-tiny-vit"], output
+    assert [s for s in ran(output) if s.startswith("cell@")] == [], output
+    assert "up to date" in dvc(repo, "status")
+    for name in ("demo_untrained__tiny_tiny-vit", "demo_untrained__tiny_tiny-rn"):
+        assert json.loads((repo / OUT / name / f"{name}_settings.json").read_text())["seed"] == 7
+    shown = json.loads(dvc(repo, "exp", "show", "--json"))
+    experiments = {r["name"]: r for head in shown for e in (head.get("experiments") or []) for r in e["revs"]}
+    assert set(names[0]) <= set(experiments)
+    for name in names[0]:
+        data = experiments[name]["data"]
+        assert data["params"]["params.yaml"]["data"]["settings"]["seed"] == 7
+
+
+def _bad_repo(tmp_path: Path, params: dict) -> Path:
+    return demo.create_demo(tmp_path / "bad", params=params)
+
+
+def test_unknown_model_fails_before_any_cell_runs(tmp_path: Path) -> None:
+    params = baseline_params()
+    params["grid"]["vqgan_models"] = {"tiny": "tiny", "tiny-gumbl": "tiny-gumbl"}
+    repo = _bad_repo(tmp_path, params)
+    output = dvc(repo, "repro", check=False)
+    assert ran(output) == ["fetch_models"], output
+    assert "failed to reproduce 'fetch_models'" in output
+    assert "grid.vqgan_models.tiny-gumbl: unknown VQGAN model 'tiny-gumbl'. Closest: tiny-gumbel" in output
+    assert not (repo / OUT).exists() and not (repo / "experiments/.partial").exists()
+
+
+def test_offline_fetch_fails_before_any_cell_with_the_demo_pointer(tmp_path: Path, model_cache: Path) -> None:
+    models = tmp_path / "models.yaml"
+    models.write_text(yaml.safe_dump({"vqgans": {"offline-vq": {
+        "config_urls": ["http://127.0.0.1:9/offline.yaml"], "checkpoint_urls": ["http://127.0.0.1:9/offline.ckpt"]}}}))
+    params = baseline_params()
+    params["grid"]["vqgan_models"] = {"tiny": "tiny", "offline-vq": "offline-vq"}
+    repo = _bad_repo(tmp_path, params)
+    output = dvc(repo, "repro", check=False, extra_env={"VQCLIP_MODELS": str(models)})
+    assert ran(output) == ["fetch_models"], output
+    assert "1 of 4 models could not be fetched, so no cell was started" in output
+    assert "VQGAN offline-vq: could not download" in output and "http://127.0.0.1:9/offline.yaml" in output
+    assert "python -m experiments.demo" in output
+    assert not (repo / OUT).exists()
+
+
+def test_study_grid_resolves_in_dvc(tmp_path: Path) -> None:
+    """The real study's params: DVC resolves its 20 cells between fetch_models and score (nothing runs)."""
+    from experiments.grid import read_params
+
+    params = read_params(Path(__file__).resolve().parent.parent / "params.yaml")
+    repo = demo.create_demo(tmp_path / "study", params=params)
+    stages = dvc(repo, "stage", "list", "--name-only").split()
+    cells = [s for s in stages if s.startswith("cell@")]
+    assert stages == ["fetch_models", *cells, "score"] and len(cells) == 20
+    assert "cell@imagenet-ViT-B32_RN50" in cells and "cell@sflckr-RN50" in cells
+    edges = set(re.findall(r'"([^"]+)" -> "([^"]+)"', dvc(repo, "dag", "--dot")))
+    assert edges == {("fetch_models", c) for c in cells} | {(c, "score") for c in cells}
+    status = json.loads(dvc(repo, "status", "--json"))  # every cell's params resolve
+    assert set(status) == set(stages)
