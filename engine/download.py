@@ -239,8 +239,8 @@ def _fetch_verified(session: requests.Session, url: str, part: Path, expected_sh
     raise _MirrorFailed(f"{reason}; gave up after {tries}")
 
 
-def _failure_message(dest: Path, attempts: Sequence[tuple[str, str]]) -> str:
-    lines = [f"could not download {dest.name}; tried {len(attempts)} URL(s):"]
+def _failure_message(what: str, dest: Path, attempts: Sequence[tuple[str, str]]) -> str:
+    lines = [f"could not download {what}; tried {len(attempts)} URL(s):"]
     lines += [f"  - {url}: {why}" for url, why in attempts]
     lines.append(f"put the file by hand at {dest}")
     return "\n".join(lines)
@@ -288,7 +288,7 @@ def download(urls: Sequence[str], dest: Path, *, sha256: str | None = None,
             if lock is not None and record is None:
                 lock.record(key, actual, size, url)
             return dest
-    message = _failure_message(dest, attempts)
+    message = _failure_message(desc or dest.name, dest, attempts)
     if mismatch is not None:
         raise ChecksumMismatch(message, url=mismatch.url, expected=mismatch.expected,
                                actual=mismatch.actual, dest=dest, attempts=attempts)
