@@ -273,16 +273,22 @@ def _suggest_entries(kind: str, names: Iterable[Any], reg: Any) -> list[str]:
     return lines
 
 
-def _vqgan_entries(value: Any, reg: Any, problems: list[str]) -> dict[str, Model]:
-    where = "grid.vqgan_models"
+def _is_mapping(value: Any, kind: str, where: str, example: str, reg: Any, problems: list[str]) -> bool:
+    """Grid entries must be a non-empty `slug: name` mapping; a list gets the mapping to write."""
     if isinstance(value, list):
-        hint = _suggest_entries("vqgan", value, reg)
+        hint = _suggest_entries(kind, value, reg)
         problems.append(f"{where} must be a mapping of slug: name (the slugs name the DVC stages)"
                         + (f", e.g. {{{', '.join(hint)}}}" if hint else ""))
-        return {}
+        return False
     if not isinstance(value, dict) or not value:
-        problems.append(f"{where} must be a non-empty mapping of slug: registry name, e.g. "
-                        "{imagenet: imagenet_16384}")
+        problems.append(f"{where} must be a non-empty mapping of slug: registry name, e.g. {example}")
+        return False
+    return True
+
+
+def _vqgan_entries(value: Any, reg: Any, problems: list[str]) -> dict[str, Model]:
+    where = "grid.vqgan_models"
+    if not _is_mapping(value, "vqgan", where, "{imagenet: imagenet_16384}", reg, problems):
         return {}
     entries: dict[str, Model] = {}
     seen: dict[str, str] = {}
@@ -304,14 +310,8 @@ def _vqgan_entries(value: Any, reg: Any, problems: list[str]) -> dict[str, Model
 
 def _perceptor_entries(value: Any, reg: Any, problems: list[str]) -> dict[str, tuple[Model, ...]]:
     where = "grid.perceptors"
-    if isinstance(value, list):
-        hint = _suggest_entries("perceptor", value, reg)
-        problems.append(f"{where} must be a mapping of slugs: names (the keys name the DVC stages)"
-                        + (f", e.g. {{{', '.join(hint)}}}" if hint else ""))
-        return {}
-    if not isinstance(value, dict) or not value:
-        problems.append(f"{where} must be a non-empty mapping of slug: registry name, e.g. "
-                        "{ViT-B32: \"ViT-B-32:openai\", ViT-B32_RN50: \"ViT-B-32:openai+RN50:openai\"}")
+    example = '{ViT-B32: "ViT-B-32:openai", ViT-B32_RN50: "ViT-B-32:openai+RN50:openai"}'
+    if not _is_mapping(value, "perceptor", where, example, reg, problems):
         return {}
     entries: dict[str, tuple[Model, ...]] = {}
     seen: dict[frozenset, str] = {}
