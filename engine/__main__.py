@@ -66,7 +66,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
           f"{result['device']} ({result['threads']} threads), random weights")
     print(f"  engine step       {result['engine_s_per_step']:.3f} s/step")
     print(f"  bare compute      {result['bare_s_per_step']:.3f} s/step  (VQGAN decode fwd+bwd + perceptor fwd+bwd)")
-    print(f"  ratio             {result['ratio']:.3f}")
+    print(f"  ratio             {result['ratio']:.3f}  (medians of {result['repeats']}; "
+          f"fastest vs fastest: {result['ratio_of_fastest']:.3f})")
     print(f"  peak memory       {result['peak_memory_mb']:.0f} MB")
 
 
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
         else:
             p.add_argument("--warmup", type=int, default=1)
-            p.add_argument("--repeats", type=int, default=3)
+            p.add_argument("--repeats", type=int, default=5)
             p.add_argument("--json", action="store_true")
         p.set_defaults(func=func)
     args = parser.parse_args(argv)

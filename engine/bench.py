@@ -10,7 +10,8 @@ from typing import Callable
 import torch
 
 from engine.factory import load_perceptor, load_vqgan
-from engine.run import build_guide, clamp_latent, initial_latent, peak_memory_mb, pick_device, step_loss
+from engine.device import keep_freed_memory, peak_memory_mb, pick_device
+from engine.run import build_guide, clamp_latent, initial_latent, step_loss
 from engine.settings import Settings, check_size_for_factor
 
 
@@ -32,6 +33,8 @@ def bench(settings: Settings, *, warmup: int = 1, repeats: int = 3) -> dict:
     """Seconds per step of the engine and of the bare compute (VQGAN decode fwd+bwd plus each
     perceptor's fwd+bwd on the cutout batch), their ratio, and peak memory."""
     device = pick_device(settings.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # as `run` does
     vqgan = load_vqgan(settings.vqgan_model, device, random_weights=True, progress=False)
     check_size_for_factor(settings, vqgan.factor)
     perceptors = [load_perceptor(n, device, random_weights=True, progress=False) for n in settings.perceptors]
@@ -59,13 +62,14 @@ def bench(settings: Settings, *, warmup: int = 1, repeats: int = 3) -> dict:
     for _ in range(warmup):
         engine_step()
         bare_compute()
-    # Interleaved, so that load from other processes hits both alike.
+    # Interleaved in alternating order, so that load from elsewhere and cache effects hit both alike.
     engine_times, bare_times = [], []
-    for _ in range(repeats):
-        engine_times.append(_seconds(engine_step, device))
-        bare_times.append(_seconds(bare_compute, device))
+    for i in range(repeats):
+        for fn, times in ((engine_step, engine_times), (bare_compute, bare_times))[::1 if i % 2 else -1]:
+            times.append(_seconds(fn, device))
     engine_s, bare_s = _median(engine_times), _median(bare_times)
     return {"engine_s_per_step": engine_s, "bare_s_per_step": bare_s, "ratio": engine_s / bare_s,
+            "ratio_of_fastest": min(engine_times) / min(bare_times), "repeats": repeats,
             "peak_memory_mb": peak_memory_mb(device), "device": str(device),
             "threads": torch.get_num_threads(), "vqgan": settings.vqgan_model, "perceptors": settings.perceptors,
             "size": f"{settings.width}x{settings.height}", "cutouts": settings.cutouts}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -99,35 +100,48 @@ def sample_cutouts(n: int, height: int, width: int, *, cut_size: int, cut_pow: f
     return Cutouts(theta=theta, colour=colour, noise_std=noise_std)
 
 
-def _grey(x: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W) → (N, 1, H, W) Rec. 601 luma."""
-    return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+_LUMA = (0.299, 0.587, 0.114)  # Rec. 601
 
 
-def _jitter_colour(x: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
-    """Apply per-image brightness, contrast (about the mean luma), saturation (about the luma)."""
-    brightness, contrast, saturation = colour.view(-1, 3, 1, 1, 1).unbind(1)
-    x = x * brightness
-    mean = _grey(x).mean(dim=(-2, -1), keepdim=True)
-    x = (x - mean) * contrast + mean
-    grey = _grey(x)
-    return (x - grey) * saturation + grey
+def colour_maps(mean_rgb: torch.Tensor, colour: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The colour jitter of each cutout as an affine map of its pixels: x ↦ A x + b.
+
+    Brightness multiplies; contrast scales about the cutout's mean luma; saturation scales
+    about each pixel's luma. All three are linear in x, so they fold into one 3×3 matrix and a
+    bias per cutout. `mean_rgb` (N, 3) is each cutout's mean colour; returns A (N, 3, 3), b (N, 3).
+    """
+    brightness, contrast, saturation = colour.unbind(-1)
+    luma = torch.tensor(_LUMA, dtype=colour.dtype, device=colour.device)
+    eye = torch.eye(3, dtype=colour.dtype, device=colour.device)
+    grey = torch.ones(3, 1, dtype=colour.dtype, device=colour.device) * luma  # x ↦ luma(x) in every channel
+    saturate = saturation[:, None, None] * eye + (1 - saturation)[:, None, None] * grey
+    matrix = (contrast * brightness)[:, None, None] * saturate
+    pivot = (1 - contrast) * brightness * (mean_rgb @ luma)  # saturate keeps grey levels: S·1 = 1
+    return matrix, pivot[:, None].expand(-1, 3)
 
 
 def render_cutouts(image: torch.Tensor, cutouts: Cutouts, size: tuple[int, int],
-                   generator: torch.Generator) -> torch.Tensor:
-    """Render cutouts of image (1, 3, H, W) in [0, 1] → (N, 3, size[0], size[1]) in [0, 1].
+                   generator: torch.Generator, mean: Sequence[float] | torch.Tensor = (0.0, 0.0, 0.0),
+                   std: Sequence[float] | torch.Tensor = (1.0, 1.0, 1.0)) -> torch.Tensor:
+    """Render cutouts of image (1, 3, H, W) in [0, 1] → (N, 3, size[0], size[1]), normalised as
+    (x - mean) / std for a perceptor (default: not normalised).
 
-    One bilinear affine_grid + grid_sample (reflection padding) for all N, then colour jitter and
-    noise (drawn from `generator`, on the image's device), then clamping. Differentiable w.r.t. image.
+    One bilinear affine_grid + grid_sample (reflection padding) for all N; then the colour
+    jitter and the normalisation as one batched affine colour map (`colour_maps`), and Gaussian
+    noise drawn from `generator`. Values are not clamped (noise may leave [0, 1], as in the
+    Crowson notebooks). Differentiable w.r.t. image.
     """
     if image.ndim != 4 or image.shape[:2] != (1, 3):
         raise ValueError(f"image must have shape (1, 3, H, W), got {tuple(image.shape)}")
     n = cutouts.theta.shape[0]
     grid = F.affine_grid(cutouts.theta.to(image.dtype), [n, 3, *size], align_corners=False)
     x = F.grid_sample(image.expand(n, -1, -1, -1), grid, mode="bilinear",
-                      padding_mode="reflection", align_corners=False)
-    x = _jitter_colour(x, cutouts.colour.to(image.dtype))
-    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    x = x + noise * cutouts.noise_std.to(image.dtype).view(-1, 1, 1, 1)
-    return x.clamp(0, 1)
+                      padding_mode="reflection", align_corners=False).flatten(2)
+    mean = torch.as_tensor(mean, dtype=image.dtype, device=image.device)
+    std = torch.as_tensor(std, dtype=image.dtype, device=image.device)
+    # the contrast pivot (each cutout's mean colour) is treated as a constant: no gradient through it
+    matrix, bias = colour_maps(x.detach().mean(-1), cutouts.colour.to(image.dtype))
+    out = torch.baddbmm(((bias - mean) / std)[..., None], matrix / std[:, None], x)
+    noise = torch.randn(out.shape, generator=generator, device=out.device, dtype=out.dtype)
+    out = out + noise.mul_(cutouts.noise_std.to(image.dtype)[:, None, None] / std[:, None])
+    return out.view(n, 3, *size)

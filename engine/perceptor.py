@@ -35,4 +35,8 @@ class Perceptor(nn.Module):
         """Images (N, 3, H, W) in [0, 1] → (N, D) unit embeddings; resized to `input_size` if needed."""
         if tuple(images.shape[-2:]) != self.input_size:
             images = F.interpolate(images, size=self.input_size, mode="bilinear", align_corners=False)
-        return F.normalize(self.model.encode_image((images - self.mean) / self.std).float(), dim=-1)
+        return self.encode_normalised((images - self.mean) / self.std)
+
+    def encode_normalised(self, images: torch.Tensor) -> torch.Tensor:
+        """Images already at `input_size` and normalised with `mean` and `std` → (N, D) unit embeddings."""
+        return F.normalize(self.model.encode_image(images).float(), dim=-1)

@@ -7,9 +7,7 @@ image and re-encodes it); every `save_every` steps a frame is saved.
 """
 from __future__ import annotations
 
-import os
 import platform
-import resource
 import secrets
 import time
 from dataclasses import dataclass
@@ -24,6 +22,7 @@ from tqdm import tqdm
 import engine
 from engine.animation import transform_2d
 from engine.cutouts import render_cutouts, sample_cutouts
+from engine.device import keep_freed_memory, peak_memory_mb, pick_device, set_determinism
 from engine.factory import load_perceptor, load_vqgan
 from engine.fsutil import atomic_write_json
 from engine.losses import image_mse, prompt_losses
@@ -53,26 +52,6 @@ class Guide:
     @property
     def cut_size(self) -> int:
         return max(max(p.input_size) for p in self.perceptors)
-
-
-def pick_device(name: str) -> torch.device:
-    """`auto` → CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SettingsError(f"setting device={name!r}: CUDA is not available here; use device=cpu or auto")
-    return device
-
-
-def set_determinism(enabled: bool) -> None:
-    """Deterministic kernels. CPU runs are byte-identical; on CUDA cuBLAS and cuDNN are made
-    deterministic, but grid_sample's backward has no deterministic CUDA kernel (warned, not fixed)."""
-    if enabled:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(enabled, warn_only=True)
-    torch.backends.cudnn.deterministic = enabled
-    torch.backends.cudnn.benchmark = not enabled
 
 
 def load_image(path: str, size: tuple[int, int] | None, device: torch.device) -> torch.Tensor:
@@ -145,7 +124,9 @@ def step_loss(guide: Guide, z: torch.Tensor, step: int, generator: torch.Generat
     weights = guide.schedule[min(step, len(guide.schedule) - 1)]
     per_prompt = torch.zeros_like(guide.stops)
     for perceptor, target in zip(guide.perceptors, guide.targets):
-        embeds = perceptor.encode_image(render_cutouts(image, cutouts, perceptor.input_size, generator))
+        batch = render_cutouts(image, cutouts, perceptor.input_size, generator,
+                               mean=perceptor.mean.flatten(), std=perceptor.std.flatten())
+        embeds = perceptor.encode_normalised(batch)
         per_prompt = per_prompt + prompt_losses(embeds, target, weights, guide.stops)
     total = per_prompt.sum()
     if guide.init_image is not None and s.direct_init_weight:
@@ -188,17 +169,12 @@ def sidecar(settings: Settings, guide: Guide, device: torch.device) -> dict:
     }
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak CUDA memory allocated, or this process's peak resident memory on CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
-
-
 def run(settings: Settings, *, quiet: bool = False) -> Path:
     """Run (or resume, or recognise as done) one optimisation; return its folder."""
     device = pick_device(settings.device)
     set_determinism(settings.deterministic)
+    if device.type == "cpu":
+        keep_freed_memory()
     vqgan = load_vqgan(settings.vqgan_model, device, progress=not quiet)
     check_size_for_factor(settings, vqgan.factor)
     perceptors = [load_perceptor(name, device, progress=not quiet) for name in settings.perceptors]

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-import torch.nn.functional as F
 import yaml
 from taming.modules.diffusionmodules.model import Decoder, Encoder
 from torch import nn
