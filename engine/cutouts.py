@@ -111,12 +111,14 @@ def colour_maps(mean_rgb: torch.Tensor, colour: torch.Tensor) -> tuple[torch.Ten
     bias per cutout. `mean_rgb` (N, 3) is each cutout's mean colour; returns A (N, 3, 3), b (N, 3).
     """
     brightness, contrast, saturation = colour.unbind(-1)
-    luma = torch.tensor(_LUMA, dtype=colour.dtype, device=colour.device)
     eye = torch.eye(3, dtype=colour.dtype, device=colour.device)
-    grey = torch.ones(3, 1, dtype=colour.dtype, device=colour.device) * luma  # x ↦ luma(x) in every channel
+    grey = torch.zeros_like(eye)  # x ↦ luma(x) in every channel; filled on the device, no host copy
+    for channel, weight in enumerate(_LUMA):
+        grey[:, channel] = weight
     saturate = saturation[:, None, None] * eye + (1 - saturation)[:, None, None] * grey
     matrix = (contrast * brightness)[:, None, None] * saturate
-    pivot = (1 - contrast) * brightness * (mean_rgb @ luma)  # saturate keeps grey levels: S·1 = 1
+    mean_luma = sum(mean_rgb[:, c] * w for c, w in enumerate(_LUMA))
+    pivot = (1 - contrast) * brightness * mean_luma  # saturate keeps grey levels: S·1 = 1
     return matrix, pivot[:, None].expand(-1, 3)
 
 
