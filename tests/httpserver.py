@@ -10,18 +10,37 @@ Usage::
         server.chunked = True                           # chunked bodies, no Content-Length
         server.set_status("models/last.ckpt", 500)      # answer with an error status
         server.range_log                                # Range headers received, in order
+        server.misbehave("x.ckpt", announce=10**10)       # lie about the length
+        server.misbehave("x.ckpt", trickle_s=2)          # one byte every 2 s
+        server.misbehave("x.ckpt", endless=True)         # a body that never ends (chunked)
+        server.misbehave("x.ckpt", pause_s=0.05)         # sleep between 64 KiB pieces
+        server.add("page", b"<html>", content_type="text/html")
+
+Misbehaving bodies stop by themselves after ``MAX_MISBEHAVE_S`` seconds, so a test cannot hang.
 """
 from __future__ import annotations
 
 import re
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 _WRITE_CHUNK = 64 * 1024
+MAX_MISBEHAVE_S = 30.0
+
+
+@dataclass(frozen=True)
+class Misbehaviour:
+    """How the server lies about or drags out one file's body."""
+
+    announce: int | None = None  # Content-Length to send instead of the real one
+    trickle_s: float | None = None  # send one byte, then sleep this long
+    endless: bool = False  # repeat the content forever (chunked, no length)
+    pause_s: float = 0.0  # sleep between pieces
 
 
 @dataclass(frozen=True)
@@ -53,6 +72,8 @@ class LocalFileServer:
         self._files: dict[str, bytes | Path] = {}
         self._cuts: dict[str, list[int]] = {}
         self._statuses: dict[str, int] = {}
+        self._types: dict[str, str] = {}
+        self._misbehaviours: dict[str, Misbehaviour] = {}
         self._lock = threading.Lock()
         self.ignore_range = False
         self.max_range_bytes: int | None = None
@@ -62,12 +83,18 @@ class LocalFileServer:
         self._thread: threading.Thread | None = None
 
     # -- setup -------------------------------------------------------------
-    def add(self, name: str, data: bytes | Path) -> str:
+    def add(self, name: str, data: bytes | Path, content_type: str = "application/octet-stream") -> str:
         """Register ``name`` with its bytes (or a file path to serve); return its URL."""
         name = name.lstrip("/")
         with self._lock:
             self._files[name] = data if isinstance(data, bytes) else Path(data)
+            self._types[name] = content_type
         return self.url(name)
+
+    def misbehave(self, name: str, **how: object) -> None:
+        """Serve ``name``'s body badly from now on (see `Misbehaviour`)."""
+        with self._lock:
+            self._misbehaviours[name.lstrip("/")] = Misbehaviour(**how)
 
     def remove(self, name: str) -> None:
         """Forget ``name`` (it will get 404 from now on)."""
@@ -135,17 +162,19 @@ class LocalFileServer:
 
     # -- used by the handler -----------------------------------------------
     def _lookup(self, method: str, name: str, range_header: str | None
-                ) -> tuple[bytes | None, int | None, int | None]:
-        """Log the request; return (content or None, forced status, cut-after bytes)."""
+                ) -> tuple[bytes | None, int | None, int | None, str, Misbehaviour]:
+        """Log the request; return (content or None, forced status, cut-after bytes, type, misbehaviour)."""
         with self._lock:
             self.requests.append(RequestRecord(method, name, range_header))
             data = self._files.get(name)
             status = self._statuses.get(name)
             queued = self._cuts.get(name) if method == "GET" and data is not None else None
             cut = queued.pop(0) if queued else None
+            kind = self._types.get(name, "application/octet-stream")
+            bad = self._misbehaviours.get(name, Misbehaviour())
         if isinstance(data, Path):
             data = data.read_bytes()
-        return data, status, cut
+        return data, status, cut, kind, bad
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int] | None:
@@ -185,7 +214,7 @@ def _make_handler(server: LocalFileServer) -> type[BaseHTTPRequestHandler]:
         def _serve(self, body: bool) -> None:
             name = unquote(urlsplit(self.path).path).lstrip("/")
             range_header = self.headers.get("Range")
-            data, status, cut = server._lookup(self.command, name, range_header)
+            data, status, cut, kind, bad = server._lookup(self.command, name, range_header)
             if status is not None:
                 return self._send_empty(status)
             if data is None:
@@ -199,18 +228,34 @@ def _make_handler(server: LocalFileServer) -> type[BaseHTTPRequestHandler]:
                 (start, end), code = span, 206
                 if server.max_range_bytes is not None:
                     end = min(end, start + server.max_range_bytes - 1)
+            chunked = server.chunked or bad.endless
             self.send_response(code)
-            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Type", kind)
             self.send_header("Accept-Ranges", "none" if server.ignore_range else "bytes")
-            if server.chunked:
+            if chunked:
                 self.send_header("Transfer-Encoding", "chunked")
             else:
-                self.send_header("Content-Length", str(end - start + 1))
+                self.send_header("Content-Length", str(bad.announce or end - start + 1))
             if code == 206:
                 self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
             self.end_headers()
-            if body:
+            if body and bad != Misbehaviour():
+                self._misbehave(memoryview(data)[start:end + 1], bad, chunked)
+            elif body:
                 self._write_body(memoryview(data)[start:end + 1], cut)
+
+        def _misbehave(self, payload: memoryview, bad: Misbehaviour, chunked: bool) -> None:
+            """Trickle, pause or repeat the body, for at most MAX_MISBEHAVE_S; then hang up."""
+            self.close_connection = True
+            piece_size = 1 if bad.trickle_s else _WRITE_CHUNK
+            stop = time.monotonic() + MAX_MISBEHAVE_S
+            i = 0
+            while time.monotonic() < stop and (bad.endless or i < len(payload)):
+                piece = payload[i % len(payload):i % len(payload) + piece_size]
+                self.wfile.write(b"%x\r\n" % len(piece) + piece + b"\r\n" if chunked else piece)
+                self.wfile.flush()
+                i += len(piece)
+                time.sleep(bad.trickle_s or bad.pause_s)
 
         def _write_body(self, payload: memoryview, cut: int | None) -> None:
             """Send ``payload`` (chunked if asked); with ``cut``, stop after that many bytes."""

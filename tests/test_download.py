@@ -41,7 +41,8 @@ def test_success_writes_dest_and_records_lock(file_server, tmp_path):
     assert dest.read_bytes() == DATA
     assert not part_path(dest).exists()
     assert list(dest.parent.iterdir()) == [dest]
-    assert lock.get("vqgan/last.ckpt") == {"sha256": DATA_SHA, "size": len(DATA), "url": url}
+    assert lock.get("vqgan/last.ckpt") == {"sha256": DATA_SHA, "size": len(DATA), "url": url,
+                                           "mtime_ns": dest.stat().st_mtime_ns}
     # the lock file is plain JSON on disk
     on_disk = json.loads((tmp_path / "checksums.lock.json").read_text())
     assert on_disk["vqgan/last.ckpt"]["sha256"] == DATA_SHA
@@ -291,3 +292,189 @@ def test_short_range_answers_are_continued(file_server, tmp_path):
 
     assert dest.read_bytes() == DATA
     assert len(file_server.range_log) == 3  # 1000 + 3 pieces of a third
+
+
+# ---------------------------------------------------------------- bounded downloads
+
+def _in_thread(call, limit_s: float = 60.0):
+    """Run ``call`` in a thread; return (result, exception); fail the test if it does not end."""
+    import threading
+
+    box: dict = {}
+
+    def target():
+        try:
+            box["result"] = call()
+        except BaseException as err:  # noqa: BLE001 - handed back to the test
+            box["error"] = err
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(limit_s)
+    assert not thread.is_alive(), f"download still running after {limit_s} s"
+    return box.get("result"), box.get("error")
+
+
+def test_trickling_mirror_is_given_up_and_the_next_used(file_server, tmp_path):
+    slow = file_server.add("slow/last.ckpt", DATA)
+    file_server.misbehave("slow/last.ckpt", trickle_s=2)
+    good = file_server.add("good/last.ckpt", DATA)
+    dest = tmp_path / "last.ckpt"
+    _, error = _in_thread(lambda: fetch([slow, good], dest, sha256=DATA_SHA, stall_timeout=1.5))
+    assert error is None
+    assert dest.read_bytes() == DATA
+
+
+def test_trickle_alone_fails_with_the_reason(file_server, tmp_path):
+    slow = file_server.add("last.ckpt", DATA)
+    file_server.misbehave("last.ckpt", trickle_s=2)
+    _, error = _in_thread(lambda: fetch([slow], tmp_path / "last.ckpt", stall_timeout=1.5, retries=0))
+    assert isinstance(error, DownloadError) and "stalled" in str(error)
+    assert not (tmp_path / "last.ckpt").exists()
+
+
+def test_total_deadline_ends_a_slow_but_steady_download(file_server, tmp_path):
+    url = file_server.add("last.ckpt", DATA)
+    file_server.misbehave("last.ckpt", pause_s=0.3)  # 64 KiB every 0.3 s: never stalls, takes ~15 s
+    _, error = _in_thread(lambda: fetch([url], tmp_path / "last.ckpt", deadline_s=1.0, retries=0))
+    assert isinstance(error, DownloadError) and "deadline" in str(error)
+
+
+def test_announced_size_over_the_cap_is_refused_before_writing(file_server, tmp_path):
+    url = file_server.add("last.ckpt", DATA)
+    file_server.misbehave("last.ckpt", announce=10 * 2**30)
+    dest = tmp_path / "last.ckpt"
+    _, error = _in_thread(lambda: fetch([url], dest, max_size=2 * len(DATA)))
+    assert isinstance(error, DownloadError) and "announces 10240 MiB" in str(error)
+    assert not part_path(dest).exists() and not dest.exists()
+
+
+def test_announced_size_over_free_disk_is_refused_before_writing(file_server, tmp_path):
+    url = file_server.add("last.ckpt", DATA)
+    file_server.misbehave("last.ckpt", announce=2**60)
+    dest = tmp_path / "last.ckpt"
+    _, error = _in_thread(lambda: fetch([url, file_server.add("other", DATA)], dest))
+    assert isinstance(error, DownloadError) and "not enough disk space" in str(error)
+    assert len(error.attempts) == 1  # a full disk is not a reason to try the next mirror
+    assert not part_path(dest).exists()
+
+
+def test_endless_body_is_cut_at_the_cap(file_server, tmp_path):
+    url = file_server.add("last.ckpt", DATA)
+    file_server.misbehave("last.ckpt", endless=True)
+    dest = tmp_path / "last.ckpt"
+    _, error = _in_thread(lambda: fetch([url], dest, max_size=2 * len(DATA)))
+    assert isinstance(error, DownloadError) and "larger than" in str(error)
+    assert not part_path(dest).exists() and not dest.exists()
+
+
+def test_body_shorter_than_announced_is_not_cached_or_locked(file_server, tmp_path):
+    url = file_server.add("last.ckpt", DATA[:HALF])
+    file_server.misbehave("last.ckpt", announce=len(DATA))
+    lock = ChecksumLock(tmp_path / "lock.json")
+    dest = tmp_path / "last.ckpt"
+    _, error = _in_thread(lambda: fetch([url], dest, lock=lock, retries=1))
+    assert isinstance(error, DownloadError) and "mid-stream" in str(error)
+    assert not dest.exists() and lock.get("last.ckpt") is None
+
+
+def test_html_page_served_with_200_is_refused_and_not_locked(file_server, tmp_path):
+    from engine.download import torch_file_problem
+
+    page = file_server.add("dead/last.ckpt", b"<!DOCTYPE html><html><body>Link does not exist.</body></html>",
+                           content_type="text/html")
+    buf = tmp_path / "real.ckpt"
+    import torch
+    torch.save({"state_dict": {"w": torch.zeros(3)}}, buf)
+    good = file_server.add("good/last.ckpt", buf.read_bytes())
+    lock = ChecksumLock(tmp_path / "lock.json")
+    dest = tmp_path / "cache" / "last.ckpt"
+
+    with pytest.raises(DownloadError, match="HTML page"):
+        fetch([page], dest, lock=lock, check=torch_file_problem)
+    assert lock.get("last.ckpt") is None and not dest.exists() and not part_path(dest).exists()
+
+    fetch([page, good], dest, lock=lock, check=torch_file_problem)
+    assert dest.read_bytes() == buf.read_bytes()
+    assert lock.get("last.ckpt")["sha256"] == sha256_file(buf)
+
+
+def test_text_config_check_refuses_html_and_accepts_yaml(tmp_path):
+    from engine.download import text_config_problem, torch_file_problem
+
+    page, config, zip_cut = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    page.write_bytes(b"  <html><head><title>404</title></head></html>")
+    config.write_text("model:\n  target: taming.models.vqgan.VQModel\n")
+    import torch
+    torch.save({"x": torch.ones(100)}, zip_cut)
+    zip_cut.write_bytes(zip_cut.read_bytes()[:-100])
+    assert "HTML page" in text_config_problem(page)
+    assert text_config_problem(config) is None
+    assert "truncated zip" in torch_file_problem(zip_cut)
+
+
+def test_lock_mismatch_message_says_how_to_relock(file_server, tmp_path):
+    url = file_server.add("last.ckpt", DATA)
+    lock = ChecksumLock(tmp_path / "lock.json")
+    lock.record("k", "ab" * 32, len(DATA), "http://first/last.ckpt")
+    with pytest.raises(ChecksumMismatch) as info:
+        fetch([url], tmp_path / "last.ckpt", lock=lock, lock_key="k",
+              relock_hint="run `python -m engine fetch x --relock`")
+    assert "recorded in" in str(info.value) and "fetch x --relock" in str(info.value)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_disk_full_mid_download_is_one_clear_error(file_server, tmp_path):
+    import subprocess
+
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        url = file_server.add("last.ckpt", DATA)
+        file_server.chunked = True  # no announced size: the disk fills while streaming
+        with pytest.raises(DownloadError, match="disk full") as info:
+            fetch([url, file_server.add("other", DATA)], small / "last.ckpt")
+        assert len(info.value.attempts) == 1
+        assert [p.name for p in small.iterdir()] == []  # the .part is gone, the space freed
+    finally:
+        subprocess.run(["umount", str(small)])
+
+
+def test_verified_sha256_refuses_a_changed_cached_file(tmp_path):
+    from engine.download import CacheMismatch, verified_sha256
+
+    lock = ChecksumLock(tmp_path / "lock.json")
+    path = tmp_path / "last.ckpt"
+    path.write_bytes(DATA)
+    assert verified_sha256(lock, "k", path) == DATA_SHA  # first use: recorded
+    assert verified_sha256(lock, "k", path) == DATA_SHA
+    path.write_bytes(DATA[:-1] + b"\0")  # same size, other bytes
+    with pytest.raises(CacheMismatch, match="changed after it was verified") as info:
+        verified_sha256(lock, "k", path, relock_hint="run fetch --relock")
+    assert "--relock" in str(info.value)
+    path.write_bytes(DATA[:10])
+    with pytest.raises(CacheMismatch, match="10 bytes"):
+        verified_sha256(lock, "k", path)
+    assert lock.get("k")["sha256"] == DATA_SHA  # never re-locked silently
+
+
+def test_two_processes_downloading_one_file_share_one_download(file_server, tmp_path):
+    import subprocess
+    import sys
+
+    url = file_server.add("last.ckpt", DATA)
+    file_server.misbehave("last.ckpt", pause_s=0.05)  # ~3 s, so the two overlap
+    dest = tmp_path / "cache" / "last.ckpt"
+    code = ("import sys; from pathlib import Path; from engine.download import download, ChecksumLock;"
+            f"download([{url!r}], Path({str(dest)!r}), lock=ChecksumLock(Path({str(tmp_path / 'lock.json')!r})),"
+            " progress=False); print('ok')")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env) for _ in range(2)]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert dest.read_bytes() == DATA
+    assert len(file_server.requests_for("last.ckpt")) == 1
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["last.ckpt"]  # no .part, no lock left
