@@ -1,4 +1,4 @@
-"""The grid of params.yaml: VQGAN models × perceptor entries, one fixed seed.
+"""The grid of params.yaml: VQGAN models × perceptor entries × seeds.
 
 Every stage script reads params.yaml through `load_grid`, which validates the whole grid and
 names its cells (docs/grid.md):
@@ -11,7 +11,14 @@ names its cells (docs/grid.md):
       perceptors:                               # slugs joined by '_': names joined by '+' (or a list)
         ViT-B32: "ViT-B-32:openai"
         ViT-B32_RN50: "ViT-B-32:openai+RN50:openai"
+      seeds: [7, 8]                             # replicates beside settings.seed (default [])
     settings: {...}                             # engine settings shared by every cell
+
+The cells of `settings.seed` (the study's seed) keep the study's names; each further seed n of
+`grid.seeds` adds a replicate of every cell, `<cell>__seed-<n>`, made by stage
+`replicate@<vqgan>-<perceptors>-<n>` (DVC templates have no conditionals, so the replicates
+are a second stage group rather than a suffix that appears once a second seed is listed).
+`init_image` and `target_images` files must lie in experiments/inputs/, a dependency of every cell.
 
 The keys are the models' registry slugs because DVC's `matrix` iterates them: they become
 stage names (`cell@imagenet-ViT-B32`), params paths (`grid.perceptors.ViT-B32`) and the
@@ -37,10 +44,12 @@ STAMPS_DIR = Path("experiments/model_stamps")  # fetch_models: one stamp per gri
 METRICS_DIR = Path("experiments/metrics")  # each cell's metrics.json, as a DVC metric
 SCORES_DIR = Path("experiments/scores")  # score: bias matrix and image statistics
 PARTIAL_DIR = Path("experiments/.partial")  # cells in progress (resumable), moved into out_dir when done
+INPUTS_DIR = Path("experiments/inputs")  # init_image and target_images files: a dependency of every cell
 DEMO_COMMAND = "python -m experiments.demo /tmp/vqclip-demo"
 # Engine settings that the grid sets per cell; `settings` may not set them.
 CELL_KEYS = ("vqgan_model", "perceptors", "file_namespace", "out_dir", "allow_overwrite")
-GRID_KEYS = ("vqgan_models", "perceptors")
+GRID_KEYS = ("vqgan_models", "perceptors", "seeds")
+OPTIONAL_GRID_KEYS = ("seeds",)
 
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")  # safe in stage names, params paths and folder names
 _EXPERIMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*(?:_[A-Za-z0-9-]+)*$")  # no '__', no '.'
@@ -62,21 +71,26 @@ class Model:
 
 @dataclass(frozen=True)
 class Cell:
-    """One VQGAN × one perceptor entry (one or more perceptors guiding together)."""
+    """One VQGAN × one perceptor entry (one or more perceptors guiding together) × one seed."""
 
     experiment: str
     vqgan: Model
     perceptor_key: str  # the entry's key in grid.perceptors: its slugs joined by '_'
     perceptors: tuple[Model, ...]
+    seed: int
+    replicate: bool = False  # False: settings.seed's cell; True: a seed of grid.seeds
 
     @property
     def name(self) -> str:
-        """The run folder and file namespace, as the pytti study named them."""
-        return f"{self.experiment}__{self.vqgan.slug}_{self.perceptor_key}"
+        """The run folder and file namespace: the pytti study's name, `__seed-<n>` for a replicate."""
+        base = f"{self.experiment}__{self.vqgan.slug}_{self.perceptor_key}"
+        return f"{base}__seed-{self.seed}" if self.replicate else base
 
     @property
     def stage(self) -> str:
         """The DVC stage that makes this cell (DVC joins matrix keys with '-')."""
+        if self.replicate:
+            return f"replicate@{self.vqgan.slug}-{self.perceptor_key}-{self.seed}"
         return f"cell@{self.vqgan.slug}-{self.perceptor_key}"
 
     @property
@@ -94,7 +108,8 @@ class Grid:
     settings: dict[str, Any]
     vqgans: dict[str, Model]  # slug → model
     perceptors: dict[str, tuple[Model, ...]]  # entry key → models
-    cells: tuple[Cell, ...]
+    seeds: tuple[int, ...]  # settings.seed, then grid.seeds
+    cells: tuple[Cell, ...]  # by VQGAN, perceptor entry, seed
 
     @property
     def models(self) -> list[Model]:
@@ -114,12 +129,15 @@ class Grid:
     def untrained(self) -> bool:
         return any(m.untrained for m in self.models)
 
-    def cell(self, vqgan: str, perceptor: str) -> Cell:
+    def cell(self, vqgan: str, perceptor: str, seed: int | None = None) -> Cell:
+        """The cell of a VQGAN slug, a perceptor key and a seed (default: settings.seed)."""
+        seed = self.seeds[0] if seed is None else seed
         for cell in self.cells:
-            if cell.vqgan.slug == vqgan and cell.perceptor_key == perceptor:
+            if cell.vqgan.slug == vqgan and cell.perceptor_key == perceptor and cell.seed == seed:
                 return cell
-        raise GridError(f"no cell {vqgan!r} × {perceptor!r} in the grid; VQGANs: {', '.join(self.vqgans)}; "
-                        f"perceptor entries: {', '.join(self.perceptors)}")
+        raise GridError(f"no cell {vqgan!r} × {perceptor!r} × seed {seed} in the grid; VQGANs: "
+                        f"{', '.join(self.vqgans)}; perceptor entries: {', '.join(self.perceptors)}; "
+                        f"seeds: {', '.join(map(str, self.seeds))}")
 
     def cell_dir(self, cell: Cell) -> Path:
         return Path(self.out_dir) / cell.name
@@ -131,7 +149,7 @@ class Grid:
         """The engine settings of one cell (validate with `engine.settings.resolve_settings`)."""
         return {**self.settings, "vqgan_model": cell.vqgan.name,
                 "perceptors": [p.name for p in cell.perceptors], "file_namespace": cell.name,
-                "out_dir": str(out_dir if out_dir is not None else self.out_dir)}
+                "seed": cell.seed, "out_dir": str(out_dir if out_dir is not None else self.out_dir)}
 
 
 # ---------------------------------------------------------------- reading params.yaml
@@ -170,13 +188,13 @@ def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
 
 def load_grid(path: str | Path = PARAMS_FILE) -> Grid:
     """Read and validate params.yaml; GridError lists every problem found."""
-    return build_grid(read_params(path), origin=str(path))
+    return build_grid(read_params(path), origin=str(path), root=Path(path).parent)
 
 
 # ---------------------------------------------------------------- validation
 
-def build_grid(params: Mapping[str, Any], origin: str = PARAMS_FILE) -> Grid:
-    """Validate params (names, duplicates, slugs, settings) into a Grid."""
+def build_grid(params: Mapping[str, Any], origin: str = PARAMS_FILE, root: Path = Path(".")) -> Grid:
+    """Validate params (names, duplicates, slugs, seeds, settings, input files under `root`) into a Grid."""
     from engine.registry import registry
 
     problems: list[str] = []
@@ -204,7 +222,7 @@ def build_grid(params: Mapping[str, Any], origin: str = PARAMS_FILE) -> Grid:
         if key not in GRID_KEYS:
             problems.append(f"grid.{key}: unknown key; grid has {' and '.join(GRID_KEYS)}")
     if "grid" in params:
-        problems += [f"grid.{key} is missing" for key in GRID_KEYS if key not in grid]
+        problems += [f"grid.{key} is missing" for key in GRID_KEYS if key not in grid and key not in OPTIONAL_GRID_KEYS]
     vqgans = _vqgan_entries(grid["vqgan_models"], reg, problems) if "vqgan_models" in grid else {}
     perceptors = _perceptor_entries(grid["perceptors"], reg, problems) if "perceptors" in grid else {}
 
@@ -214,14 +232,19 @@ def build_grid(params: Mapping[str, Any], origin: str = PARAMS_FILE) -> Grid:
     if not isinstance(settings, dict):
         problems.append(f"settings must be a mapping of engine settings; got {settings!r:.100}")
         settings = {}
-    problems += _check_settings(settings)
+    problems += _check_settings(settings, root)
+    seed = settings.get("seed")
+    seed = int(seed) if (type(seed) is int or (type(seed) is float and seed.is_integer())) else -1
+    replicates = _seed_entries(grid.get("seeds", []), seed, problems)
+    seeds = (seed, *replicates)
 
-    cells = tuple(Cell(experiment if isinstance(experiment, str) else "", vqgan, key, models)
-                  for vqgan in vqgans.values() for key, models in perceptors.items())
+    name = experiment if isinstance(experiment, str) else ""
+    cells = tuple(Cell(name, vqgan, key, models, s, replicate=i > 0)
+                  for vqgan in vqgans.values() for key, models in perceptors.items() for i, s in enumerate(seeds))
     problems += _check_collisions(cells)
     if problems:
         raise GridError(f"{origin}: the grid cannot run:\n" + "\n".join(f"  - {p}" for p in problems))
-    return Grid(experiment, str(PurePosixPath(out_dir)), dict(settings), vqgans, perceptors, cells)
+    return Grid(experiment, str(PurePosixPath(out_dir)), dict(settings), vqgans, perceptors, seeds, cells)
 
 
 def _check_out_dir(out_dir: Any) -> list[str]:
@@ -343,7 +366,43 @@ def _perceptor_entries(value: Any, reg: Any, problems: list[str]) -> dict[str, t
     return entries
 
 
-def _check_settings(settings: dict) -> list[str]:
+def _seed_entries(value: Any, seed: Any, problems: list[str]) -> tuple[int, ...]:
+    """grid.seeds: distinct non-negative integers other than settings.seed."""
+    if not isinstance(value, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                              for s in value):
+        problems.append(f"grid.seeds={value!r:.100}: expected a list of non-negative integers, the seeds of the "
+                        "replicates besides settings.seed, e.g. [1, 2] ([] = settings.seed alone)")
+        return ()
+    for s in sorted({s for s in value if value.count(s) > 1}):
+        problems.append(f"grid.seeds lists {s} twice; each seed makes one replicate of every cell")
+    if seed in value:
+        problems.append(f"grid.seeds lists {seed}, which is settings.seed: every cell runs with settings.seed "
+                        "already (with the study's names); list only the further seeds")
+    return tuple(dict.fromkeys(s for s in value if s != seed))
+
+
+def _input_files(resolved: Any) -> list[tuple[str, str]]:
+    """(setting, path) of every image file the settings read."""
+    from engine.prompts import parse_prompt_list
+
+    files = [("init_image", resolved.init_image)] if resolved.init_image else []
+    return files + [("target_images", p.text) for p in parse_prompt_list(resolved.target_images)]
+
+
+def _check_input(setting: str, path: str, root: Path) -> list[str]:
+    inputs = PurePosixPath(INPUTS_DIR.as_posix())
+    where = PurePosixPath(path)
+    if where.is_absolute() or ".." in where.parts or inputs not in where.parents:
+        return [f"settings.{setting}={path!r}: put the file in {inputs}/ and name it from the repository root "
+                f"(e.g. {inputs}/{where.name}); that folder is a DVC dependency of every cell, so changing "
+                "an image there re-runs them"]
+    if not (root / where).is_file():
+        return [f"settings.{setting}={path!r}: no such file; put it there (the study's photo is "
+                f"{inputs}/GasWorksPark3.jpg) or set init_image: null to start from random codes"]
+    return []
+
+
+def _check_settings(settings: dict, root: Path) -> list[str]:
     from engine.settings import SettingsError, resolve_settings
 
     problems = [f"settings.{k}: set per cell by the grid; remove it from settings" for k in CELL_KEYS if k in settings]
@@ -353,11 +412,10 @@ def _check_settings(settings: dict) -> list[str]:
     except SettingsError as err:
         return problems + [f"settings: {err}"]
     if resolved.seed < 0:
-        problems.append(f"settings.seed={resolved.seed}: the grid compares checkpoints at one fixed seed; "
-                        "set a non-negative integer (the study used 12345)")
-    if resolved.init_image or resolved.target_images:
-        problems.append("settings: init_image and target_images are not supported by the grid (their files "
-                        "would not be DVC dependencies); the study's grid runs from random codes")
+        problems.append(f"settings.seed={resolved.seed}: the grid compares checkpoints at fixed seeds; "
+                        "set a non-negative integer (the study used 12345; more seeds go in grid.seeds)")
+    for setting, path in _input_files(resolved):
+        problems += _check_input(setting, path, root)
     return problems
 
 
@@ -368,9 +426,10 @@ def _check_collisions(cells: tuple[Cell, ...]) -> list[str]:
         for cell in cells:
             other = seen.setdefault(getattr(cell, attr), cell)
             if other is not cell:
-                problems.append(f"cells {other.vqgan.slug} × {other.perceptor_key} and {cell.vqgan.slug} × "
-                                f"{cell.perceptor_key} share the {what} {getattr(cell, attr)!r}; give one "
-                                "model another `slug:` in the user models file")
+                if not (other.replicate or cell.replicate):  # the seed only repeats the clash
+                    problems.append(f"cells {other.vqgan.slug} × {other.perceptor_key} and {cell.vqgan.slug} × "
+                                    f"{cell.perceptor_key} share the {what} {getattr(cell, attr)!r}; give one "
+                                    "model another `slug:` in the user models file")
     return problems
 
 
@@ -410,9 +469,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     flag = "  (UNTRAINED models: says nothing about real checkpoints)" if grid.untrained else ""
-    print(f"{len(grid.cells)} cells = {len(grid.vqgans)} VQGANs × {len(grid.perceptors)} perceptor entries{flag}")
-    for cell in grid.cells:
-        print(f"  {cell.stage:<40} {grid.cell_dir(cell)}")
+    print(f"{len(grid.cells)} cells = {len(grid.vqgans)} VQGANs × {len(grid.perceptors)} perceptor entries × "
+          f"{len(grid.seeds)} seed{'s' * (len(grid.seeds) > 1)} ({', '.join(map(str, grid.seeds))}){flag}")
+    print(f"cell folders in {grid.out_dir}/")
+    rows = [("cell", "vqgan", "perceptors", "seed", "DVC stage")]
+    rows += [(c.name, c.vqgan.name, "+".join(p.name for p in c.perceptors), str(c.seed), c.stage) for c in grid.cells]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        print("  " + "  ".join(v.ljust(w) for v, w in zip(row, widths)) + "  " + row[4])
     return 0
 
 

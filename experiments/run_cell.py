@@ -1,9 +1,10 @@
-"""Stage `cell@<vqgan>-<perceptors>`: one optimisation of the grid.
+"""Stages `cell@<vqgan>-<perceptors>` and `replicate@<vqgan>-<perceptors>-<seed>`: one optimisation of the grid.
 
-    python -m experiments.run_cell VQGAN_SLUG PERCEPTOR_KEY
+    python -m experiments.run_cell VQGAN_SLUG PERCEPTOR_KEY [--seed N]
 
-The cell's engine settings are params.yaml's `settings` plus its VQGAN, its perceptors and
-its file namespace `<experiment>__<vqgan>_<perceptors>`. The run works in
+The cell's engine settings are params.yaml's `settings` plus its VQGAN, its perceptors, its seed
+(default settings.seed; N from grid.seeds for a replicate) and its file namespace
+`<experiment>__<vqgan>_<perceptors>` (`__seed-<N>` added for a replicate). The run works in
 experiments/.partial/<cell>/ and is moved to `<out_dir>/<cell>/` (the stage's DVC output)
 only when complete: DVC deletes a stage's outputs before running it, so an interrupted cell
 would otherwise lose its frames; this way the next `dvc repro` resumes it from its last saved
@@ -21,14 +22,15 @@ from pathlib import Path
 from experiments.grid import PARAMS_FILE, PARTIAL_DIR, GridError, load_grid
 
 
-def run_cell(vqgan: str, perceptor: str, params: str | Path = PARAMS_FILE, *, quiet: bool = True) -> Path:
+def run_cell(vqgan: str, perceptor: str, params: str | Path = PARAMS_FILE, *, seed: int | None = None,
+             quiet: bool = True) -> Path:
     """Run one cell (resuming its partial run if any) and return its folder under out_dir."""
     from engine.fsutil import atomic_write_json
     from engine.run import run
     from engine.settings import resolve_settings
 
     grid = load_grid(params)
-    cell = grid.cell(vqgan, perceptor)
+    cell = grid.cell(vqgan, perceptor, seed)
     settings = resolve_settings({**grid.engine_settings(cell, out_dir=PARTIAL_DIR), "allow_overwrite": True})
     untrained = " (UNTRAINED models)" if cell.vqgan.untrained or any(p.untrained for p in cell.perceptors) else ""
     print(f"cell {cell.name}: VQGAN {cell.vqgan.name} × perceptors {' + '.join(p.name for p in cell.perceptors)}, "
@@ -56,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("vqgan", help="a key of grid.vqgan_models")
     parser.add_argument("perceptor", help="a key of grid.perceptors")
+    parser.add_argument("--seed", type=int, help="a seed of grid.seeds (default: settings.seed)")
     parser.add_argument("--params", default=PARAMS_FILE)
     args = parser.parse_args(argv)
     quiet = not sys.stderr.isatty() or bool(os.environ.get("VQCLIP_QUIET"))
@@ -64,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     from engine.settings import SettingsError
 
     try:
-        run_cell(args.vqgan, args.perceptor, args.params, quiet=quiet)
+        run_cell(args.vqgan, args.perceptor, args.params, seed=args.seed, quiet=quiet)
     except (GridError, SettingsError, RunFolderConflict, DownloadError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
