@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--width", type=int, default=256, help="frame width in the sheets (px)")
     export.add_argument("--format", choices=["webp", "jpeg"], default="webp")
     export.add_argument("--quality", type=int, default=80)
+    export.add_argument("--title", help="page title (default: VQGAN+CLIP grid: <root folder>)")
+    export.add_argument("--compact", action="store_true",
+                        help="fit a docs column of about 760 px: tiles scale to the page width")
 
     for sub in (catalog, serve, export):
         sub.add_argument("--root", required=True, help="folder of run folders")
@@ -54,10 +57,14 @@ def main(argv: list[str] | None = None) -> int:
         run_server(args.root, args.scores, args.port, args.address, args.allow_websocket_origin,
                    args.show)
     else:
-        from .export import export as write_export, export_size
+        from .export import ExportError, export as write_export, export_size
 
-        path = write_export(args.root, args.out, args.rows, args.cols, args.width, args.format,
-                            args.quality)
+        try:
+            path = write_export(args.root, args.out, args.rows, args.cols, args.width,
+                                args.format, args.quality, args.title, args.compact)
+        except ExportError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         print(f"wrote {path} ({export_size(args.out) / 1e6:.1f} MB)")
     return 0
 

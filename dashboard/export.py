@@ -1,6 +1,7 @@
 """Static export: one HTML page plus an assets folder that plays the synced grid offline.
 
-Each run's frames are downscaled and packed into one sprite sheet (WebP or JPEG), so the page
+Each run's frames are downscaled, padded with a gutter of their own edge pixels and packed into
+sprite sheets (WebP or JPEG, at most MAX_SIDE px a side, so usually one per run), so the page
 loads one image per cell and switches steps by moving the sheet: no server, no network, and
 the same player (static/player.js) as the app.
 """
@@ -11,7 +12,9 @@ import json
 import math
 import re
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 from PIL import Image
 from tqdm import tqdm
@@ -19,13 +22,20 @@ from tqdm import tqdm
 from engine.fsutil import atomic_path
 
 from .catalog import load_catalog
+from .context import cell_context, slot_tags
 from .grid import grid_spec
 from .player import STATIC
 
-MAX_SIDE = 16383  # WebP's limit, per side
+MAX_SIDE = 4096  # per sheet side: every browser decodes it, and a sheet stays under 64 MB
+MAX_PIXELS = 400_000_000  # decoded pixels of all the sheets together: 1.6 GB in a browser
+GUTTER = 2  # px of each frame's own edge repeated around it, so scaling never shows its neighbours
 FORMATS = {"webp": ("WEBP", ".webp"), "jpeg": ("JPEG", ".jpg")}
 PUBLIC = 0o644  # the temporary files atomic_path makes are private
 ASSET = re.compile(r"^\d{3}-.*\.(webp|jpg)$")
+
+
+class ExportError(ValueError):
+    """An export that cannot be written as asked; the message says why and what to change."""
 
 
 def output_paths(out: str | Path) -> tuple[Path, Path]:
@@ -36,81 +46,148 @@ def output_paths(out: str | Path) -> tuple[Path, Path]:
     return out / "index.html", out / "assets"
 
 
-def sheet_shape(n: int, w: int, h: int) -> tuple[int, int]:
-    """(columns, rows) of a near-square sheet of `n` frames of w x h."""
-    cols = max(1, min(n, math.ceil(math.sqrt(n * h / w))))
-    rows = math.ceil(n / cols)
-    if cols * w > MAX_SIDE or rows * h > MAX_SIDE:
-        raise ValueError(f"{n} frames of {w}x{h} do not fit one sprite sheet; lower --width")
-    return cols, rows
+def open_frame(path: Path) -> Image.Image:
+    """The frame at `path`, opened lazily; ExportError where it is too large or unreadable."""
+    try:
+        return Image.open(path)
+    except Image.DecompressionBombError as e:
+        raise ExportError(f"{path}: {e}; downscale the frame or move its run out of --root") from e
+    except (OSError, ValueError) as e:
+        raise ExportError(f"{path}: not a readable image ({e})") from e
 
 
-def pack_sheet(root: Path, frames: list[str], width: int, dest: Path, fmt: str,
-               quality: int) -> dict[str, int]:
-    """Downscale `frames` to at most `width` px wide and pack them row by row into `dest`."""
-    with Image.open(root / frames[0]) as first:
+def frame_size(path: Path, width: int) -> tuple[int, int]:
+    """(w, h) of the frame at `path` scaled to at most `width` px wide."""
+    with open_frame(path) as first:
         w0, h0 = first.size
     w = min(width, w0)
-    h = max(1, round(h0 * w / w0))
-    cols, rows = sheet_shape(len(frames), w, h)
-    sheet = Image.new("RGB", (cols * w, rows * h))
-    for k, name in enumerate(frames):
-        with Image.open(root / name) as frame:
-            frame = frame.convert("RGB")
-            if frame.size != (w, h):
-                frame = frame.resize((w, h), Image.Resampling.LANCZOS)
-            sheet.paste(frame, ((k % cols) * w, (k // cols) * h))
-    with atomic_path(dest) as tmp:
-        sheet.save(tmp, format=FORMATS[fmt][0], quality=quality, method=4)
-        tmp.chmod(PUBLIC)
-    return {"cols": cols, "rows": rows, "width": w, "height": h}
+    return w, max(1, round(h0 * w / w0))
 
 
-def page(spec: dict, title: str) -> str:
-    """The HTML page: the player's CSS and JS inline, the grid as JSON."""
+def sheet_layout(n: int, w: int, h: int) -> list[tuple[int, int]]:
+    """(columns, rows) of each sprite sheet holding `n` frames of w x h plus their gutters: as
+    few sheets as fit MAX_SIDE, each near-square."""
+    pw, ph = w + 2 * GUTTER, h + 2 * GUTTER
+    fit_c, fit_r = MAX_SIDE // pw, MAX_SIDE // ph
+    if not fit_c or not fit_r:
+        widest = min(MAX_SIDE - 2 * GUTTER, (MAX_SIDE - 2 * GUTTER) * w // h)
+        raise ExportError(f"--width {w}: a {w}x{h} px frame does not fit a {MAX_SIDE} px sprite "
+                          f"sheet; use --width {widest} or less")
+    per = fit_c * fit_r
+    layout = []
+    for m in [per] * (n // per) + ([n % per] if n % per else []):
+        cols = min(fit_c, max(1, math.ceil(math.sqrt(m * ph / pw))))
+        if math.ceil(m / cols) > fit_r:
+            cols = math.ceil(m / fit_r)
+        layout.append((cols, math.ceil(m / cols)))
+    return layout
+
+
+def check_budget(sizes: dict[str, tuple[int, int, int]], width: int) -> None:
+    """Refuse, naming the size and the --width that fits, an export whose sheets would hold
+    more than MAX_PIXELS; `sizes` maps run -> (frames, w, h)."""
+    total = sum(n * (w + 2 * GUTTER) * (h + 2 * GUTTER) for n, w, h in sizes.values())
+    if total > MAX_PIXELS:
+        frames = sum(n for n, _, _ in sizes.values())
+        fits = max(16, int(width * math.sqrt(MAX_PIXELS / total)) - 2 * GUTTER)
+        raise ExportError(f"the export would hold {total / 1e6:.0f} Mpx ({frames} frames of "
+                          f"{len(sizes)} runs), over the {MAX_PIXELS / 1e6:.0f} Mpx a browser "
+                          f"page can decode; use --width {fits} or less")
+
+
+def _padded(frame: Image.Image) -> Image.Image:
+    """`frame` with GUTTER px of its own edge pixels repeated around it."""
+    arr = np.pad(np.asarray(frame), ((GUTTER, GUTTER), (GUTTER, GUTTER), (0, 0)), mode="edge")
+    return Image.fromarray(arr, "RGB")
+
+
+def pack_sheets(root: Path, frames: list[str], size: tuple[int, int], dest: Path, fmt: str,
+                quality: int) -> dict[str, Any]:
+    """Scale `frames` to `size`, pad each with a gutter and pack them row by row into sheets
+    `dest` (one sheet) or `dest` with `-1`, `-2`... before the suffix (several)."""
+    w, h = size
+    pw, ph = w + 2 * GUTTER, h + 2 * GUTTER
+    layout = sheet_layout(len(frames), w, h)
+    per = layout[0][0] * layout[0][1] if len(layout) > 1 else len(frames)
+    sheets = []
+    for s, (cols, rows) in enumerate(layout):
+        path = dest if len(layout) == 1 else dest.with_name(f"{dest.stem}-{s + 1}{dest.suffix}")
+        sheet = Image.new("RGB", (cols * pw, rows * ph))
+        for k, name in enumerate(frames[s * per:(s + 1) * per]):
+            with open_frame(root / name) as frame:
+                frame = frame.convert("RGB")
+                if frame.size != (w, h):
+                    frame = frame.resize((w, h), Image.Resampling.LANCZOS)
+                sheet.paste(_padded(frame), ((k % cols) * pw, (k // cols) * ph))
+        with atomic_path(path) as tmp:
+            sheet.save(tmp, format=FORMATS[fmt][0], quality=quality, method=4)
+            tmp.chmod(PUBLIC)
+        sheets.append({"name": path.name, "cols": cols, "rows": rows})
+    return {"sheets": sheets, "per": per, "width": w, "height": h}
+
+
+def page(spec: dict, title: str, compact: bool = False) -> str:
+    """The HTML page: the player's CSS and JS inline, the grid as JSON. `compact` fits a docs
+    column (tiles scale to the page width, smaller controls)."""
     css = (STATIC / "player.css").read_text(encoding="utf-8")
     js = (STATIC / "player.js").read_text(encoding="utf-8")
     data = json.dumps(spec, separators=(",", ":")).replace("</", "<\\/")
+    options = json.dumps({"compact": compact, "fitHeight": not compact})
     return "\n".join([
         "<!doctype html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{html.escape(title)}</title>",
-        "<style>", css, "body { margin: 12px; }", "</style>", "</head>", "<body>",
-        f"<h3 style='font: 600 15px system-ui, sans-serif'>{html.escape(title)}</h3>",
+        "<style>", css, "body { margin: 8px; }", "</style>", "</head>",
+        f'<body class="{"dp-compact" if compact else ""}">',
+        f"<h1 class='dp-title'>{html.escape(title)}</h1>",
         '<div id="dp-root"></div>',
         f'<script type="application/json" id="dp-data">{data}</script>',
         '<script type="module">', js,
         'const data = JSON.parse(document.getElementById("dp-data").textContent);',
-        'mount(document.getElementById("dp-root"), data);',
+        f'mount(document.getElementById("dp-root"), data, {options});',
         "</script>", "</body>", "</html>", "",
     ])
 
 
 def export(root: str | Path, out: str | Path, rows: str = "vqgan", cols: str = "generator",
-           width: int = 256, fmt: str = "webp", quality: int = 80) -> Path:
-    """Write the static page for the runs under `root` to `out`; return the page's path."""
+           width: int = 256, fmt: str = "webp", quality: int = 80, title: str | None = None,
+           compact: bool = False) -> Path:
+    """Write the static page for the runs under `root` to `out`; return the page's path.
+    ExportError, before anything is written, where the sheets would be too large."""
+    if width < 1:
+        raise ExportError(f"--width {width}: must be at least 1 px")
     root = Path(root).resolve()
     runs = load_catalog(root).query("n_frames > 0")
     html_path, assets = output_paths(out)
     ext = FORMATS[fmt][1]
     names = {run: f"{i:03d}-{re.sub(r'[^A-Za-z0-9._-]+', '-', run)[:80]}{ext}"
              for i, run in enumerate(runs["run"])}
-    sheets = {
-        run.run: pack_sheet(root, run.frames, width, assets / names[run.run], fmt, quality)
+    sizes = {run.run: frame_size(root / run.frames[0], width) for run in runs.itertuples()}
+    for run in runs.itertuples():
+        sheet_layout(run.n_frames, *sizes[run.run])
+    check_budget({run.run: (run.n_frames, *sizes[run.run]) for run in runs.itertuples()}, width)
+    packed = {
+        run.run: pack_sheets(root, run.frames, sizes[run.run], assets / names[run.run], fmt,
+                             quality)
         for run in tqdm(runs.itertuples(), total=len(runs), desc="packing", unit="cell")
     }
+    tags = slot_tags(runs)
 
     def sheet_frames(run: pd.Series) -> dict:
-        s = sheets[run.run]
-        url = f"{assets.name}/{names[run.run]}"
-        return {"sheet": {"url": url, "cols": s["cols"], "rows": s["rows"]},
-                "width": s["width"], "height": s["height"]}
+        p = packed[run.run]
+        sheets = [{"url": f"{assets.name}/{s['name']}", "cols": s["cols"], "rows": s["rows"]}
+                  for s in p["sheets"]]
+        return {"sprite": {"sheets": sheets, "per": p["per"], "gutter": GUTTER},
+                "width": p["width"], "height": p["height"], **cell_context(run, tags.get(run.run))}
 
     spec = grid_spec(runs, rows, cols, sheet_frames)
     with atomic_path(html_path) as tmp:
-        tmp.write_text(page(spec, f"VQGAN+CLIP grid: {root.name}"), encoding="utf-8")
+        tmp.write_text(page(spec, title or f"VQGAN+CLIP grid: {root.name}", compact),
+                       encoding="utf-8")
         tmp.chmod(PUBLIC)
+    written = {s["name"] for p in packed.values() for s in p["sheets"]}
     for stale in assets.iterdir() if assets.is_dir() else ():
-        if ASSET.match(stale.name) and stale.name not in names.values():
+        if ASSET.match(stale.name) and stale.name not in written:
             stale.unlink()
     return html_path
 

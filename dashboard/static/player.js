@@ -3,6 +3,20 @@
 // server's static route) and the static export calls `mount` (frames are sprite sheets).
 
 const SPEEDS = [1, 2, 5, 10, 15, 25, 40];
+const SIZES = ["fit", "64", "96", "128", "192", "256", "384", "512", "actual"];
+const COMPARE = { side: "side by side", flicker: "A/B flicker", slider: "A/B slider" };
+const FLICKER_MS = 600;
+const MIN_TILE = 40;
+// Inputs where keys type text: the player's shortcuts leave them alone.
+const TEXT_INPUTS = new Set(["text", "search", "email", "url", "tel", "password", "number",
+  "date", "datetime-local", "month", "time", "week"]);
+// Icons as SVG paths (a font glyph such as ⏸ is an empty box where the font lacks it).
+const ICONS = {
+  play: "M4 2 L14 8 L4 14 Z",
+  pause: "M3 2 H7 V14 H3 Z M9 2 H13 V14 H9 Z",
+  prev: "M12 2 L4 8 L12 14 Z M2 2 H4 V14 H2 Z",
+  next: "M4 2 L12 8 L4 14 Z M12 2 H14 V14 H12 Z",
+};
 
 function h(tag, props = {}, ...children) {
   const node = document.createElement(tag);
@@ -15,22 +29,57 @@ function h(tag, props = {}, ...children) {
   return node;
 }
 
-// The URL holding frame k of a cell.
-const urlOf = (cell, k) => (cell.sheet ? cell.sheet.url : cell.frames[k]);
+function icon(name) {
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", "0 0 16 16");
+  svg.setAttribute("class", `dp-icon dp-icon-${name}`);
+  svg.setAttribute("aria-hidden", "true");
+  const path = document.createElementNS("http://www.w3.org/2000/svg", "path");
+  path.setAttribute("d", ICONS[name]);
+  svg.append(path);
+  return svg;
+}
 
-// A cell's picture: an <img> whose src is swapped, or a window onto its sprite sheet.
+// Whether a key pressed with this element focused types text (the shortcuts then stay off).
+function typing(target) {
+  if (!target) return false;
+  if (target.isContentEditable || target.tagName === "TEXTAREA") return true;
+  return target.tagName === "INPUT" && TEXT_INPUTS.has((target.type || "text").toLowerCase());
+}
+
+// The sprite sheet holding frame k of a cell, and where in it the frame lies.
+function spriteAt(cell, k) {
+  const { sheets, per, gutter } = cell.sprite;
+  const sheet = sheets[Math.min(Math.floor(k / per), sheets.length - 1)];
+  const j = k % per;
+  return { sheet, x: (j % sheet.cols) * (cell.width + 2 * gutter) + gutter,
+    y: Math.floor(j / sheet.cols) * (cell.height + 2 * gutter) + gutter };
+}
+
+// The URL holding frame k of a cell.
+const urlOf = (cell, k) => (cell.sprite ? spriteAt(cell, k).sheet.url : cell.frames[k]);
+
+// A cell's picture: an <img> whose src is swapped, or a window onto its sprite sheet. The
+// sheet's frames are padded with their own edge pixels, so a scaled window never shows a
+// neighbour.
 function picture(cell) {
-  if (cell.sheet) {
-    const { url, cols, rows } = cell.sheet;
+  if (cell.sprite) {
     const el = h("div", { class: "dp-frame dp-sheet", role: "img", "aria-label": cell.title });
-    el.style.backgroundImage = `url("${url}")`;
-    el.style.backgroundSize = `${cols * 100}% ${rows * 100}%`;
     el.style.aspectRatio = `${cell.width} / ${cell.height}`;
-    const pct = (i, n) => (n > 1 ? (100 * i) / (n - 1) : 0);
+    const { gutter } = cell.sprite;
+    let url = null;
     return {
       el,
       show(k) {
-        el.style.backgroundPosition = `${pct(k % cols, cols)}% ${pct(Math.floor(k / cols), rows)}%`;
+        const { sheet, x, y } = spriteAt(cell, k);
+        const sw = sheet.cols * (cell.width + 2 * gutter), sh = sheet.rows * (cell.height + 2 * gutter);
+        if (url !== sheet.url) {
+          url = sheet.url;
+          el.style.backgroundImage = `url("${url}")`;
+          el.style.backgroundSize = `${(100 * sw) / cell.width}% ${(100 * sh) / cell.height}%`;
+        }
+        const pct = (at, whole, part) => (whole > part ? (100 * at) / (whole - part) : 0);
+        el.style.backgroundPosition = `${pct(x, sw, cell.width)}% ${pct(y, sh, cell.height)}%`;
       },
     };
   }
@@ -43,6 +92,16 @@ function picture(cell) {
       if (el.getAttribute("src") !== cell.frames[k]) el.src = cell.frames[k];
     },
   };
+}
+
+// The (scene, factor) pairs active at 0-based step t (engine/prompts.py's schedule).
+function sceneBlend(t, n, perScene, interpolation) {
+  const k = Math.min(Math.floor(t / perScene), n - 1);
+  const u = t - k * perScene;
+  const span = Math.min(interpolation, perScene);
+  if (k === 0 || u >= span) return [[k, 1]];
+  if (u === 0) return [[k - 1, 1]];
+  return [[k - 1, 1 - u / span], [k, u / span]];
 }
 
 // Loads every frame once, in playing order, and keeps it decoded.
@@ -83,8 +142,11 @@ class Preloader {
 }
 
 export class GridPlayer {
-  constructor(root, hooks = {}) {
-    this.hooks = hooks;
+  // options: hooks {onStep, onSelect, onBaseline}, compact (fit a docs column), fitHeight
+  // (in "fit" size, also fit the grid into the window's height).
+  constructor(root, options = {}) {
+    this.hooks = options.hooks || {};
+    this.fitHeight = options.fitHeight ?? true;
     this.grid = { rows: [], cols: [], steps: [], cells: [] };
     this.cells = new Map();
     this.tiles = [];
@@ -93,56 +155,97 @@ export class GridPlayer {
     this.dir = 1;
     this.fps = 10;
     this.mode = "loop";
+    this.size = "fit";
+    this.compare = "side";
     this.playing = false;
     this.selected = null;
     this.baseline = null;
     this.preloader = new Preloader();
     this.tick = this.tick.bind(this);
 
-    this.playButton = h("button", { class: "dp-play", title: "play / pause (space)", onclick: () => this.toggle() }, "▶");
-    const stepButton = (delta, text) =>
-      h("button", { class: "dp-nudge", title: delta < 0 ? "previous step (←)" : "next step (→)", onclick: () => this.nudge(delta) }, text);
-    this.slider = h("input", { class: "dp-slider", type: "range", min: 0, max: 0, value: 0, oninput: () => this.seek(+this.slider.value) });
+    this.playButton = h("button", { class: "dp-play", title: "play / pause (space)", "aria-label": "play", onclick: () => this.toggle() }, icon("play"));
+    const stepButton = (delta, name) =>
+      h("button", { class: "dp-nudge", title: delta < 0 ? "previous step (←)" : "next step (→)", "aria-label": name, onclick: () => this.nudge(delta) }, icon(name));
+    this.slider = h("input", { class: "dp-slider", type: "range", min: 0, max: 0, value: 0, "aria-label": "step", oninput: () => this.seek(+this.slider.value) });
     this.label = h("span", { class: "dp-step" });
-    this.speed = h("select", { class: "dp-speed", title: "speed", onchange: () => (this.fps = +this.speed.value) },
-      ...SPEEDS.map((f) => h("option", { value: f }, `${f} fps`)));
+    const select = (cls, title, options, onchange) => {
+      const el = h("select", { class: cls, title, onchange: () => onchange(el.value) },
+        ...options.map(([value, text]) => h("option", { value }, text)));
+      return el;
+    };
+    this.speed = select("dp-speed", "speed", SPEEDS.map((f) => [f, `${f} fps`]), (v) => (this.fps = +v));
     this.speed.value = String(this.fps);
-    this.modeSelect = h("select", { class: "dp-mode", title: "at the end", onchange: () => (this.mode = this.modeSelect.value) },
-      h("option", { value: "loop" }, "loop"), h("option", { value: "reflect" }, "reflect"));
-    this.detail = h("div", { class: "dp-detail" });
+    this.modeSelect = select("dp-mode", "at the end", [["loop", "loop"], ["reflect", "reflect"]], (v) => (this.mode = v));
+    this.sizeSelect = select("dp-size", "tile size", SIZES.map((s) =>
+      [s, s === "fit" ? "fit" : s === "actual" ? "actual pixels" : `${s} px`]), (v) => this.setSize(v));
+    this.context = h("div", { class: "dp-context" });
     this.gridEl = h("div", { class: "dp-grid" });
-    this.el = h("div", { class: "dp-player" },
-      h("div", { class: "dp-controls" }, this.playButton, stepButton(-1, "◀"), stepButton(1, "▶▶"), this.slider,
-        this.label, this.speed, this.modeSelect),
-      this.detail, this.gridEl);
+    this.panel = this.makePanel();
+    this.el = h("div", { class: "dp-player" + (options.compact ? " dp-compact" : "") },
+      h("div", { class: "dp-controls" }, this.playButton, stepButton(-1, "prev"), stepButton(1, "next"),
+        this.slider, this.label, this.speed, this.modeSelect, this.sizeSelect),
+      this.context, h("div", { class: "dp-scroller" }, this.gridEl), this.panel);
     root.append(this.el);
 
-    this.onKey = (event) => {
-      const target = event.composedPath()[0];
-      if (["INPUT", "SELECT", "TEXTAREA", "BUTTON"].includes(target?.tagName) || target?.isContentEditable) return;
-      if (event.key === "ArrowLeft" || event.key === "ArrowRight") this.nudge(event.key === "ArrowLeft" ? -1 : 1);
-      else if (event.key === " ") this.toggle();
-      else return;
-      event.preventDefault();
+    this.onKey = (event) => this.key(event);
+    this.onKeyUp = (event) => {  // a focused button or checkbox acts on Space's keyup
+      if (event.key === " " && !typing(event.composedPath()[0])) event.preventDefault();
     };
-    document.addEventListener("keydown", this.onKey);
+    window.addEventListener("keydown", this.onKey, true);
+    window.addEventListener("keyup", this.onKeyUp, true);
+    this.width = 0;
+    this.resizer = new ResizeObserver(() => {
+      if (this.el.clientWidth !== this.width) this.fit();
+    });
+    this.resizer.observe(this.el);
+    this.onResize = () => this.fit();
+    window.addEventListener("resize", this.onResize);
+  }
+
+  // Space, ←/→, Home/End and Esc, whatever has focus, except where keys type text.
+  key(event) {
+    if (event.ctrlKey || event.metaKey || event.altKey || typing(event.composedPath()[0])) return;
+    const n = this.grid.steps.length;
+    if (event.key === " ") {
+      if (!event.repeat) this.toggle();
+    } else if (event.key === "ArrowLeft" || event.key === "ArrowRight") this.nudge(event.key === "ArrowLeft" ? -1 : 1);
+    else if (event.key === "Home") this.jump(0);
+    else if (event.key === "End") this.jump(n - 1);
+    else if (event.key === "Escape" && this.selected) this.setSelected(null, true);
+    else return;
+    event.preventDefault();
+    event.stopPropagation();
   }
 
   destroy() {
     this.pause();
-    document.removeEventListener("keydown", this.onKey);
+    clearInterval(this.flicker);
+    window.removeEventListener("keydown", this.onKey, true);
+    window.removeEventListener("keyup", this.onKeyUp, true);
+    window.removeEventListener("resize", this.onResize);
+    this.resizer.disconnect();
     this.el.remove();
   }
 
   setGrid(grid) {
     this.grid = grid;
     this.cells = new Map(grid.cells.map((c) => [c.id, c]));
-    this.gridEl.style.gridTemplateColumns = `auto repeat(${grid.cols.length}, auto)`;
+    this.perSlot = Math.max(1, ...this.slotCounts(grid).values());
+    this.gridEl.style.gridTemplateColumns = `min-content repeat(${grid.cols.length}, auto)`;
     this.gridEl.replaceChildren(...this.layout(grid));
     this.slider.max = Math.max(grid.steps.length - 1, 0);
+    const schedules = new Set(grid.cells.map((c) => JSON.stringify(c.schedule ?? null)));
+    this.sharedSchedule = schedules.size === 1;
     this.preloader.load(grid.cells, this.i);
     this.renderDetail();
     this.show(this.i);
+    this.fit();
+  }
+
+  slotCounts(grid) {
+    const counts = new Map();
+    for (const c of grid.cells) counts.set(`${c.row}\u0000${c.col}`, (counts.get(`${c.row}\u0000${c.col}`) || 0) + 1);
+    return counts;
   }
 
   layout(grid) {
@@ -153,7 +256,7 @@ export class GridPlayer {
       nodes.push(h("div", { class: "dp-rowhead" }, r));
       for (const c of grid.cols) {
         const slot = h("div", { class: "dp-slot" });
-        slots.set(JSON.stringify([r, c]), slot);
+        slots.set(`${r}\u0000${c}`, slot);
         nodes.push(slot);
       }
     }
@@ -164,7 +267,7 @@ export class GridPlayer {
         class: "dp-pin", title: "pin as baseline",
         onclick: (event) => { event.stopPropagation(); this.setBaseline(tile.cell.id, true); },
       }, "pin"));
-      slots.get(JSON.stringify([tile.cell.row, tile.cell.col])).append(tile.el);
+      slots.get(`${tile.cell.row}\u0000${tile.cell.col}`).append(tile.el);
     }
     return nodes;
   }
@@ -172,25 +275,138 @@ export class GridPlayer {
   view(cell, cls) {
     const pic = picture(cell);
     const cap = h("span", { class: "dp-cap" });
-    const el = h("figure", { class: cls + (cell.note ? " dp-incomplete" : ""), "data-id": cell.id, title: cell.note || null },
-      pic.el, h("figcaption", {}, h("span", { class: "dp-name" }, cell.title), cap));
+    const name = [cell.title, cell.tag].filter(Boolean).join(" · ");
+    const el = h("figure", { class: cls + (cell.note ? " dp-incomplete" : ""), "data-id": cell.id, title: [name, cell.note].filter(Boolean).join("\n") },
+      pic.el, h("figcaption", {}, h("span", { class: "dp-name" }, cell.title),
+        cell.tag ? h("span", { class: "dp-tag" }, cell.tag) : "", cap));
     return { cell, pic, cap, el };
   }
 
+  // ---- tile size ----
+
+  setSize(size) {
+    this.size = size;
+    this.sizeSelect.value = size;
+    this.fit();
+  }
+
+  // Set the tile width: a fixed size, each frame's own pixels, or (fit) the largest that puts
+  // every column inside the player's width and, with fitHeight, every row inside the window.
+  fit() {
+    this.width = this.el.clientWidth;
+    this.el.classList.toggle("dp-actual", this.size === "actual");
+    for (const t of this.tiles) t.el.style.width = this.size === "actual" && t.cell.width ? `${t.cell.width}px` : "";
+    if (this.size !== "fit") {
+      if (this.size !== "actual") this.gridEl.style.setProperty("--dp-tile", `${this.size}px`);
+      return;
+    }
+    if (!this.width || !this.tiles.length) return;
+    let tile = 100;
+    for (let pass = 0; pass < 2; pass++) tile = this.fitFrom(tile);
+    this.gridEl.style.setProperty("--dp-tile", `${tile}px`);
+  }
+
+  // The fitting tile width, from the grid's size laid out with tiles `trial` px wide (what is
+  // not tile, such as headings, gaps and captions, is taken as fixed).
+  fitFrom(trial) {
+    const across = this.grid.cols.length * this.perSlot;
+    this.gridEl.style.setProperty("--dp-tile", `${trial}px`);
+    const box = this.gridEl.getBoundingClientRect();
+    let tile = (this.width - (box.width - trial * across)) / across;
+    if (this.fitHeight) {
+      const aspect = Math.max(...this.grid.cells.map((c) => (c.height && c.width ? c.height / c.width : 1)));
+      const rows = this.grid.rows.length;
+      const room = window.innerHeight - (box.top + window.scrollY) - 8;
+      const fixed = box.height - trial * aspect * rows;
+      if (room - fixed > rows * MIN_TILE * aspect) tile = Math.min(tile, (room - fixed) / (aspect * rows));
+    }
+    return Math.max(MIN_TILE, Math.floor(tile));
+  }
+
+  // ---- the enlarged view: selected cell beside the pinned baseline, in a fixed side panel ----
+
+  makePanel() {
+    this.compareSelect = h("select", { class: "dp-compare", title: "compare", onchange: () => this.setCompare(this.compareSelect.value) },
+      ...Object.entries(COMPARE).map(([value, text]) => h("option", { value }, text)));
+    this.panelStep = h("span", { class: "dp-panel-step" });
+    this.wipe = h("input", { class: "dp-wipe", type: "range", min: 0, max: 100, value: 50, "aria-label": "A/B slider",
+      oninput: () => this.paintWipe() });
+    this.stage = h("div", { class: "dp-stage" });
+    const close = h("button", { class: "dp-close", title: "close (Esc)", "aria-label": "close", onclick: () => this.setSelected(null, true) }, "×");
+    return h("aside", { class: "dp-panel", hidden: "" },
+      h("div", { class: "dp-panel-head" }, this.panelStep, this.compareSelect, close), this.stage, this.wipe);
+  }
+
+  setCompare(mode) {
+    this.compare = mode;
+    this.compareSelect.value = mode;
+    this.renderDetail();
+  }
+
   renderDetail() {
+    clearInterval(this.flicker);
     const roles = [["baseline", this.baseline], ["selected", this.selected]];
-    this.bigs = roles.filter(([, id]) => this.cells.has(id)).map(([role, id]) => {
+    const open = this.cells.has(this.selected);
+    const shown = open ? roles.filter(([, id], n) => this.cells.has(id) && (n === 1 || id !== this.selected)) : [];
+    const ab = shown.length === 2;
+    const mode = ab ? this.compare : "side";
+    this.bigs = shown.map(([role, id], n) => {
       const big = this.view(this.cells.get(id), `dp-big dp-${role}`);
-      const close = () => (role === "baseline" ? this.setBaseline(null, true) : this.setSelected(null, true));
-      big.el.prepend(h("div", { class: "dp-role" }, role, h("button", { class: "dp-close", title: "close", onclick: close }, "×")));
+      big.el.prepend(h("div", { class: "dp-role" }, ab ? `${"AB"[n]} · ${role}` : role));
+      big.el.append(this.settingsTable(big.cell, n === 1 && ab ? this.cells.get(this.baseline) : null));
       return big;
     });
-    this.detail.replaceChildren(...this.bigs.map((b) => b.el));
+    this.stage.className = `dp-stage dp-${mode}`;
+    this.stage.replaceChildren(...this.bigs.map((b) => b.el));
+    this.compareSelect.disabled = !ab;
+    this.wipe.hidden = mode !== "slider";
+    this.panel.hidden = !open;
     for (const tile of this.tiles) {
       tile.el.classList.toggle("dp-is-selected", tile.cell.id === this.selected);
       tile.el.classList.toggle("dp-is-baseline", tile.cell.id === this.baseline);
     }
+    if (mode === "flicker") {
+      let front = 1;
+      const swap = () => {
+        this.bigs.forEach((b, n) => b.el.classList.toggle("dp-front", n === front));
+        front = 1 - front;
+      };
+      swap();
+      this.flicker = setInterval(swap, FLICKER_MS);
+    }
     this.bigs.forEach((big) => this.paint(big));
+    this.paintWipe();
+    this.renderContext();
+    if (open) this.sizeBigs();
+  }
+
+  // Size the enlarged frames to the panel: stacked or side by side, whichever shows them larger.
+  sizeBigs() {
+    const body = this.stage.getBoundingClientRect();
+    const caption = Math.max(...this.bigs.map((b) => b.el.offsetHeight - b.pic.el.offsetHeight), 0);
+    const n = this.compare === "side" ? this.bigs.length : 1;
+    const aspect = Math.max(...this.bigs.map((b) => (b.cell.width && b.cell.height ? b.cell.height / b.cell.width : 1)));
+    const across = (w, hgt) => Math.max(0, Math.min(w, (hgt - caption) / aspect));
+    const column = across(body.width, (body.height - 8 * (n - 1)) / n);
+    const row = across((body.width - 8 * (n - 1)) / n, body.height);
+    this.stage.classList.toggle("dp-row", row > column);
+    const width = Math.floor(Math.max(column, row, MIN_TILE));
+    for (const b of this.bigs) b.el.style.width = `${width}px`;
+  }
+
+  settingsTable(cell, other) {
+    const rows = Object.entries(cell.settings || {}).map(([k, v]) => {
+      const differs = other && JSON.stringify(other.settings?.[k]) !== JSON.stringify(v);
+      return h("tr", { class: differs ? "dp-differs" : "" }, h("th", {}, k), h("td", {}, JSON.stringify(v)));
+    });
+    return h("details", { class: "dp-settings" }, h("summary", {}, other ? "settings (differences marked)" : "settings"),
+      rows.length ? h("table", {}, ...rows) : h("p", {}, "no settings file"));
+  }
+
+  paintWipe() {
+    const top = this.bigs[1];
+    for (const b of this.bigs) b.pic.el.style.clipPath = "";
+    if (this.compare === "slider" && top) top.pic.el.style.clipPath = `inset(0 0 0 ${this.wipe.value}%)`;
   }
 
   setSelected(id, fromUser = false) {
@@ -204,6 +420,27 @@ export class GridPlayer {
     this.renderDetail();
     if (fromUser) this.hooks.onBaseline?.(this.baseline ?? "");
   }
+
+  // ---- context: the scene and prompt weights at the current step ----
+
+  renderContext() {
+    const cell = this.cells.get(this.selected) ?? this.grid.cells.find((c) => c.schedule);
+    const s = cell?.schedule;
+    const k = cell ? cell.at[this.i] ?? 0 : 0;
+    if (!s || cell.steps[k] == null) {
+      this.context.replaceChildren();
+      return;
+    }
+    const blend = sceneBlend(Math.max(cell.steps[k] - 1, 0), s.scenes.length, s.steps_per_scene, s.interpolation_steps);
+    const whose = this.sharedSchedule ? "all cells" : cell.title + (cell.tag ? ` · ${cell.tag}` : "");
+    const scenes = blend.map(([n, f]) => `${n + 1}${blend.length > 1 ? ` (${Math.round(f * 100)} %)` : ""}`).join(" → ");
+    const prompts = blend.flatMap(([n, f]) => s.scenes[n].map((p) =>
+      h("span", { class: "dp-prompt" + (p.weight < 0 ? " dp-negative" : "") }, p.text, h("b", {}, ` ${+(p.weight * f).toFixed(2)}`))));
+    this.context.replaceChildren(h("span", { class: "dp-scene" }, `scene ${scenes} of ${s.scenes.length}`),
+      ...prompts, h("span", { class: "dp-whose" }, whose));
+  }
+
+  // ---- playing ----
 
   paint(view) {
     const k = view.cell.at[this.i] ?? 0;
@@ -219,7 +456,10 @@ export class GridPlayer {
     for (const view of this.tiles) this.paint(view);
     for (const view of this.bigs) this.paint(view);
     this.slider.value = String(this.i);
-    this.label.textContent = n ? `step ${this.grid.steps[this.i]} · ${this.i + 1}/${n}` : "no frames";
+    const text = n ? `step ${this.grid.steps[this.i]} · ${this.i + 1}/${n}` : "no frames";
+    this.label.textContent = text;
+    this.panelStep.textContent = text;
+    if (this.context.isConnected) this.renderContext();
   }
 
   // Whether every tile's frame at step index i has loaded, so showing it leaves no blank.
@@ -250,18 +490,22 @@ export class GridPlayer {
     requestAnimationFrame(this.tick);
   }
 
+  setPlaying(playing) {
+    this.playing = playing;
+    this.playButton.replaceChildren(icon(playing ? "pause" : "play"));
+    this.playButton.setAttribute("aria-label", playing ? "pause" : "play");
+  }
+
   play() {
     if (this.playing || this.grid.steps.length < 2) return;
-    this.playing = true;
-    this.playButton.textContent = "⏸";
+    this.setPlaying(true);
     this.last = performance.now();
     requestAnimationFrame(this.tick);
   }
 
   pause() {
     if (!this.playing) return;
-    this.playing = false;
-    this.playButton.textContent = "▶";
+    this.setPlaying(false);
     this.hooks.onStep?.(this.i);
   }
 
@@ -279,18 +523,24 @@ export class GridPlayer {
     this.seek(this.i + delta);
   }
 
+  jump(i) {
+    this.pause();
+    this.seek(i);
+  }
+
   // For tests and the benchmark: where the player is and what each tile shows.
   state() {
     return {
       index: this.i, step: this.grid.steps[this.i], playing: this.playing, pending: this.preloader.pending,
+      selected: this.selected, size: this.size,
       tiles: this.tiles.map((t) => ({ id: t.cell.id, row: t.cell.row, col: t.cell.col, frame: t.cell.at[this.i] })),
     };
   }
 }
 
 // Static export: mount a player on `el` for a grid spec.
-export function mount(el, grid, hooks = {}) {
-  const player = new GridPlayer(el, hooks);
+export function mount(el, grid, options = {}) {
+  const player = new GridPlayer(el, options);
   player.setGrid(grid);
   window.gridPlayer = player;
   return player;
@@ -299,9 +549,11 @@ export function mount(el, grid, hooks = {}) {
 // Panel JSComponent entry point: the grid, step, selection and baseline sync with Python.
 export function render({ model, el }) {
   const player = new GridPlayer(el, {
-    onStep: (i) => { model.step = i; },
-    onSelect: (id) => { model.selected = id; },
-    onBaseline: (id) => { model.baseline = id; },
+    hooks: {
+      onStep: (i) => { model.step = i; },
+      onSelect: (id) => { model.selected = id; },
+      onBaseline: (id) => { model.baseline = id; },
+    },
   });
   player.selected = model.selected || null;
   player.baseline = model.baseline || null;
@@ -310,7 +562,7 @@ export function render({ model, el }) {
   window.gridPlayer = player;
   model.on("grid", () => player.setGrid(model.grid));
   model.on("step", () => model.step !== player.i && player.show(model.step));
-  model.on("selected", () => player.setSelected(model.selected));
-  model.on("baseline", () => player.setBaseline(model.baseline));
+  model.on("selected", () => model.selected !== (player.selected ?? "") && player.setSelected(model.selected));
+  model.on("baseline", () => model.baseline !== (player.baseline ?? "") && player.setBaseline(model.baseline));
   model.on("remove", () => player.destroy());
 }
