@@ -1,147 +1,137 @@
-"""Read a folder of VQGAN+CLIP runs (ours or pytti's) into a catalog: a DataFrame, a row a run."""
+"""Read a folder of VQGAN+CLIP runs (ours or pytti's) into a catalog: a DataFrame, a row a run.
+
+The scan never crashes on a bad folder and always ends: symbolic links to folders are not
+followed (they may leave the root or loop back into it), nesting is bounded, names that are
+not UTF-8 are not read. A folder that cannot be read is a row whose reason says why.
+"""
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator, NamedTuple
 
 import pandas as pd
 
-#: pytti's perceptor switches and the slug each one gets in folder names (id without '/').
-PYTTI_PERCEPTORS = {
-    "ViTB32": "ViT-B32", "ViTB16": "ViT-B16", "ViTL14": "ViT-L14",
-    "ViTL14_336px": "ViT-L14@336px", "RN50": "RN50", "RN101": "RN101", "RN50x4": "RN50x4",
-    "RN50x16": "RN50x16", "RN50x64": "RN50x64",
-}
+from engine.settings import FIELDS
+
+from .sidecars import (
+    Meta, MetadataError, from_name, parse_cell_name, parse_setting_name, read_json_object,
+    read_ours, read_pytti, split_rerun,
+)
+
+log = logging.getLogger(__name__)
 RUN_FILES = ("losses.csv", "metrics.json")
 FRAME_RE = re.compile(r"^(?P<base>.+)_(?P<n>\d+)\.png$")
 SETTINGS_RE = re.compile(r"^(?P<base>.+)_settings\.(?P<ext>json|txt)$")
-RERUN_RE = re.compile(r"^(?P<stem>.*)\((?P<k>\d+)\)$")
+MAX_DEPTH = 8  # folder levels searched below the root
 COLUMNS = [
     "run", "cell", "rerun", "folder", "experiment", "vqgan", "perceptors", "generator", "seed",
     "width", "height", "size", "save_every", "n_frames", "frames", "frame_steps", "frame_losses",
-    "losses", "final_loss", "metrics", "settings", "source", "untrained", "status", "reason",
+    "losses", "final_loss", "metrics", "settings", "settings_file", "source", "untrained",
+    "status", "reason",
 ]
 SUMMARY = ["run", "experiment", "vqgan", "generator", "seed", "size", "n_frames", "final_loss",
            "source", "untrained", "status", "reason"]
 
 
-class MetadataError(ValueError):
-    """A settings file exists but cannot be read."""
+class Listing(NamedTuple):
+    """What one folder holds, as the scan sees it."""
+
+    folder: Path
+    files: set[str]
+    problem: str | None = None  # set where the folder itself cannot be read
 
 
-@dataclass
-class Meta:
-    """What a settings file (or, failing that, the folder name) says about a run."""
-
-    source: str
-    vqgan: str = "?"
-    perceptors: list[str] = field(default_factory=list)
-    experiment: str | None = None
-    seed: int | None = None
-    width: int | None = None
-    height: int | None = None
-    save_every: int = 1
-    expected_frames: int | None = None
-    settings: dict[str, Any] = field(default_factory=dict)
-    untrained: bool = False  # made with a random-weight model: says nothing about a checkpoint
-
-
-def split_rerun(name: str) -> tuple[str, int]:
-    """`ns(2)` -> (`ns`, 2); `ns` -> (`ns`, 0)."""
-    m = RERUN_RE.match(name)
-    return (m["stem"], int(m["k"])) if m else (name, 0)
-
-
-def parse_cell_name(name: str) -> tuple[str, str | None, list[str]]:
-    """`<experiment>__<vqgan>_<p1>_<p2>` -> (experiment, vqgan, [p1, p2]); slugs never hold `_`."""
-    experiment, sep, rest = split_rerun(name)[0].rpartition("__")
-    if not sep:
-        return "", None, []
-    vqgan, *perceptors = rest.split("_")
-    return experiment, vqgan or None, perceptors
-
-
-def _int(value: Any) -> int | None:
+def _utf8(name: str) -> bool:
     try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # undecodable bytes, kept by Python as lone surrogates
+        return False
 
 
-def _scene_count(scenes: Any) -> int:
-    if isinstance(scenes, list):
-        return len(scenes)
-    return len([s for s in str(scenes or "").split("||") if s.strip()])
+def printable(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 shown as `\\xNN`."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
-def _read_object(path: Path, parse: Callable[[str], Any] = json.loads) -> dict[str, Any]:
-    """The JSON object `parse` finds in the file, else MetadataError."""
+def _inside(path: Path, root: Path) -> bool:
     try:
-        obj = parse(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MetadataError(f"unreadable {path.name}: {e}") from e
-    if not isinstance(obj, dict):
-        raise MetadataError(f"unreadable {path.name}: not a JSON object")
-    return obj
+        return Path(os.path.realpath(path)).is_relative_to(root)
+    except (OSError, ValueError):
+        return False
 
 
-def read_ours(path: Path) -> Meta:
-    """Our `<ns>_settings.json` sidecar (docs/run-folder-format.md)."""
-    doc = _read_object(path)
-    settings = doc.get("settings") or {}
-    models = doc.get("models") or {}
-    vqgan = (models.get("vqgan") or {}).get("slug") or settings.get("vqgan_model") or "?"
-    perceptors = [p.get("slug") or p.get("name") for p in models.get("perceptors") or []]
-    return Meta(
-        source="ours", vqgan=vqgan, perceptors=perceptors or list(settings.get("perceptors") or []),
-        experiment=doc.get("experiment") or settings.get("experiment"),
-        seed=_int(doc.get("seed", settings.get("seed"))),
-        width=_int(settings.get("width")), height=_int(settings.get("height")),
-        save_every=_int(settings.get("save_every")) or 1, settings=settings,
-        untrained=any(m.get("untrained") for m in [models.get("vqgan") or {}, *(models.get("perceptors") or [])]),
-    )
+def _entries(folder: Path, root: Path) -> tuple[set[str], list[Path], list[Listing]]:
+    """(file names, sub-folders to search, sub-folders listed as unreadable) of `folder`.
+    Hidden entries are left out; a link to a file counts only where it stays in `root`."""
+    files: set[str] = set()
+    subdirs: list[Path] = []
+    bad: list[Listing] = []
+    with os.scandir(folder) as scan:
+        for entry in scan:
+            path = folder / entry.name
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                if _utf8(entry.name):
+                    subdirs.append(path)
+                else:
+                    bad.append(Listing(path, set(), "the folder name is not UTF-8: rename it"))
+            elif entry.is_symlink() and entry.is_dir():
+                bad.append(Listing(path, set(), "a link to a folder: links to folders are not "
+                                                f"followed (this one points to {printable(os.readlink(path))})"))
+            elif not _utf8(entry.name):
+                log.warning("catalog: ignoring %s: the name is not UTF-8", printable(str(path)))
+            elif entry.is_file() and (not entry.is_symlink() or _inside(path, root)):
+                files.add(entry.name)
+    return files, sorted(subdirs), sorted(bad)
 
 
-def pytti_perceptors(settings: dict[str, Any]) -> list[str]:
-    """The perceptors of a pytti run: its switches, then its mmc models (id without '/')."""
-    slugs = [slug for switch, slug in PYTTI_PERCEPTORS.items() if settings.get(switch)]
-    if settings.get("use_mmc"):
-        slugs += [str(m.get("id", "")).replace("/", "") for m in settings.get("mmc_models") or []]
-    return list(dict.fromkeys(s for s in slugs if s))
+def _is_run_folder(files: set[str]) -> bool:
+    return any(FRAME_RE.match(f) or SETTINGS_RE.match(f) or f in RUN_FILES for f in files)
 
 
-def read_pytti(path: Path) -> Meta:
-    """pytti's `<ns>_settings.txt`: a JSON object, then a `b'<time>: <scene>'` line per scene."""
-    settings = _read_object(path, lambda text: json.JSONDecoder().raw_decode(text.lstrip())[0])
-    image_model = settings.get("image_model", "VQGAN")
-    save_every = _int(settings.get("save_every")) or 1
-    steps = _int(settings.get("steps_per_scene"))
-    expected = steps * _scene_count(settings.get("scenes")) // save_every if steps else None
-    return Meta(
-        source="pytti",
-        vqgan=settings.get("vqgan_model", "?") if image_model == "VQGAN" else image_model,
-        perceptors=pytti_perceptors(settings), seed=_int(settings.get("seed")),
-        width=_int(settings.get("width")), height=_int(settings.get("height")),
-        save_every=save_every, expected_frames=expected, settings=settings,
-    )
-
-
-def _from_name(name: str) -> Meta:
-    experiment, vqgan, perceptors = parse_cell_name(name)
-    return Meta(source="folder name", vqgan=vqgan or "?", perceptors=perceptors,
-                experiment=experiment or None)
+def run_folders(root: Path, skip: Iterable[Path] = (), depth: int = 1,
+                top: Path | None = None) -> Iterator[Listing]:
+    """Folders under `root` holding run files, or empty ones (listed as incomplete), and
+    folders that cannot be read (with the problem); others are searched for nested runs, at
+    most `MAX_DEPTH` levels down. `skip` is left out."""
+    top = top or root
+    skip = {p.resolve() for p in skip}
+    try:
+        _, subdirs, bad = _entries(root, top)
+    except OSError as e:
+        yield Listing(root, set(), f"cannot list the folder: {e.strerror or e}")
+        return
+    yield from bad
+    for folder in subdirs:
+        if folder.resolve() in skip:
+            continue
+        try:
+            files, inner, inner_bad = _entries(folder, top)
+        except OSError as e:
+            yield Listing(folder, set(), f"cannot list the folder: {e.strerror or e}")
+            continue
+        if _is_run_folder(files) or not (inner or inner_bad):
+            yield Listing(folder, files)
+        elif depth >= MAX_DEPTH:
+            log.warning("catalog: not searching %s: more than %d levels below the root",
+                        folder, MAX_DEPTH)
+        else:
+            yield from run_folders(folder, skip, depth + 1, top)
 
 
 def _frame_losses(losses: pd.DataFrame | None, steps: list[int]) -> list[float | None]:
     """The total loss at each frame step: the last logged row at or before it."""
     if losses is None or not {"step", "total"} <= set(losses.columns) or losses.empty:
         return [None] * len(steps)
-    log = losses.dropna(subset=["step"]).sort_values("step")
-    idx = log["step"].searchsorted(steps, side="right") - 1
-    totals = log["total"].tolist()
+    log_ = losses.sort_values("step")
+    idx = log_["step"].searchsorted(steps, side="right") - 1
+    totals = log_["total"].tolist()
     return [float(totals[i]) if i >= 0 and pd.notna(totals[i]) else None for i in idx]
 
 
@@ -151,13 +141,21 @@ def _json_safe(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _read_losses(folder: Path) -> tuple[pd.DataFrame | None, str | None]:
+    """losses.csv with every column numeric (text becomes NaN); rows without a numeric step are
+    dropped and counted in the problem."""
     path = folder / "losses.csv"
     if not path.exists():
         return None, None
     try:
-        return pd.read_csv(path), None
+        raw = pd.read_csv(path)
     except (OSError, ValueError) as e:
         return None, f"unreadable losses.csv: {e}"
+    losses = raw.apply(pd.to_numeric, errors="coerce")
+    if "step" not in losses.columns:
+        return losses, None
+    bad = int(losses["step"].isna().sum())
+    losses = losses[losses["step"].notna()]
+    return losses, (f"losses.csv: {bad} row(s) without a numeric step ignored" if bad else None)
 
 
 def _read_metrics(folder: Path) -> tuple[dict[str, Any] | None, str | None]:
@@ -165,69 +163,108 @@ def _read_metrics(folder: Path) -> tuple[dict[str, Any] | None, str | None]:
     if not path.exists():
         return None, None
     try:
-        return _read_object(path), None
+        return read_json_object(path), None
     except MetadataError as e:
         return None, str(e)
 
 
-def read_meta(folder: Path, base: str, files: set[str]) -> tuple[Meta, list[str]]:
-    """The run's metadata from its sidecar, else from the folder name, with what went wrong."""
-    sidecar = next((f"{base}_settings.{e}" for e in ("json", "txt")
-                    if f"{base}_settings.{e}" in files), None)
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _sidecar(base: str, files: set[str]) -> str | None:
+    return next((f"{base}_settings.{e}" for e in ("json", "txt") if f"{base}_settings.{e}" in files),
+                None)
+
+
+def read_meta(folder: Path, base: str, files: set[str]) -> tuple[Meta, str | None, list[str]]:
+    """The run's metadata, the settings file it came from and what went wrong. A `(k)` re-run
+    without a settings file of its own reads the folder's; without any readable settings file,
+    the folder name is all there is."""
+    sidecar = _sidecar(base, files) or _sidecar(split_rerun(base)[0], files)
     if sidecar is None:
         problem = "no settings file"
     else:
         try:
-            return (read_ours if sidecar.endswith(".json") else read_pytti)(folder / sidecar), []
+            read = read_ours if sidecar.endswith(".json") else read_pytti
+            return read(folder / sidecar), sidecar, []
         except MetadataError as e:
             problem = str(e)
-    meta = _from_name(base)
-    return meta, [problem + ("; metadata from the folder name" if meta.vqgan != "?" else "")]
+    meta = from_name(base)
+    return meta, None, [problem + ("; metadata from the folder name" if meta.vqgan != "?" else "")]
+
+
+def _blank_row(root: Path, folder: Path, base: str) -> dict[str, Any]:
+    rel = folder.relative_to(root)  # "." where the root is itself the run folder
+    run = (rel if base == folder.name else rel / base).as_posix()
+    cell, rerun = split_rerun(base)
+    group = rel.parent.as_posix()
+    return {
+        "run": printable(base if run == "." else run), "cell": printable(cell), "rerun": rerun,
+        "folder": printable(rel.as_posix()), "experiment": "" if group == "." else printable(group),
+        "vqgan": "?", "perceptors": [], "generator": "?", "seed": None, "width": None,
+        "height": None, "size": "?", "save_every": 1, "n_frames": 0, "frames": [],
+        "frame_steps": [], "frame_losses": [], "losses": None, "final_loss": None,
+        "metrics": None, "settings": {}, "settings_file": None, "source": "folder name",
+        "untrained": False, "status": "incomplete", "reason": "",
+    }
+
+
+def unreadable_row(root: Path, folder: Path, problem: str) -> dict[str, Any]:
+    """The row of a folder that cannot be read."""
+    return {**_blank_row(root, folder, folder.name), "reason": f"unreadable: {problem}"}
+
+
+def _experiment(base: str, meta: Meta, group: str) -> tuple[str, dict[str, str]]:
+    """The run's experiment and the settings its name spells (`<experiment>_<key>-<value>`)."""
+    if meta.experiment:
+        return meta.experiment, {}
+    grid_experiment = parse_cell_name(base)[0]
+    if grid_experiment:
+        return grid_experiment, {}
+    family = parse_setting_name(base, [*FIELDS, *meta.settings])
+    return family if family else (group, {})
 
 
 def read_run(root: Path, folder: Path, base: str, files: set[str]) -> dict[str, Any]:
     """One catalog row: the run whose files in `folder` are named `<base>_*`."""
+    row = _blank_row(root, folder, base)
     frames = sorted(
         (int(m["n"]), name) for name in files
         if (m := FRAME_RE.match(name)) and m["base"] == base
     )
-    meta, problems = read_meta(folder, base, files)
+    meta, sidecar, problems = read_meta(folder, base, files)
 
-    losses, metrics = None, None
+    (losses, losses_err), (metrics, metrics_err) = (None, None), (None, None)
     if meta.source != "pytti":  # pytti writes neither file
         (losses, losses_err), (metrics, metrics_err) = _read_losses(folder), _read_metrics(folder)
         problems += [e for e in (losses_err, metrics_err) if e]
     if not frames:
         problems.insert(0, "no frames")
-    elif meta.source == "ours" and not (metrics or {}).get("complete"):
+    elif meta.source == "ours" and not metrics_err and (metrics or {}).get("complete") is not True:
         problems.append("no metrics.json: running or interrupted")
     elif meta.expected_frames and len(frames) < meta.expected_frames:
         problems.append(f"{len(frames)} of {meta.expected_frames} frames")
 
     steps = [n * meta.save_every for n, _ in frames]
     frame_losses = _frame_losses(losses, steps)
-    final_loss = (metrics or {}).get("final_loss")
+    final_loss = _number((metrics or {}).get("final_loss"))
     if final_loss is None:
         final_loss = next((x for x in reversed(frame_losses) if x is not None), None)
-    rel = folder.relative_to(root)  # "." where the root is itself the run folder
-    run = (rel if base == folder.name else rel / base).as_posix()
-    cell, rerun = split_rerun(base)
-    group = rel.parent.as_posix()
-    experiment = meta.experiment or parse_cell_name(base)[0] or ("" if group == "." else group)
-    size = f"{meta.width}x{meta.height}" if meta.width and meta.height else "?"
+    experiment, named = _experiment(base, meta, row["experiment"])
+    rel = folder.relative_to(root)
     return {
-        "run": base if run == "." else run, "cell": cell, "rerun": rerun,
-        "folder": rel.as_posix(), "experiment": experiment, "vqgan": meta.vqgan,
-        "perceptors": meta.perceptors, "generator": "+".join(meta.perceptors) or "?",
-        "seed": meta.seed, "width": meta.width, "height": meta.height, "size": size,
+        **row, "experiment": experiment, "vqgan": meta.vqgan, "perceptors": meta.perceptors,
+        "generator": "+".join(meta.perceptors) or "?", "seed": meta.seed,
+        "width": meta.width, "height": meta.height,
+        "size": f"{meta.width}x{meta.height}" if meta.width and meta.height else "?",
         "save_every": meta.save_every, "n_frames": len(frames),
         "frames": [(rel / name).as_posix() for _, name in frames], "frame_steps": steps,
         "frame_losses": frame_losses,
         "losses": None if losses is None else _json_safe(losses).to_dict("list"),
-        "final_loss": final_loss, "metrics": metrics, "settings": meta.settings,
-        "source": meta.source, "untrained": meta.untrained,
-        "status": "incomplete" if problems else "complete",
-        "reason": "; ".join(problems),
+        "final_loss": final_loss, "metrics": metrics, "settings": meta.settings or named,
+        "settings_file": sidecar, "source": meta.source, "untrained": meta.untrained,
+        "status": "incomplete" if problems else "complete", "reason": "; ".join(problems),
     }
 
 
@@ -239,27 +276,16 @@ def _run_bases(folder: Path, files: set[str]) -> list[str]:
     return sorted(bases or {folder.name}, key=lambda b: split_rerun(b)[1])
 
 
-def _is_run_folder(files: set[str]) -> bool:
-    return any(FRAME_RE.match(f) or SETTINGS_RE.match(f) or f in RUN_FILES for f in files)
-
-
-def run_folders(root: Path, skip: Iterable[Path] = ()) -> Iterator[tuple[Path, set[str]]]:
-    """Folders under `root` holding run files, or empty ones (listed as incomplete); others are
-    searched for nested runs. Hidden folders and `skip` are left out."""
-    skip = {p.resolve() for p in skip}
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if folder.resolve() in skip:
-            continue
-        try:
-            entries = list(folder.iterdir())
-        except OSError:  # unreadable: listed as a run with no frames
-            entries = []
-        files = {p.name for p in entries if p.is_file()}
-        subdirs = [p for p in entries if p.is_dir() and not p.name.startswith(".")]
-        if _is_run_folder(files) or not subdirs:
-            yield folder, files
-        else:
-            yield from run_folders(folder, skip)
+def _rows(root: Path, listing: Listing) -> list[dict[str, Any]]:
+    """The rows of one listed folder; a folder that fails to read is one unreadable row."""
+    if listing.problem:
+        return [unreadable_row(root, listing.folder, listing.problem)]
+    try:
+        return [read_run(root, listing.folder, base, listing.files)
+                for base in _run_bases(listing.folder, listing.files)]
+    except Exception as e:  # noqa: BLE001 - one bad folder must never hide the others
+        log.exception("catalog: cannot read %s", printable(str(listing.folder)))
+        return [unreadable_row(root, listing.folder, f"{type(e).__name__}: {e}")]
 
 
 def load_catalog(root: str | Path, skip: Iterable[Path] = ()) -> pd.DataFrame:
@@ -268,13 +294,9 @@ def load_catalog(root: str | Path, skip: Iterable[Path] = ()) -> pd.DataFrame:
     root = Path(root).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"no such folder: {root}")
-    files = {p.name for p in root.iterdir() if p.is_file()}
-    folders = [(root, files)] if _is_run_folder(files) else run_folders(root, skip)
-    rows = [
-        read_run(root, folder, base, files)
-        for folder, files in folders
-        for base in _run_bases(folder, files)
-    ]
+    files = _entries(root, root)[0]
+    listings = [Listing(root, files)] if _is_run_folder(files) else run_folders(root, skip)
+    rows = [row for listing in listings for row in _rows(root, listing)]
     df = pd.DataFrame(rows, columns=COLUMNS)
     return df.astype({"seed": "Int64", "width": "Int64", "height": "Int64"})
 

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from .catalog import PYTTI_PERCEPTORS
+from .sidecars import PYTTI_PERCEPTORS
 
 #: Catalog columns that can be an axis, with their labels.
 AXES = {"vqgan": "VQGAN", "generator": "perceptors", "experiment": "experiment", "seed": "seed",
@@ -25,21 +25,28 @@ def natural_key(value: str) -> list[Any]:
     return [(0, int(t)) if t.isdigit() else (1, t.lower()) for t in re.split(r"(\d+)", value)]
 
 
+def _varies(values: pd.Series, experiments: pd.Series) -> bool:
+    """Whether `values` (as text) differ between runs of one experiment."""
+    return bool((values.astype(str).groupby(experiments.to_numpy()).nunique() > 1).any())
+
+
 def _varying_settings(df: pd.DataFrame) -> list[str]:
-    settings = pd.DataFrame(list(df["settings"])) if len(df) else pd.DataFrame()
+    settings = pd.DataFrame(list(df["settings"]), index=df.index) if len(df) else pd.DataFrame()
     return sorted(
         key for key in settings.columns
         if key not in COVERED
         and settings[key].map(lambda v: v is None or isinstance(v, (str, int, float, bool))).all()
-        and settings[key].astype(str).nunique() > 1
+        and _varies(settings[key], df["experiment"])
     )
 
 
 def axis_options(df: pd.DataFrame) -> dict[str, str]:
-    """Label -> axis of every way to lay out the grid: VQGAN and perceptors always, any other
-    column or setting where its value varies across the catalog."""
+    """Label -> axis of every way to lay out the grid: VQGAN and perceptors always, the
+    experiment where there are several, any other column or setting where its value varies
+    within an experiment (a setting that only tells experiments apart is no axis)."""
+    always = {"vqgan", "generator"} | ({"experiment"} if df["experiment"].nunique() > 1 else set())
     options = {label: key for key, label in AXES.items()
-               if key in ("vqgan", "generator") or df[key].astype(str).nunique() > 1}
+               if key in always or (key != "experiment" and _varies(df[key], df["experiment"]))}
     options.update({key: SETTING + key for key in _varying_settings(df)})
     return options
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import colorsys
 import http.client
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -26,6 +27,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"
 STUDY = "exp_vqgan_base_perceptors"
 PYTTI_SWITCHES = {"ViT-B32": "ViTB32", "ViT-B16": "ViTB16", "ViT-L14": "ViTL14", "RN50": "RN50",
                   "RN101": "RN101", "RN50x4": "RN50x4"}
+PYTTI_IDS = {"ViT-B32": "ViT-B/32", "ViT-B16": "ViT-B/16", "ViT-L14": "ViT-L/14", "RN50": "RN50",
+             "RN101": "RN101", "RN50x4": "RN50x4"}  # mmc_models ids
 SCENES = ("a photograph of a bright and beautiful spring day"
           " || a painting of a cold wintery landscape")
 
@@ -85,27 +88,35 @@ def make_our_run(root: Path, name: str, vqgan: str, perceptors: Sequence[str], *
 
 def make_pytti_run(root: Path, name: str, vqgan: str, perceptors: Sequence[str], *, cell: int = 0,
                    n_frames: int = 3, size: tuple[int, int] = (32, 16), save_every: int = 50,
-                   rerun: int = 0, mmc_ids: Sequence[str] = (), noise: float = 0.0) -> Path:
-    """A pytti-core folder: `<ns>_settings.txt` (JSON plus trailing scene lines) and frames.
-    `rerun=k` writes the `<ns>(k)` re-run into the same folder, as pytti does."""
+                   rerun: int = 0, use_mmc: bool = True, settings_file: bool = True,
+                   settings: dict | None = None, noise: float = 0.0) -> Path:
+    """A pytti-core folder as the study's runs wrote it: `<ns>_settings.txt` (JSON plus trailing
+    scene lines) and frames. With `use_mmc` (the study's way) every perceptor switch is true and
+    `mmc_models` names the perceptors (pytti then ignores the switches); without it, the
+    switches of `perceptors` are true and the rest false. `rerun=k` writes the `<ns>(k)` re-run
+    into the same folder, as pytti does, with its own settings file unless `settings_file` is
+    false. `settings` overrides or adds settings."""
     folder = root / name
     folder.mkdir(parents=True, exist_ok=True)
     base = f"{name}({rerun})" if rerun else name
-    settings = {
+    values = {
         "scenes": SCENES, "scene_prefix": "", "scene_suffix": " | text:-1:-.9",
         "image_model": "VQGAN", "vqgan_model": vqgan, "width": size[0], "height": size[1],
         "steps_per_scene": n_frames * save_every // 2, "steps_per_frame": 50,
         "save_every": save_every, "seed": 12345 + rerun, "cutouts": 60, "cut_pow": 1,
-        "animation_mode": "2D", "translate_x": "-1", "zoom_x_2d": "3",
-        **{switch: switch in {PYTTI_SWITCHES[p] for p in perceptors}
+        "animation_mode": "2D", "translate_x": "-1", "zoom_x_2d": "3", "learning_rate": None,
+        **{switch: use_mmc or switch in {PYTTI_SWITCHES[p] for p in perceptors}
            for switch in ("ViTB32", "ViTB16", "ViTL14", "ViTL14_336px", "RN50", "RN101",
                           "RN50x4", "RN50x16", "RN50x64")},
-        "use_mmc": bool(mmc_ids),
-        "mmc_models": [{"architecture": "clip", "publisher": "openai", "id": i} for i in mmc_ids],
+        "use_mmc": use_mmc,
+        "mmc_models": [{"architecture": "clip", "publisher": "openai", "id": PYTTI_IDS[p]}
+                       for p in perceptors] if use_mmc else [],
+        "file_namespace": name, **(settings or {}),
     }
-    text = json.dumps(settings, indent=4) + "\n" + "\n".join(
+    text = json.dumps(values, indent=4) + "\n" + "\n".join(
         f"b'{t:.2f}: {scene.strip()}'" for t, scene in zip((0, 20), SCENES.split("||")))
-    (folder / f"{base}_settings.txt").write_text(text + "\n", encoding="utf-8")
+    if settings_file:
+        (folder / f"{base}_settings.txt").write_text(text + "\n", encoding="utf-8")
     _frames(folder, base, cell, n_frames, size, noise)
     return folder
 
@@ -124,6 +135,41 @@ def make_corrupt_run(root: Path, name: str, *, cell: int = 0, n_frames: int = 2)
     (folder / f"{name}_settings.json").write_text('{"format": "vqgan-clip-run/1", "settings": {')
     _frames(folder, name, cell, n_frames, (32, 16), 0.0)
     return folder
+
+
+#: Folders that once crashed the catalog (or hung the server), by name: what is wrong.
+MALFORMED = {
+    "settings_is_a_list": 'sidecar {"settings": ["x"]}',
+    "models_is_a_string": "sidecar models as a string",
+    "text_step": "a non-numeric step in losses.csv",
+    "deep_json": "a sidecar nested 100000 deep",
+    "deep_metrics": "metrics.json nested 200 deep (parses, but past the depth bound)",
+    "loop": "a directory symlink loop (loop -> .)",
+}
+NOT_UTF8 = b"latin1_caf\xe9"  # a folder name that is not UTF-8
+
+
+def make_malformed_runs(root: Path) -> None:
+    """Beside whatever `root` holds, one folder per `MALFORMED` entry (each with a real frame),
+    and a folder named `NOT_UTF8`."""
+    for i, name in enumerate(MALFORMED):
+        if name != "loop":
+            make_our_run(root, name, "coco", ["RN50"], cell=20 + i, n_frames=2)
+    def sidecar(name: str) -> Path:
+        return root / name / f"{name}_settings.json"
+    sidecar("settings_is_a_list").write_text('{"settings": ["x"]}')
+    doc = json.loads(sidecar("models_is_a_string").read_text())
+    sidecar("models_is_a_string").write_text(json.dumps({**doc, "models": "imagenet"}))
+    with open(root / "text_step" / "losses.csv", "a") as f:
+        f.write("twenty,0,0.9,0.4\n")
+    sidecar("deep_json").write_text('{"settings": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    (root / "deep_metrics" / "metrics.json").write_text(
+        '{"complete": true, "x": ' + "[" * 200 + "]" * 200 + "}")
+    (root / "loop").symlink_to(".")
+    folder = os.path.join(os.fsencode(root), NOT_UTF8)
+    os.mkdir(folder)
+    write_frame(Path(os.fsdecode(os.path.join(folder, NOT_UTF8 + b"_1.png"))), (200, 10, 10),
+                (32, 16))
 
 
 def cell_name(vqgan: str, perceptors: Sequence[str], experiment: str = STUDY) -> str:
@@ -170,11 +216,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http_get(port: int, path: str, host: str = "127.0.0.1") -> tuple[int, bytes]:
+def http_get(port: int, path: str, host: str = "127.0.0.1",
+             headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     """(status, body) of a GET sent with `path` exactly as given (no client-side normalising)."""
     conn = http.client.HTTPConnection(host, port, timeout=30)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers=headers or {})
         response = conn.getresponse()
         return response.status, response.read()
     finally:

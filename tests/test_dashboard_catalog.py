@@ -10,15 +10,17 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dashboard.catalog import load_catalog, parse_cell_name, select
+from dashboard.catalog import load_catalog, select, to_json
+from dashboard.sidecars import parse_cell_name, parse_setting_name
 from dashboard.grid import axis_options, grid_spec
 from dashboard.scores import load_scores, scores_dir
 from dashboard_fixtures import (
-    REPO, STUDY, cell_name, frame_colour, make_corrupt_run, make_empty_run, make_grid,
-    make_our_run, make_pytti_run, make_scores,
+    MALFORMED, NOT_UTF8, REPO, STUDY, cell_name, frame_colour, make_corrupt_run, make_empty_run,
+    make_grid, make_malformed_runs, make_our_run, make_pytti_run, make_scores,
 )
 
-PYTTI = cell_name("wikiart", ["ViT-B32", "RN50"])
+PYTTI = cell_name("wikiart", ["ViT-B32", "RN50"])  # a pair cell
+PYTTI_RN50 = cell_name("wikiart", ["RN50"])
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +29,13 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_grid(root, ["sflckr", "imagenet"], ["ViT-B32", "RN50"], 3)
     make_our_run(root, "long_run", "coco", ["RN101"], cell=7, n_frames=12, save_every=5)
     make_our_run(root, "running", "coco", ["RN50"], complete=False)
+    # pytti's real format: every switch true, use_mmc true, the perceptors in mmc_models
     make_pytti_run(root, PYTTI, "wikiart", ["ViT-B32", "RN50"], cell=4, n_frames=4)
-    make_pytti_run(root, PYTTI, "wikiart", ["ViT-B32", "RN50"], cell=5, n_frames=2, rerun=1,
-                   mmc_ids=["ViT-B/16", "ViT-B/32"])
+    make_pytti_run(root, PYTTI, "wikiart", ["ViT-B32", "RN50"], cell=5, n_frames=2, rerun=1)
+    make_pytti_run(root, PYTTI, "wikiart", ["ViT-B32", "RN50"], cell=6, n_frames=4, rerun=2,
+                   settings_file=False)
+    make_pytti_run(root, PYTTI_RN50, "wikiart", ["RN50"], cell=8, n_frames=4)
+    make_pytti_run(root, "switches_only", "faceshq", ["RN101", "ViT-B16"], cell=9, use_mmc=False)
     make_empty_run(root, "exp__faceshq_RN50")
     make_corrupt_run(root, "exp__ffhq_RN101")
     return root
@@ -43,7 +49,8 @@ def cat(root: Path) -> pd.DataFrame:
 def test_one_row_per_run(cat: pd.DataFrame) -> None:
     assert sorted(cat.index) == sorted([
         *(cell_name(v, [p]) for v in ("sflckr", "imagenet") for p in ("ViT-B32", "RN50")),
-        "long_run", "running", PYTTI, f"{PYTTI}/{PYTTI}(1)", "exp__faceshq_RN50", "exp__ffhq_RN101",
+        "long_run", "running", PYTTI, f"{PYTTI}/{PYTTI}(1)", f"{PYTTI}/{PYTTI}(2)", PYTTI_RN50,
+        "switches_only", "exp__faceshq_RN50", "exp__ffhq_RN101",
     ])
 
 
@@ -76,10 +83,21 @@ def test_missing_metrics_means_incomplete(cat: pd.DataFrame) -> None:
 def test_pytti_settings_txt_with_trailing_scene_lines(root: Path, cat: pd.DataFrame) -> None:
     assert "b'20.00:" in (root / PYTTI / f"{PYTTI}_settings.txt").read_text()
     run = cat.loc[PYTTI]
-    assert (run.source, run.vqgan, run.perceptors, run.seed, run["size"]) == (
-        "pytti", "wikiart", ["ViT-B32", "RN50"], 12345, "32x16")
+    assert (run.source, run.vqgan, run.seed, run["size"]) == ("pytti", "wikiart", 12345, "32x16")
     assert run.frame_steps == [50, 100, 150, 200]
     assert run.losses is None and run.status == "complete"
+
+
+def test_use_mmc_means_mmc_models_only(root: Path, cat: pd.DataFrame) -> None:
+    settings = json.JSONDecoder().raw_decode((root / PYTTI_RN50 / f"{PYTTI_RN50}_settings.txt").read_text())[0]
+    assert settings["use_mmc"] is True and settings["ViTB32"] is True and settings["RN101"] is True
+    assert (cat.loc[PYTTI_RN50].perceptors, cat.loc[PYTTI_RN50].generator) == (["RN50"], "RN50")
+    assert (cat.loc[PYTTI].perceptors, cat.loc[PYTTI].generator) == (["ViT-B32", "RN50"], "ViT-B32+RN50")
+    # without use_mmc, the true switches decide
+    assert cat.loc["switches_only"].perceptors == ["ViT-B16", "RN101"]
+    # the single-perceptor cell and the pair get grid slots of their own
+    spec = grid_spec(cat.loc[[PYTTI, PYTTI_RN50]], "vqgan", "generator", lambda run: {})
+    assert spec["cols"] == ["RN50", "ViT-B32+RN50"]
 
 
 def test_rerun_frames_belong_to_the_rerun(cat: pd.DataFrame) -> None:
@@ -88,8 +106,16 @@ def test_rerun_frames_belong_to_the_rerun(cat: pd.DataFrame) -> None:
     assert all("(1)" not in f for f in original.frames)
     assert rerun.n_frames == 2 and rerun.rerun == 1 and rerun.cell == PYTTI
     assert all(f"{PYTTI}(1)_" in f for f in rerun.frames)
-    # the re-run's own settings: mmc models add perceptors, ids without '/', no duplicates
-    assert rerun.perceptors == ["ViT-B32", "RN50", "ViT-B16"] and rerun.seed == 12346
+    # its own settings file: its own seed, and the same label as the original in its folder
+    assert rerun.settings_file == f"{PYTTI}(1)_settings.txt" and rerun.seed == 12346
+    assert (rerun.vqgan, rerun.generator) == (original.vqgan, original.generator)
+
+
+def test_rerun_without_settings_reads_the_folders(cat: pd.DataFrame) -> None:
+    rerun = cat.loc[f"{PYTTI}/{PYTTI}(2)"]
+    assert (rerun.status, rerun.reason, rerun.source) == ("complete", "", "pytti")
+    assert rerun.settings_file == f"{PYTTI}_settings.txt" and rerun.seed == 12345
+    assert (rerun.vqgan, rerun.generator, rerun.n_frames) == ("wikiart", "ViT-B32+RN50", 4)
 
 
 def test_broken_folders_are_listed_with_a_reason(cat: pd.DataFrame) -> None:
@@ -162,3 +188,93 @@ def test_untrained_models_are_labelled(cat: pd.DataFrame) -> None:
     spec = grid_spec(cat.loc[[ours.run, pytti.run]], "vqgan", "generator", lambda run: {"frames": []})
     titles = {c["id"]: c["title"] for c in spec["cells"]}
     assert titles[ours.run].endswith("UNTRAINED") and "UNTRAINED" not in titles[pytti.run]
+
+
+# ---------------------------------------------------------------- pytti's experiment families
+
+FAMILY = "matrix_cutouts-{}_steps_per_frame-{}"
+
+
+@pytest.fixture(scope="module")
+def families(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    """The study's grid beside a `<experiment>_<key>-<value>` family, both in pytti's format."""
+    root = tmp_path_factory.mktemp("families")
+    for i, (cutouts, spf) in enumerate([(10, 20), (10, 80), (40, 20), (40, 80)]):
+        make_pytti_run(root, FAMILY.format(cutouts, spf), "imagenet", ["ViT-B32"], cell=i,
+                       settings={"cutouts": cutouts, "steps_per_frame": spf,
+                                 "scenes": "portrait of a man, oil on canvas"})
+    make_pytti_run(root, FAMILY.format(160, 160), "imagenet", ["ViT-B32"], settings_file=False)
+    for v in ("sflckr", "coco"):
+        for p in ("ViT-B32", "RN50"):
+            make_pytti_run(root, cell_name(v, [p]), v, [p])
+    return load_catalog(root).set_index("run", drop=False)
+
+
+def test_key_value_names_give_experiment_and_settings(families: pd.DataFrame) -> None:
+    family = families[families["run"].str.startswith("matrix_")]
+    assert len(family) == 5 and set(family["experiment"]) == {"matrix"}
+    run = families.loc[FAMILY.format(40, 20)]
+    assert (run.settings["cutouts"], run.settings["steps_per_frame"]) == (40, 20)
+    no_file = families.loc[FAMILY.format(160, 160)]  # only the name tells
+    assert no_file.settings == {"cutouts": "160", "steps_per_frame": "160"}
+    assert set(families.loc[cell_name("coco", ["RN50"]), ["experiment"]]) == {STUDY}
+
+
+def test_axes_vary_within_an_experiment(families: pd.DataFrame) -> None:
+    both = axis_options(families)
+    assert {"setting:cutouts", "setting:steps_per_frame", "experiment"} <= set(both.values())
+    assert "setting:scenes" not in both.values()  # it only tells the two experiments apart
+    study = axis_options(families[families["experiment"] == STUDY])
+    assert set(study.values()) == {"vqgan", "generator"}
+
+
+def test_setting_names_parse() -> None:
+    keys = ["cutouts", "steps_per_frame", "translate_x", "frame"]
+    assert parse_setting_name("m_x_cutouts-10_steps_per_frame-20(2)", keys) == (
+        "m_x", {"cutouts": "10", "steps_per_frame": "20"})
+    assert parse_setting_name("m_translate_x--1.5", keys) == ("m", {"translate_x": "-1.5"})
+    assert parse_setting_name("exp__sflckr_RN50", keys) is None
+    assert parse_setting_name("cutouts-10", keys) is None  # no experiment
+    assert parse_setting_name("m_cutouts-", keys) is None
+
+
+# ---------------------------------------------------------------- folders that once crashed it
+
+@pytest.fixture(scope="module")
+def malformed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
+    root = tmp_path_factory.mktemp("malformed")
+    make_grid(root, ["sflckr"], ["RN50"], 2)
+    make_malformed_runs(root)
+    return root, load_catalog(root).set_index("run", drop=False)
+
+
+def test_bad_folders_do_not_hide_the_rest(malformed: tuple[Path, pd.DataFrame]) -> None:
+    _, cat = malformed
+    good = cat.loc[cell_name("sflckr", ["RN50"])]
+    assert (good.status, good.n_frames) == ("complete", 2)
+    assert set(MALFORMED) <= set(cat.index)
+
+
+@pytest.mark.parametrize("name, says", [
+    ("settings_is_a_list", "'settings' is list"), ("models_is_a_string", "'models' is str"),
+    ("deep_json", "nested too deeply"), ("deep_metrics", "nested deeper than 32"),
+    ("loop", "links to folders are not followed"),
+])
+def test_each_bad_folder_says_why(malformed: tuple[Path, pd.DataFrame], name: str,
+                                  says: str) -> None:
+    run = malformed[1].loc[name]
+    assert run.status == "incomplete" and "unreadable" in run.reason and says in run.reason
+
+
+def test_non_numeric_step_drops_only_that_row(malformed: tuple[Path, pd.DataFrame]) -> None:
+    run = malformed[1].loc["text_step"]
+    assert "1 row(s) without a numeric step ignored" in run.reason
+    assert run.losses["step"] == [10, 20] and run.frame_losses == pytest.approx(run.losses["total"])
+
+
+def test_a_name_that_is_not_utf8(malformed: tuple[Path, pd.DataFrame]) -> None:
+    root, cat = malformed
+    name = NOT_UTF8.decode("utf-8", "backslashreplace")
+    assert "not UTF-8" in cat.loc[name].reason and cat.loc[name].n_frames == 0
+    to_json(cat).encode("utf-8")  # every text in the catalog can be sent to a browser
+    assert "latin1_caf" in _cli("catalog", "--root", str(root))

@@ -1,4 +1,5 @@
-"""The server: frames from a static route confined to the root, bound to localhost."""
+"""The server: frames from a static route confined to the root, bound to localhost, serving
+only its own host names, and answering whatever the folders under the root hold."""
 from __future__ import annotations
 
 import sys
@@ -8,10 +9,14 @@ from typing import Iterator
 import psutil
 import pytest
 
-from dashboard_fixtures import cell_name, dashboard_server, free_port, http_get, make_grid, running
+from dashboard_fixtures import (
+    MALFORMED, cell_name, dashboard_server, free_port, http_get, make_grid, make_malformed_runs,
+    running,
+)
 
 CELL = cell_name("sflckr", ["RN50"])
 FRAME = f"/frames/{CELL}/{CELL}_1.png"
+OTHER_HOST = "dashboard.example"  # given with --allow-websocket-origin
 
 
 @pytest.fixture(scope="module")
@@ -22,12 +27,13 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = base / "runs"
     make_grid(root, ["sflckr"], ["RN50"], 2)
     (root / CELL / "escape.png").symlink_to(base / "secret.png")
+    make_malformed_runs(root)  # with a symlink loop, which once hung the server
     return root
 
 
 @pytest.fixture(scope="module")
 def server(root: Path) -> Iterator[str]:
-    with dashboard_server(root) as url:
+    with dashboard_server(root, "--allow-websocket-origin", f"{OTHER_HOST}:80") as url:
         yield url
 
 
@@ -70,3 +76,37 @@ def test_panel_serve_script_mounts_the_frame_route(root: Path) -> None:
     with running(command, port, ready_path="/app"):
         assert http_get(port, FRAME)[0] == 200
         assert http_get(port, "/frames/%2e%2e/secret.png")[0] == 403
+
+
+def test_the_page_lists_bad_folders_and_the_rest(server: str) -> None:
+    import dashboard.app  # noqa: F401 - registers the page's model types with Bokeh's client
+    from bokeh.client import pull_session
+
+    assert http_get(_port(server), "/")[0] == 200
+    with pull_session(url=f"{server}/") as session:  # the page's content, over its websocket
+        text = " ".join(str(m.text) for m in session.document.models if hasattr(m, "text"))
+    for name in [*MALFORMED, "latin1_caf"]:
+        assert name in text
+    assert "unreadable" in text
+
+
+@pytest.mark.parametrize("path", ["/frames/%00.png", f"/frames/{CELL}/%00.png",
+                                  f"/frames/{CELL}/{CELL}_1.png%00", "/frames/%ff.png",
+                                  f"/frames/{'x' * 5000}.png", "/frames/loop/loop/x.png"])
+def test_bad_frame_names_are_not_found(server: str, path: str) -> None:
+    assert http_get(_port(server), path)[0] in (403, 404)
+    assert http_get(_port(server), FRAME)[0] == 200  # and the server still answers
+
+
+@pytest.mark.parametrize("host", ["evil", "evil:80", f"evil.{OTHER_HOST}", "127.0.0.1.evil", "[::1]"])
+@pytest.mark.parametrize("path", ["/", FRAME])
+def test_foreign_host_names_are_refused(server: str, host: str, path: str) -> None:
+    status, body = http_get(_port(server), path, headers={"Host": host})
+    assert status == 403 and b"PNG" not in body and CELL.encode() not in body
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "LOCALHOST", OTHER_HOST])
+def test_served_host_names_are_answered(server: str, host: str) -> None:
+    port = _port(server)
+    assert http_get(port, FRAME, headers={"Host": f"{host}:{port}"})[0] == 200
+    assert http_get(port, "/", headers={"Host": host})[0] == 200
