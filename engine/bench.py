@@ -11,7 +11,7 @@ import torch
 
 from engine.factory import load_perceptor, load_vqgan
 from engine.device import keep_freed_memory, peak_memory_mb, pick_device
-from engine.run import build_guide, clamp_latent, initial_latent, step_loss
+from engine.run import build_guide, clamp_latent, initial_latent, learning_rate, step_loss
 from engine.settings import Settings, check_size_for_factor
 
 
@@ -41,7 +41,7 @@ def bench(settings: Settings, *, warmup: int = 1, repeats: int = 3) -> dict:
     guide = build_guide(settings, vqgan, perceptors)
     generator = torch.Generator(device).manual_seed(max(settings.seed, 0))
     z = initial_latent(guide, generator).requires_grad_(True)
-    optimiser = torch.optim.Adam([z], lr=settings.learning_rate)
+    optimiser = torch.optim.Adam([z], lr=learning_rate(settings, vqgan))
 
     def engine_step() -> None:
         total, _ = step_loss(guide, z, 0, generator, None)

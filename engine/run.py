@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import platform
 import secrets
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +26,11 @@ from engine.cutouts import render_cutouts, sample_cutouts
 from engine.device import keep_freed_memory, peak_memory_mb, pick_device, set_determinism
 from engine.factory import load_perceptor, load_vqgan
 from engine.fsutil import atomic_write_json
+from engine.locks import exclusive_lock
 from engine.losses import image_mse, prompt_losses
-from engine.outputs import (SIDECAR_FORMAT, BackgroundWriter, RunFolder, read_losses_csv, save_frame_job,
-                            save_state_job, to_uint8, write_losses_csv, write_metrics, write_video)
+from engine.outputs import (SIDECAR_FORMAT, BackgroundWriter, RunFolder, RunFolderDamaged, load_resume_state,
+                            save_frame_job, save_state_job, to_uint8, write_losses_csv, write_metrics,
+                            write_video)
 from engine.perceptor import Perceptor
 from engine.prompts import Prompt, parse_prompt_list, parse_scenes, scene_blend, total_steps
 from engine.settings import Settings, SettingsError, check_size_for_factor
@@ -148,7 +151,15 @@ def start_frame(guide: Guide, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return z, image
 
 
+def learning_rate(settings: Settings, vqgan: VQGAN) -> float:
+    """`learning_rate`, or pytti's default for the model when it is None: 0.15 GumbelVQ, else 0.1."""
+    if settings.learning_rate is not None:
+        return settings.learning_rate
+    return 0.15 if vqgan.gumbel else 0.1
+
+
 def clamp_latent(guide: Guide, z: torch.Tensor) -> None:
+    """Clamp z to the codebook's per-channel bounds (the Crowson notebooks; setting `clamp_latent`)."""
     with torch.no_grad():
         z.copy_(torch.maximum(torch.minimum(z, guide.z_max), guide.z_min))
 
@@ -170,7 +181,11 @@ def sidecar(settings: Settings, guide: Guide, device: torch.device) -> dict:
 
 
 def run(settings: Settings, *, quiet: bool = False) -> Path:
-    """Run (or resume, or recognise as done) one optimisation; return its folder."""
+    """Run (or resume, or recognise as done) one optimisation; return its folder.
+
+    One writer per folder: its lock (`RunFolder.lock_file`) is held from before the folder is
+    looked at until the run ends; a second writer gets `LockHeld` naming the holder's PID.
+    """
     device = pick_device(settings.device)
     set_determinism(settings.deterministic)
     if device.type == "cpu":
@@ -179,19 +194,29 @@ def run(settings: Settings, *, quiet: bool = False) -> Path:
     check_size_for_factor(settings, vqgan.factor)
     perceptors = [load_perceptor(name, device, progress=not quiet) for name in settings.perceptors]
     folder = RunFolder(settings.out_dir, settings.file_namespace)
-    mode = folder.check_settings(settings.to_dict(), settings.allow_overwrite)
-    if mode == "complete":
-        if not quiet:
-            print(f"{folder.path}: already complete with these settings; nothing to do")
-        return folder.path
-    if settings.seed == -1:
-        old = folder.read_sidecar() if mode == "resume" else None
-        settings = Settings(**{**settings.to_dict(), "seed": old["seed"] if old else secrets.randbelow(2**31)})
-    guide = build_guide(settings, vqgan, perceptors)
-    if mode == "new":
-        folder.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(folder.sidecar, sidecar(settings, guide, device))
-    return optimise(guide, folder, device, quiet=quiet)
+    with exclusive_lock(folder.lock_file, what=f"run folder {folder.path}"):
+        folder.clean_temp_files()
+        mode = folder.check_settings(settings.to_dict(), settings.allow_overwrite)
+        if mode == "complete":
+            problems = folder.completion_problems()
+            if not problems:
+                if not quiet:
+                    print(f"{folder.path}: already complete with these settings; nothing to do")
+                return folder.path
+            _warn(folder, problems, "re-rendering the run from step 0 (frames are deterministic)")
+            folder.reopen()
+        if settings.seed == -1:  # the folder's run keeps its seed
+            old = folder.read_sidecar()
+            settings = Settings(**{**settings.to_dict(), "seed": old["seed"] if old else secrets.randbelow(2**31)})
+        guide = build_guide(settings, vqgan, perceptors)
+        if mode == "new":
+            folder.path.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(folder.sidecar, sidecar(settings, guide, device))
+        return optimise(guide, folder, device, quiet=quiet)
+
+
+def _warn(folder: RunFolder, problems: list[str], action: str) -> None:
+    print(f"{folder.path}: {'; '.join(problems)}; {action}", file=sys.stderr, flush=True)
 
 
 def optimise(guide: Guide, folder: RunFolder, device: torch.device, *, quiet: bool = False) -> Path:
@@ -199,18 +224,23 @@ def optimise(guide: Guide, folder: RunFolder, device: torch.device, *, quiet: bo
     s = guide.settings
     generator = torch.Generator(device).manual_seed(s.seed)
     z = initial_latent(guide, generator).requires_grad_(True)
-    optimiser = torch.optim.Adam([z], lr=s.learning_rate)
+    optimiser = torch.optim.Adam([z], lr=learning_rate(s, guide.vqgan))
     frame_start, start, wall_before = None, 0, 0.0
-    if folder.resume.exists():
-        state = torch.load(folder.resume, map_location=device, weights_only=True)
+    rows: list[list[float]] = []
+    hashes: list[str] = []  # SHA-256 of frames 1, 2, ... as written
+    state, problems = load_resume_state(folder, device)
+    if state is not None:
         with torch.no_grad():
             z.copy_(state["z"])
         optimiser.load_state_dict(state["optimiser"])
         generator.set_state(state["generator"].cpu())
         frame_start, start, wall_before = state["frame_start"], state["step"], state["wall_time_s"]
+        rows, hashes = state["losses"], state["frames"]
+    if problems:
+        _warn(folder, problems, f"resuming from step {start}" if start else
+              "restarting from step 0 (frames are deterministic)")
     steps = len(guide.schedule)
     labels = [p.label for p in guide.prompts]
-    rows = read_losses_csv(folder.losses, start - 1)
     pending: list[torch.Tensor] = []
     writer = BackgroundWriter()
     bar = tqdm(total=steps, initial=start, disable=quiet, unit="step", desc=s.file_namespace)
@@ -222,12 +252,13 @@ def optimise(guide: Guide, folder: RunFolder, device: torch.device, *, quiet: bo
                 with torch.no_grad():
                     z.copy_(new_z)
                 if s.reset_lr_each_frame:
-                    optimiser = torch.optim.Adam([z], lr=s.learning_rate)
+                    optimiser = torch.optim.Adam([z], lr=learning_rate(s, guide.vqgan))
             total, per_prompt = step_loss(guide, z, step, generator, frame_start)
             optimiser.zero_grad(set_to_none=True)
             total.backward()
             optimiser.step()
-            clamp_latent(guide, z)
+            if s.clamp_latent:
+                clamp_latent(guide, z)
             pending.append(torch.cat([total.detach()[None], per_prompt.detach()]))
             bar.update()
             done = step + 1
@@ -242,26 +273,32 @@ def optimise(guide: Guide, folder: RunFolder, device: torch.device, *, quiet: bo
             with torch.no_grad():
                 pixels = to_uint8(render(guide, z))
             frame_n = -(-done // s.save_every)
-            writer.submit(save_frame_job(folder.frame(frame_n), pixels))
+            writer.submit(save_frame_job(folder.frame(frame_n), pixels, frame_n, hashes))
             writer.submit(lambda r=list(rows): write_losses_csv(folder.losses, labels, r))
-            writer.submit(save_state_job(folder.resume, {
+            writer.submit(save_state_job(folder, {
                 "step": done, "z": z.detach().cpu().clone(), "optimiser": _cpu_state(optimiser),
                 "generator": generator.get_state(), "wall_time_s": wall_before + time.perf_counter() - t0,
-                "frame_start": None if frame_start is None else frame_start.cpu()}))
+                "frame_start": None if frame_start is None else frame_start.cpu(), "losses": list(rows)}, hashes))
     finally:
         bar.close()
         writer.close()
     elapsed = time.perf_counter() - t0
-    write_video(folder.frames(), folder.video, s.frames_per_second)
+    frames = [folder.frame(n) for n in range(1, len(hashes) + 1)]
+    problems = folder.frame_problems(hashes)
+    if problems or len(hashes) != -(-steps // s.save_every):
+        raise RunFolderDamaged(f"{folder.path}: {'; '.join(problems) or 'frames are missing'} after the run; "
+                               "run the same command again to re-render them")
+    write_video(frames, folder.video, s.frames_per_second)
     final = rows[-1]
     write_metrics(folder, {
-        "steps": steps, "frames": len(folder.frames()), "final_loss": final[2],
+        "steps": steps, "frames": len(frames), "frame_sha256": hashes, "final_loss": final[2],
         "final_prompt_losses": dict(zip(labels, final[3:])),
         "steps_per_second": (steps - start) / elapsed if elapsed else None,
         "wall_time_s": wall_before + elapsed, "peak_memory_mb": peak_memory_mb(device),
         "resumed_from_step": start or None,
     })
     folder.resume.unlink(missing_ok=True)
+    folder.resume_prev.unlink(missing_ok=True)
     return folder.path
 
 

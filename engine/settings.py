@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +26,11 @@ class Settings:
     scene_prefix: str = ""
     scene_suffix: str = ""
     init_image: str | None = None
-    direct_init_weight: float = 0.0  # MSE to the init image
-    direct_stabilization_weight: float = 0.0  # MSE to the frame's start image (2D animation)
+    direct_init_weight: float = 0.0  # latent + pixel MSE to the init image (until motion starts)
+    semantic_init_weight: float = 0.0  # the init image as an image prompt of scene 0 (until motion starts)
+    direct_stabilization_weight: float = 0.0  # latent + pixel MSE to the re-encoded moved image
     target_images: str | list[str] = ""  # image prompts: "path.png:weight:stop | other.jpg"
+    image_model: str = "VQGAN"  # the only pytti image model implemented
     vqgan_model: str = "imagenet_16384"
     perceptors: list[str] = field(default_factory=lambda: ["ViT-B-32:openai"])
     width: int = 256
@@ -36,23 +39,30 @@ class Settings:
     steps_per_frame: int = 50
     save_every: int = 50
     interpolation_steps: int = 0
-    learning_rate: float = 0.1
+    learning_rate: float | None = None  # None: the model's default (0.1 VQModel, 0.15 GumbelVQ)
     reset_lr_each_frame: bool = True
     seed: int = -1
     cutouts: int = 40
-    cut_pow: float = 1.0
-    cutout_border: float = 0.0
-    augmentations: bool = True
+    cut_pow: float = 2.0
+    cutout_border: float = 0.25  # fraction of the side a crop may start outside the image
+    border_mode: str = "clamp"  # clamp | mirror | smear | wrap | black
+    augmentations: bool = True  # not in pytti: false turns pytti's cutout augmentations off
+    smoothing_weight: float = 0.02  # total-variation loss
     animation_mode: str = "off"  # "off" or "2D"
+    pre_animation_steps: int = 100  # steps before the first move
     translate_x: float = 0.0  # pixels per frame
     translate_y: float = 0.0
     rotate_2d: float = 0.0  # degrees per frame
-    zoom_x_2d: float = 0.0  # percent per frame
+    zoom_x_2d: float = 0.0  # pixels per frame: the sampling grid is scaled by (W - zoom_x_2d) / W
     zoom_y_2d: float = 0.0
+    sampling_mode: str = "bicubic"  # bicubic | bilinear | nearest
+    infill_mode: str = "wrap"  # mirror | smear | black | wrap
+    clamp_latent: bool = False  # not in pytti: clamp z to the codebook's bounds after each step (Crowson)
     frames_per_second: int = 12  # of the video
     file_namespace: str = "default"
     out_dir: str = "images_out"
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    precision: str = "fp32"  # not in pytti: "fp32" or "bf16"
     deterministic: bool = True
     allow_overwrite: bool = False
 
@@ -62,6 +72,11 @@ class Settings:
 
 FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 ANIMATION_MODES = ("off", "2D")
+IMAGE_MODELS = ("VQGAN",)
+BORDER_MODES = ("clamp", "mirror", "smear", "wrap", "black")
+SAMPLING_MODES = ("bicubic", "bilinear", "nearest")
+INFILL_MODES = ("mirror", "smear", "black", "wrap")
+PRECISIONS = ("fp32", "bf16")
 # Settings that change where or how a run is stored, not what it computes.
 NON_RESULT_KEYS = ("out_dir", "allow_overwrite", "device")
 _NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+()=-]*$")
@@ -96,9 +111,13 @@ def _coerce(name: str, value: Any) -> Any:
             if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
                 raise TypeError
             return int(value)
-        if kind == "float":
+        if kind in ("float", "float | None"):
+            if value is None and kind == "float | None":
+                return None
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError
+            if not math.isfinite(value):
+                raise SettingsError(f"setting {name}={value!r}: must be a finite number")
             return float(value)
     except TypeError:
         raise SettingsError(f"setting {name}={value!r}: expected {kind}") from None
@@ -137,12 +156,17 @@ def _check_ranges(s: Settings) -> None:
                  "frames_per_second"):
         need(getattr(s, name) > 0, f"setting {name}={getattr(s, name)}: must be a positive integer")
     need(s.interpolation_steps >= 0, f"setting interpolation_steps={s.interpolation_steps}: must be >= 0")
-    need(s.learning_rate > 0, f"setting learning_rate={s.learning_rate}: must be > 0")
+    need(s.learning_rate is None or s.learning_rate > 0,
+         f"setting learning_rate={s.learning_rate}: must be > 0, or null for the model's default")
+    need(s.pre_animation_steps >= 0, f"setting pre_animation_steps={s.pre_animation_steps}: must be >= 0")
     need(s.cut_pow > 0, f"setting cut_pow={s.cut_pow}: must be > 0")
     need(s.cutout_border >= 0, f"setting cutout_border={s.cutout_border}: must be >= 0")
     need(s.seed >= -1, f"setting seed={s.seed}: must be -1 (random) or a non-negative integer")
-    need(s.animation_mode in ANIMATION_MODES,
-         f"setting animation_mode={s.animation_mode!r}: allowed values are {', '.join(ANIMATION_MODES)}")
+    for name, allowed in (("animation_mode", ANIMATION_MODES), ("image_model", IMAGE_MODELS),
+                          ("border_mode", BORDER_MODES), ("sampling_mode", SAMPLING_MODES),
+                          ("infill_mode", INFILL_MODES), ("precision", PRECISIONS)):
+        need(getattr(s, name) in allowed,
+             f"setting {name}={getattr(s, name)!r}: allowed values are {', '.join(allowed)}")
     need(bool(_NAMESPACE.match(s.file_namespace)),
          f"setting file_namespace={s.file_namespace!r}: use letters, digits and . _ + ( ) = - "
          "(no '/', spaces, or leading punctuation)")
@@ -150,8 +174,8 @@ def _check_ranges(s: Settings) -> None:
          f"setting device={s.device!r}: allowed values are auto, cpu, cuda, cuda:N, mps")
     for name in ("direct_init_weight", "direct_stabilization_weight"):
         need(getattr(s, name) >= 0, f"setting {name}={getattr(s, name)}: must be >= 0")
-    need(s.init_image is not None or s.direct_init_weight == 0,
-         f"setting direct_init_weight={s.direct_init_weight} needs init_image")
+    for name in ("direct_init_weight", "semantic_init_weight"):
+        need(s.init_image is not None or getattr(s, name) == 0, f"setting {name}={getattr(s, name)} needs init_image")
     try:
         parse_scenes(s.scenes, s.scene_prefix, s.scene_suffix)
         parse_prompt_list(s.target_images)
