@@ -6,7 +6,9 @@ import json
 import sys
 
 from engine.download import DownloadError
-from engine.outputs import RunFolderConflict
+from engine.fsutil import describe_os_error
+from engine.locks import LockHeld
+from engine.outputs import RunFolderConflict, RunFolderDamaged
 from engine.registry import UnknownModelError
 from engine.vqgan import CheckpointError
 
@@ -40,7 +42,7 @@ def cmd_fetch(args: argparse.Namespace) -> None:
     from engine.factory import fetch
 
     for name in args.names:
-        for path in fetch(name, progress=not args.quiet):
+        for path in fetch(name, progress=not args.quiet, relock=args.relock):
             print(f"{name}: {path}")
 
 
@@ -81,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("fetch", help="download models ahead of time")
     p.add_argument("names", nargs="+", metavar="NAME")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--relock", action="store_true",
+                   help="forget the models' recorded checksums and trust their files as they are now "
+                        "(after a legitimate re-upload); the files are still checked as before")
     p.set_defaults(func=cmd_fetch)
     for name, func, text in (("run", cmd_run, "run one optimisation"),
                              ("bench", cmd_bench, "benchmark the step (random weights)")):
@@ -99,8 +104,14 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except (UnknownModelError, DownloadError, CheckpointError, RunFolderConflict, FileNotFoundError,
             ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {describe_os_error(err) if isinstance(err, OSError) else err}", file=sys.stderr)
         return 2
+    except (LockHeld, RunFolderDamaged) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(f"error: {describe_os_error(err)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\ninterrupted: a run resumes from its last saved frame when the same command is "
               "run again", file=sys.stderr)

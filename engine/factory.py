@@ -15,13 +15,19 @@ import torch
 from huggingface_hub import try_to_load_from_cache
 
 from engine import cache
-from engine.download import ChecksumLock, DownloadError, download, sha256_file
-from engine.perceptor import Perceptor
+from engine.download import (ChecksumLock, DownloadError, download, sha256_file, text_config_problem,
+                             torch_file_problem, verified_sha256)
+from engine.locks import exclusive_lock
+from engine.checkpoint import UnsafeCheckpointError
+from engine.perceptor import Perceptor, create_open_clip
 from engine.pretrained import VQGANSource
 from engine.registry import ModelInfo, PerceptorSource, UnknownModelError, registry
 from engine.tiny import make_tiny_clip, make_tiny_vqgan, register_tiny_clip_configs
 from engine.vqgan import VQGAN, build_vqgan, load_vqgan_files, parse_config, read_config
 
+
+CONFIG_MAX_BYTES = 1 << 20  # a model config is a few KB of YAML
+MAX_CHECKPOINT_BYTES = 16 << 30  # without a known size: the largest known checkpoint (coco, 8.4 GB) and room
 
 
 # ---------------------------------------------------------------- VQGAN
@@ -42,17 +48,26 @@ def fetch_vqgan(source: VQGANSource, *, progress: bool = True, config_only: bool
         return make_tiny_vqgan(source.name, cache.tiny_dir())
     config_path, ckpt_path = vqgan_paths(source)
     lock = ChecksumLock(cache.lock_file())
-    wanted = [(config_path, source.config_urls, source.config_sha256, "config")]
+    ckpt_cap = int(source.approx_size_mb * 1.5 * 2**20) if source.approx_size_mb else MAX_CHECKPOINT_BYTES
+    wanted = [(config_path, source.config_urls, source.config_sha256, "config", CONFIG_MAX_BYTES,
+               text_config_problem)]
     if not config_only:
-        wanted.append((ckpt_path, source.checkpoint_urls, source.checkpoint_sha256, "checkpoint"))
-    for path, urls, sha256, part in wanted:
+        wanted.append((ckpt_path, source.checkpoint_urls, source.checkpoint_sha256, "checkpoint", ckpt_cap,
+                       torch_file_problem))
+    for path, urls, sha256, part, cap, check in wanted:
         if path.exists():
             continue
         if not urls:
             raise FileNotFoundError(f"{source.name}: {part} file {path} does not exist and no URL is known")
         download(urls, path, sha256=sha256, lock=lock, lock_key=f"vqgan/{source.name}/{part}",
-                 desc=f"{source.name} {part}", progress=progress)
+                 desc=f"{source.name} {part}", max_size=cap, check=check, relock_hint=relock_hint(source.name),
+                 progress=progress)
     return config_path, ckpt_path
+
+
+def relock_hint(name: str) -> str:
+    """The command that trusts a model's files anew (after an upstream re-upload)."""
+    return f"run `python -m engine fetch {name} --relock`"
 
 
 def load_vqgan(name: str, device: str | torch.device = "cpu", *, random_weights: bool = False,
@@ -64,9 +79,18 @@ def load_vqgan(name: str, device: str | torch.device = "cpu", *, random_weights:
         info = ModelInfo(source.name, source.slug, "random weights", None, untrained=True)
     else:
         config_path, ckpt_path = fetch_vqgan(source, progress=progress)
-        model = load_vqgan_files(config_path, ckpt_path)
-        info = ModelInfo(source.name, source.slug, _origin(source, ckpt_path),
-                         model_sha256(f"vqgan/{source.name}/checkpoint", ckpt_path), source.untrained)
+        key = f"vqgan/{source.name}/checkpoint"
+        digest = model_sha256(key, ckpt_path)  # a file changed since it was verified is not even parsed
+        try:
+            model = load_vqgan_files(config_path, ckpt_path)
+        except UnsafeCheckpointError as err:
+            if source.local_checkpoint or source.untrained:
+                raise
+            ckpt_path.unlink(missing_ok=True)  # a downloaded file that calls code: nothing of it stays
+            ChecksumLock(cache.lock_file()).forget(key)
+            raise UnsafeCheckpointError(f"{err}. The downloaded file and its checksum record were deleted; "
+                                        f"remove the mirror it came from ({_origin(source, ckpt_path)})") from None
+        info = ModelInfo(source.name, source.slug, _origin(source, ckpt_path), digest, source.untrained)
     model.info = info
     return model.to(device)
 
@@ -89,15 +113,10 @@ def _origin(source: VQGANSource, path: Path) -> str:
 
 
 def model_sha256(key: str, path: Path) -> str:
-    """A model file's sha256: from the checksum lock when it records this file (same size), else
-    computed and recorded. Keys: `vqgan/<name>/config`, `vqgan/<name>/checkpoint`, `clip/<name>`."""
-    lock = ChecksumLock(cache.lock_file())
-    record = lock.get(key)
-    if record and record.get("size") == path.stat().st_size:
-        return record["sha256"]
-    digest = sha256_file(path)
-    lock.record(key, digest, path.stat().st_size, str(path))
-    return digest
+    """A model file's sha256, checked against the checksum lock (recorded on first use); a file that
+    no longer matches its record is refused. Keys: `vqgan/<name>/config`, `vqgan/<name>/checkpoint`,
+    `clip/<name>`."""
+    return verified_sha256(ChecksumLock(cache.lock_file()), key, path, relock_hint(key.split("/")[1]))
 
 
 # ---------------------------------------------------------------- perceptors
@@ -134,6 +153,11 @@ def fetch_perceptor(source: PerceptorSource, *, progress: bool = True) -> Path:
     cached = perceptor_weights_path(source)
     if cached:
         return cached
+    with exclusive_lock(cache.clip_dir() / f".{source.slug}.lock", what=f"download of {source.name}", wait=True):
+        return perceptor_weights_path(source) or _download_perceptor(source, progress)
+
+
+def _download_perceptor(source: PerceptorSource, progress: bool) -> Path:
     if source.file:
         raise FileNotFoundError(f"perceptor {source.name}: weights file {source.file} does not exist")
     cfg = open_clip.get_pretrained_cfg(source.arch, source.tag or "")
@@ -187,9 +211,10 @@ def load_perceptor(name: str, device: str | torch.device = "cpu", *, random_weig
         info = ModelInfo(source.name, source.slug, "random weights", None, untrained=True)
     else:
         weights = fetch_perceptor(source, progress=progress)
-        model = open_clip.create_model(source.arch, pretrained=str(weights), force_quick_gelu=quick_gelu)
-        info = ModelInfo(source.name, source.slug, _perceptor_origin(source, cfg, weights),
-                         model_sha256(f"clip/{source.name}", weights), source.untrained)
+        digest = model_sha256(f"clip/{source.name}", weights)
+        model = create_open_clip(source.arch, weights, quick_gelu=quick_gelu)
+        info = ModelInfo(source.name, source.slug, _perceptor_origin(source, cfg, weights), digest,
+                         source.untrained)
     pre = model.visual.preprocess_cfg
     size = model.visual.image_size
     size = (size, size) if isinstance(size, int) else tuple(size)
@@ -206,17 +231,31 @@ def _perceptor_origin(source: PerceptorSource, cfg: dict, weights: Path) -> str:
 
 # ---------------------------------------------------------------- both kinds
 
-def fetch(name: str, *, progress: bool = True) -> list[Path]:
-    """Download (or generate) the files of a VQGAN or perceptor ahead of time."""
+def fetch(name: str, *, progress: bool = True, relock: bool = False) -> list[Path]:
+    """Download (or generate) the files of a VQGAN or perceptor ahead of time and verify them.
+
+    ``relock=True`` forgets the model's records in the checksum lock first, so the files as they
+    are now (cached, or downloaded anew) become the trusted ones."""
     reg = registry()
     try:
         source = reg.vqgan(name)
+        keys = [f"vqgan/{source.name}/config", f"vqgan/{source.name}/checkpoint"]
     except UnknownModelError:
         try:
-            return [fetch_perceptor(reg.perceptor(name), progress=progress)]
+            source = reg.perceptor(name)
+            keys = [f"clip/{source.name}"]
         except UnknownModelError:
             raise UnknownModelError("VQGAN or perceptor", name, [*reg.vqgans, *reg.perceptors]) from None
-    return list(fetch_vqgan(source, progress=progress))
+    if relock:
+        for key in keys:
+            ChecksumLock(cache.lock_file()).forget(key)
+    if isinstance(source, VQGANSource):
+        paths = list(fetch_vqgan(source, progress=progress))
+    else:
+        paths = [fetch_perceptor(source, progress=progress)]
+    for key, path in zip(keys, paths):
+        model_sha256(key, path)
+    return paths
 
 
 def model_table() -> list[dict]:

@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from engine.fsutil import atomic_path, atomic_write
+from engine.locks import exclusive_lock
 from engine.vqgan import GUMBELVQ, VQMODEL, build_vqgan, parse_config
 
 SEED = 20211121
@@ -45,10 +46,19 @@ TINY_CLIP_CONFIGS = {
 
 
 def make_tiny_vqgan(name: str, folder: Path) -> tuple[Path, Path]:
-    """Write `<folder>/<name>.yaml` and `<name>.ckpt` (Lightning format) unless present; return both."""
+    """Write `<folder>/<name>.yaml` and `<name>.ckpt` (Lightning format) unless present; return both.
+
+    Processes sharing the folder take turns; the later ones find the files made."""
     config_path, ckpt_path = folder / f"{name}.yaml", folder / f"{name}.ckpt"
     if config_path.exists() and ckpt_path.exists():
         return config_path, ckpt_path
+    with exclusive_lock(folder / f".{name}.lock", what=f"generation of {name}", wait=True):
+        if not (config_path.exists() and ckpt_path.exists()):
+            _write_tiny_vqgan(name, config_path, ckpt_path)
+    return config_path, ckpt_path
+
+
+def _write_tiny_vqgan(name: str, config_path: Path, ckpt_path: Path) -> None:
     model_section = TINY_VQGAN_CONFIGS[name]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
@@ -59,7 +69,6 @@ def make_tiny_vqgan(name: str, folder: Path) -> tuple[Path, Path]:
     with atomic_path(ckpt_path) as tmp:
         torch.save({"state_dict": state, "global_step": 0, "epoch": 0}, tmp)
     atomic_write(config_path, yaml.safe_dump({"model": model_section}, sort_keys=False))
-    return config_path, ckpt_path
 
 
 def register_tiny_clip_configs(folder: Path) -> None:
@@ -87,10 +96,13 @@ def make_tiny_clip(name: str, folder: Path) -> Path:
     """Write `<folder>/<name>.pt` (an open_clip state dict) unless present; return its path."""
     register_tiny_clip_configs(folder)
     weights = folder / f"{name}.pt"
-    if not weights.exists():
-        with torch.random.fork_rng(devices=[]), _no_warnings():
-            torch.manual_seed(SEED)
-            model = open_clip.create_model(name, pretrained=None)  # random weights, as intended
-        with atomic_path(weights) as tmp:
-            torch.save(model.state_dict(), tmp)
+    if weights.exists():
+        return weights
+    with exclusive_lock(folder / f".{name}.lock", what=f"generation of {name}", wait=True):
+        if not weights.exists():
+            with torch.random.fork_rng(devices=[]), _no_warnings():
+                torch.manual_seed(SEED)
+                model = open_clip.create_model(name, pretrained=None)  # random weights, as intended
+            with atomic_path(weights) as tmp:
+                torch.save(model.state_dict(), tmp)
     return weights

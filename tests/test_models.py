@@ -184,3 +184,90 @@ def test_cli_fetch_offline_fails_fast_with_the_urls() -> None:
     assert time.monotonic() - t0 < 60
     assert result.returncode == 2
     assert "heibox.uni-heidelberg.de" in result.stderr and "put the file by hand" in result.stderr
+
+
+# ---------------------------------------------------------------- trust and concurrency of the cache
+
+def _user_model_on_server(tmp_path: Path, file_server, monkeypatch, ckpt_bytes: bytes) -> None:
+    config, _ = _write_vqgan_files(tmp_path)
+    user_file = tmp_path / "models.yaml"
+    user_file.write_text(yaml.safe_dump({"vqgans": {"my_vqgan": {
+        "slug": "mine", "config_urls": [file_server.add("model.yaml", config.read_bytes())],
+        "checkpoint_urls": [file_server.add("last.ckpt", ckpt_bytes)]}}}))
+    monkeypatch.setenv("VQCLIP_MODELS", str(user_file))
+    monkeypatch.setenv("VQCLIP_CACHE", str(tmp_path / "cache"))
+
+
+def test_changed_cached_file_is_refused_until_relocked(tmp_path: Path, file_server, monkeypatch) -> None:
+    _, ckpt = _write_vqgan_files(tmp_path)
+    _user_model_on_server(tmp_path, file_server, monkeypatch, ckpt.read_bytes())
+    cached = fetch("my_vqgan", progress=False)[1]
+    first = load_vqgan("my_vqgan").info.sha256
+    state = torch.load(cached, weights_only=True)
+    state["state_dict"]["quantize.embedding.weight"] += 1
+    torch.save(state, cached)  # a file swapped in the cache after it was verified
+
+    result = _cli("run", "vqgan_model=my_vqgan", "perceptors=tiny-vit", "width=32", "height=32",
+                  "steps_per_scene=2", "save_every=2", "steps_per_frame=2", f"out_dir={tmp_path / 'out'}")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "changed after it was verified" in result.stderr and "fetch my_vqgan --relock" in result.stderr
+    assert not (tmp_path / "out").exists()
+    assert ChecksumLockView().sha("vqgan/my_vqgan/checkpoint") == first  # not re-locked silently
+
+    relock = _cli("fetch", "my_vqgan", "--relock", "-q")
+    assert relock.returncode == 0, relock.stderr
+    assert load_vqgan("my_vqgan").info.sha256 == ChecksumLockView().sha("vqgan/my_vqgan/checkpoint") != first
+
+
+def test_reupload_upstream_needs_relock(tmp_path: Path, file_server, monkeypatch) -> None:
+    _, ckpt = _write_vqgan_files(tmp_path)
+    _user_model_on_server(tmp_path, file_server, monkeypatch, ckpt.read_bytes())
+    cached = fetch("my_vqgan", progress=False)[1]
+    cached.unlink()
+    state = torch.load(ckpt, weights_only=True)
+    state["global_step"] = 7
+    torch.save(state, ckpt)
+    file_server.add("last.ckpt", ckpt.read_bytes())  # the mirror now serves other bytes
+
+    refused = _cli("fetch", "my_vqgan", "-q")
+    assert refused.returncode != 0 and "checksum mismatch" in refused.stderr
+    assert "fetch my_vqgan --relock" in refused.stderr and not cached.exists()
+    assert _cli("fetch", "my_vqgan", "-q", "--relock").returncode == 0
+    assert cached.read_bytes() == ckpt.read_bytes()
+
+
+class ChecksumLockView:
+    """The session's checksum lock as a test reads it."""
+
+    def sha(self, key: str) -> str | None:
+        from engine.download import ChecksumLock
+
+        record = ChecksumLock(cache.lock_file()).get(key)
+        return record and record["sha256"]
+
+
+def test_two_processes_fetch_one_model_into_one_cache(tmp_path: Path, file_server, monkeypatch) -> None:
+    _, ckpt = _write_vqgan_files(tmp_path)
+    _user_model_on_server(tmp_path, file_server, monkeypatch, ckpt.read_bytes())
+    file_server.misbehave("last.ckpt", pause_s=0.2)  # slow enough that both processes overlap
+    procs = [subprocess.Popen([sys.executable, "-m", "engine", "fetch", "my_vqgan", "-q"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=180) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    folder = tmp_path / "cache" / "vqgan" / "my_vqgan"
+    assert sorted(p.name for p in folder.iterdir()) == ["config.yaml", "last.ckpt"]
+    assert (folder / "last.ckpt").read_bytes() == ckpt.read_bytes()
+    assert len(file_server.requests_for("last.ckpt")) == 1  # one download, the other process waited
+
+
+def test_two_processes_generate_tiny_models_into_one_cache(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("VQCLIP_CACHE", str(tmp_path / "cache"))
+    procs = [subprocess.Popen([sys.executable, "-m", "engine", "fetch", "tiny", "tiny-vit", "-q"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=180) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    names = sorted(p.name for p in (tmp_path / "cache" / "tiny").iterdir())
+    assert names == ["tiny-rn.json", "tiny-vit.json", "tiny-vit.pt", "tiny.ckpt", "tiny.yaml"]
+    reference = make_tiny_vqgan("tiny", tmp_path / "ref")[1]
+    assert torch.load(reference, weights_only=True)["state_dict"].keys() == \
+        torch.load(tmp_path / "cache" / "tiny" / "tiny.ckpt", weights_only=True)["state_dict"].keys()
