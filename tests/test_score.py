@@ -1,0 +1,87 @@
+"""Self-preference from a bias table: per-judge normalisation, the diagonal, intervals over seeds."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from experiments.bias import self_preference, standardise, summary
+
+VQGANS = {"imagenet": 0.0, "wikiart": 0.3, "coco": -0.2}  # how good each VQGAN's images look
+JUDGES = {"ViT-B32": (0.30, 1.0), "RN50": (0.18, 0.1), "ViT-B16": (0.25, 10.0)}  # offset, scale
+GENERATORS = [*JUDGES, "ViT-B32+RN50"]
+BONUS = 0.5  # what a judge adds to its own perceptor's images, before its scale
+
+
+def table(seeds: dict[int, float]) -> pd.DataFrame:
+    """Judge j scores cell (v, g) offset_j + scale_j * (quality_v + bonus_s * [g == j]), where
+    seed s's bonus is BONUS + seeds[s]: the judges' scales differ a hundredfold."""
+    return pd.DataFrame([
+        {"vqgan": v, "generator": g, "judge": j, "seed": s,
+         "similarity": offset + scale * (q + (BONUS + e) * (g == j))}
+        for s, e in seeds.items() for v, q in VQGANS.items() for g in GENERATORS
+        for j, (offset, scale) in JUDGES.items()
+    ])
+
+
+def _spread(bonus: float) -> float:
+    """The standard deviation of one judge's unscaled scores: each VQGAN's quality over the four
+    generators, one of which (its own) gets the bonus."""
+    return float(np.std([q + bonus * (i == 0) for q in VQGANS.values() for i in range(len(GENERATORS))]))
+
+
+def test_z_scores_are_per_judge() -> None:
+    z = standardise(table({1: 0.0}))
+    for _, scores in z.groupby("judge"):
+        assert scores["z"].mean() == pytest.approx(0, abs=1e-12)
+        assert scores["z"].std(ddof=0) == pytest.approx(1)
+    assert z["diagonal"].sum() == len(VQGANS) * len(JUDGES)
+    pair = z[z["generator"] == "ViT-B32+RN50"]
+    assert set(pair[pair["involved"]]["judge"]) == {"ViT-B32", "RN50"}
+
+
+def test_self_preference_recovers_the_diagonal_bonus() -> None:
+    prefs = self_preference(table({1: 0.0}))
+    assert len(prefs) == len(VQGANS) * len(JUDGES)
+    for judge, (_, scale) in JUDGES.items():
+        mine = prefs[prefs["judge"] == judge]
+        assert mine["raw"].to_numpy() == pytest.approx(BONUS * scale)  # on the judge's own scale
+        assert mine["preference"].to_numpy() == pytest.approx(BONUS / _spread(BONUS))  # same for all
+    per_judge, per_vqgan = summary(prefs, "judge"), summary(prefs, "vqgan")
+    assert list(per_judge["judge"]) == sorted(JUDGES) and list(per_vqgan["vqgan"]) == sorted(VQGANS)
+    assert per_judge["mean"].to_numpy() == pytest.approx(BONUS / _spread(BONUS))
+    assert per_vqgan["mean"].to_numpy() == pytest.approx(BONUS / _spread(BONUS))
+    assert (per_judge["seeds"] == 1).all() and per_judge["low"].isna().all()  # one seed: no interval
+
+
+def test_no_bonus_means_no_preference() -> None:
+    prefs = self_preference(table({1: -BONUS}))
+    assert prefs["preference"].to_numpy() == pytest.approx(0, abs=1e-9)
+
+
+def test_interval_over_seeds() -> None:
+    noise = {1: -0.2, 2: -0.1, 3: 0.0, 4: 0.1, 5: 0.2}
+    prefs = self_preference(table(noise))
+    per_seed = [(BONUS + e) / _spread(BONUS + e) for e in noise.values()]
+    for summary_by in ("judge", "vqgan"):
+        got = summary(prefs, summary_by)
+        low, high = stats.t.interval(0.95, len(per_seed) - 1, loc=np.mean(per_seed),
+                                     scale=stats.sem(per_seed))
+        assert got["mean"].to_numpy() == pytest.approx(np.mean(per_seed))
+        assert got["low"].to_numpy() == pytest.approx(low) and got["high"].to_numpy() == pytest.approx(high)
+        assert (got["seeds"] == 5).all()
+    raw = summary(prefs, "judge", value="raw").set_index("judge")
+    for judge, (_, scale) in JUDGES.items():  # the raw difference averages back to the bonus
+        assert raw.at[judge, "mean"] == pytest.approx(BONUS * scale)
+        assert raw.at[judge, "low"] < BONUS * scale < raw.at[judge, "high"]
+
+
+def test_judges_without_their_own_cell_are_left_out() -> None:
+    df = table({1: 0.0})
+    df = df[df["generator"] != "RN50"]  # nobody generated with RN50 alone
+    prefs = self_preference(df.drop(columns="seed"))  # an older score file: no seed column
+    assert set(prefs["judge"]) == {"ViT-B32", "ViT-B16"} and set(prefs["seed"]) == {0}
+    assert not math.isnan(summary(prefs, ["vqgan", "judge"])["mean"].iat[0])
