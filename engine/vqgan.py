@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import pickle
-import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,6 +16,8 @@ import torch
 import yaml
 from taming.modules.diffusionmodules.model import Decoder, Encoder
 from torch import nn
+
+from engine.checkpoint import CheckpointError, load_checkpoint, preview_keys
 
 VQMODEL = "taming.models.vqgan.VQModel"
 GUMBELVQ = "taming.models.vqgan.GumbelVQ"
@@ -29,11 +29,8 @@ KNOWN_TARGETS = (VQMODEL, GUMBELVQ, NET2NET)
 _PARTS = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.", "quantize.")
 # Buffers taming's quantizers may carry that decoding never needs.
 _IGNORED_KEYS = {"quantize.used"}
-
-
-class CheckpointError(ValueError):
-    """A config or checkpoint that cannot be turned into a VQGAN."""
-
+# Where a Net2NetTransformer checkpoint keeps its VQGAN.
+FIRST_STAGE = "first_stage_model."
 
 class VQGAN(nn.Module):
     """A VQGAN autoencoder: encode images to latents z, quantize z, decode z to images in [0, 1]."""
@@ -89,9 +86,10 @@ class VQGAN(nn.Module):
         q = book[dist.argmin(1)]
         return q.view(*z.shape[:1], *z.shape[2:], self.embed_dim).movedim(-1, 1)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Latents (N, embed_dim, h, w) → images (N, 3, h*f, w*f) in [0, 1]."""
-        return (self.decoder(self.post_quant_conv(z)).add(1).div(2)).clamp(0, 1)
+    def decode(self, z: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+        """Latents (N, embed_dim, h, w) → images (N, 3, h*f, w*f) in [0, 1] (clamp=False: not clamped)."""
+        image = self.decoder(self.post_quant_conv(z)).add(1).div(2)
+        return image.clamp(0, 1) if clamp else image
 
 
 def downsampling_factor(ddconfig: Mapping[str, Any]) -> int:
@@ -100,7 +98,7 @@ def downsampling_factor(ddconfig: Mapping[str, Any]) -> int:
 
 
 def read_config(path: str | Path) -> dict:
-    """Read a taming YAML config, returning the VQGAN's `{target, params, first_stage}`."""
+    """Read a taming YAML config, returning the VQGAN's `{target, params}`."""
     try:
         config = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as err:
@@ -112,16 +110,16 @@ def parse_config(model: Any, origin: str) -> dict:
     """The VQGAN part of a taming `model:` section (the first stage of a Net2NetTransformer)."""
     if not isinstance(model, dict) or "target" not in model:
         raise CheckpointError(f"{origin}: not a taming config (no model.target)")
-    target, first_stage = model["target"], False
+    target = model["target"]
     if target == NET2NET:
         model = (model.get("params") or {}).get("first_stage_config")
         if not isinstance(model, dict):
             raise CheckpointError(f"{origin}: Net2NetTransformer config without params.first_stage_config")
-        target, first_stage = model.get("target"), True
+        target = model.get("target")
     if target not in (VQMODEL, GUMBELVQ):
         raise CheckpointError(
             f"{origin}: unknown config target {target!r}; supported: {', '.join(KNOWN_TARGETS)}")
-    return {"target": target, "params": model.get("params") or {}, "first_stage": first_stage}
+    return {"target": target, "params": model.get("params") or {}}
 
 
 def build_vqgan(config: Mapping[str, Any]) -> VQGAN:
@@ -135,60 +133,53 @@ def build_vqgan(config: Mapping[str, Any]) -> VQGAN:
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a Lightning checkpoint's `state_dict` (or a bare state dict)."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except pickle.UnpicklingError:
-        # Real taming checkpoints may pickle Lightning objects beside the weights. The file's
-        # sha256 was verified against the lock before we got here, so full unpickling is allowed.
-        warnings.warn(f"{path}: checkpoint holds non-tensor objects; loading it with full unpickling")
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, OSError, EOFError) as err:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({err})") from err
+    """Read a Lightning checkpoint's `state_dict` (or a bare state dict) safely; the rest of the
+    file (optimizer states, callbacks, hyper-parameters) is dropped on return."""
+    ckpt = load_checkpoint(path)
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: checkpoint has no state_dict")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: checkpoint has no state_dict of tensors")
     return state
 
 
-def select_weights(state: Mapping[str, torch.Tensor], model: VQGAN, first_stage: bool) -> dict:
-    """Pick the weights `model` needs out of a checkpoint; name any missing or unexpected key."""
-    prefix = "first_stage_model." if first_stage else ""
-    if first_stage and not any(k.startswith(prefix) for k in state):
-        prefix = ""  # a first stage saved on its own
+def select_weights(state: Mapping[str, torch.Tensor], model: VQGAN) -> dict:
+    """Pick the weights `model` needs out of a checkpoint of any layout (a VQGAN's own, or a whole
+    Net2NetTransformer's `first_stage_model.*`); name any missing or unexpected key."""
+    own = model.state_dict()
+    bare = any(k in state for k in own)
+    prefix = FIRST_STAGE if not bare and any(FIRST_STAGE + k in state for k in own) else ""
     wanted = {k[len(prefix):]: v for k, v in state.items()
               if k.startswith(prefix) and k[len(prefix):].startswith(_PARTS)}
     wanted = {k: v for k, v in wanted.items() if k not in _IGNORED_KEYS}
-    own = model.state_dict()
     missing = sorted(set(own) - set(wanted))
     unexpected = sorted(set(wanted) - set(own))
     if missing or unexpected:
         parts = []
         if missing:
-            parts.append(f"missing keys {_preview(missing)}")
+            parts.append(f"missing keys {preview_keys(missing)}")
         if unexpected:
-            parts.append(f"unexpected keys {_preview(unexpected)}")
+            parts.append(f"unexpected keys {preview_keys(unexpected)}")
         raise CheckpointError(f"checkpoint does not fit the {model.target} config: " + "; ".join(parts))
     bad = [f"{k} {tuple(wanted[k].shape)} vs {tuple(own[k].shape)}"
            for k in own if wanted[k].shape != own[k].shape]
     if bad:
-        raise CheckpointError(f"checkpoint shapes do not fit the config: {_preview(bad)}")
-    return wanted
+        raise CheckpointError(f"checkpoint shapes do not fit the config: {preview_keys(bad)}")
+    return {k: v.float() if v.dtype != own[k].dtype else v for k, v in wanted.items()}
 
 
 def load_vqgan_files(config_path: str | Path, checkpoint_path: str | Path | None) -> VQGAN:
-    """Build a VQGAN from a taming config and load its checkpoint (None → random weights)."""
+    """Build a VQGAN from a taming config and load its checkpoint (None → random weights).
+
+    With a checkpoint, the model is built without memory and takes the checkpoint's (memory-mapped)
+    tensors as they are: loading needs about the weights' size, not twice it."""
     config = read_config(config_path)
-    model = build_vqgan(config)
-    if checkpoint_path is not None:
-        state = load_state_dict(checkpoint_path)
-        try:
-            model.load_state_dict(select_weights(state, model, config["first_stage"]))
-        except CheckpointError as err:
-            raise CheckpointError(f"{checkpoint_path}: {err}") from None
+    if checkpoint_path is None:
+        return build_vqgan(config).eval().requires_grad_(False)
+    with torch.device("meta"):
+        model = build_vqgan(config)
+    state = load_state_dict(checkpoint_path)
+    try:
+        model.load_state_dict(select_weights(state, model), assign=True)
+    except CheckpointError as err:
+        raise CheckpointError(f"{checkpoint_path}: {err}") from None
     return model.eval().requires_grad_(False)
-
-
-def _preview(keys: list[str], n: int = 8) -> str:
-    shown = ", ".join(keys[:n])
-    return f"[{shown}{f', ... ({len(keys)} in all)' if len(keys) > n else ''}]"
