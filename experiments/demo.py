@@ -31,12 +31,14 @@ DEMO_EXPERIMENT = "demo_untrained"
 DEMO_GRID = {
     "vqgan_models": {"tiny": "tiny", "tiny-gumbel": "tiny-gumbel"},
     "perceptors": {"tiny-vit": "tiny-vit", "tiny-rn": "tiny-rn"},
+    "seeds": [],
 }
-# Small enough for a 2-core CPU: 2 scenes × 10 steps, a frame every 5 steps (4 frames per cell).
-# A larger learning rate than the study's 0.1, so that 20 steps move the untrained latents
-# across code boundaries and the cells' frames differ.
+# Small enough for a 2-core CPU: 2 scenes × 10 steps, a frame every 5 steps (4 frames per cell),
+# motion from step 5. A larger learning rate than the models' defaults (0.1, GumbelVQ 0.15), so
+# that 20 steps move the untrained latents across code boundaries and the cells' frames differ.
 DEMO_SETTINGS = {"width": 64, "height": 32, "cutouts": 4, "steps_per_frame": 5, "save_every": 5,
-                 "steps_per_scene": 10, "interpolation_steps": 5, "learning_rate": 0.3}
+                 "steps_per_scene": 10, "interpolation_steps": 5, "pre_animation_steps": 5,
+                 "learning_rate": 0.3}
 HEADER = """\
 # OFFLINE DEMO GRID ON UNTRAINED MODELS. `tiny`, `tiny-gumbel`, `tiny-vit` and `tiny-rn` have
 # random weights (generated locally, no download): the frames and scores made here say nothing
@@ -75,7 +77,7 @@ def write_params(path: Path, params: Mapping[str, Any], header: str = HEADER) ->
 
 def project_files() -> list[Path]:
     """The files a grid repository needs, relative to the project root."""
-    files = [Path("dvc.yaml"), Path("experiments/.gitignore")]
+    files = [Path("dvc.yaml"), Path("experiments/.gitignore"), Path("experiments/inputs/README.md")]
     files += sorted(p.relative_to(PROJECT) for p in PACKAGE.glob("*.py"))
     files += sorted(p.relative_to(PROJECT) for p in (PACKAGE / "plots").glob("*.json"))
     missing = [str(f) for f in files if not (PROJECT / f).is_file()]

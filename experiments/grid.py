@@ -11,7 +11,7 @@ names its cells (docs/grid.md):
       perceptors:                               # slugs joined by '_': names joined by '+' (or a list)
         ViT-B32: "ViT-B-32:openai"
         ViT-B32_RN50: "ViT-B-32:openai+RN50:openai"
-      seeds: [7, 8]                             # replicates beside settings.seed (default [])
+      seeds: [7, 8]                             # replicates beside settings.seed ([]: none)
     settings: {...}                             # engine settings shared by every cell
 
 The cells of `settings.seed` (the study's seed) keep the study's names; each further seed n of
@@ -30,6 +30,7 @@ study's folder names (`exp_vqgan_base_perceptors__imagenet_ViT-B32_RN50`).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -43,13 +44,14 @@ PARAMS_FILE = "params.yaml"
 STAMPS_DIR = Path("experiments/model_stamps")  # fetch_models: one stamp per grid entry
 METRICS_DIR = Path("experiments/metrics")  # each cell's metrics.json, as a DVC metric
 SCORES_DIR = Path("experiments/scores")  # score: bias matrix and image statistics
-PARTIAL_DIR = Path("experiments/.partial")  # cells in progress (resumable), moved into out_dir when done
+# Cells in progress (resumable), moved into out_dir when done; VQCLIP_PARTIAL_DIR puts them elsewhere,
+# e.g. on storage every node of a cluster mounts, so that a retried cell resumes on any node.
+PARTIAL_DIR = Path(os.environ.get("VQCLIP_PARTIAL_DIR") or "experiments/.partial")
 INPUTS_DIR = Path("experiments/inputs")  # init_image and target_images files: a dependency of every cell
 DEMO_COMMAND = "python -m experiments.demo /tmp/vqclip-demo"
 # Engine settings that the grid sets per cell; `settings` may not set them.
 CELL_KEYS = ("vqgan_model", "perceptors", "file_namespace", "out_dir", "allow_overwrite")
 GRID_KEYS = ("vqgan_models", "perceptors", "seeds")
-OPTIONAL_GRID_KEYS = ("seeds",)
 
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")  # safe in stage names, params paths and folder names
 _EXPERIMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*(?:_[A-Za-z0-9-]+)*$")  # no '__', no '.'
@@ -220,9 +222,10 @@ def build_grid(params: Mapping[str, Any], origin: str = PARAMS_FILE, root: Path 
         grid = {}
     for key in grid:
         if key not in GRID_KEYS:
-            problems.append(f"grid.{key}: unknown key; grid has {' and '.join(GRID_KEYS)}")
+            problems.append(f"grid.{key}: unknown key; grid has {', '.join(GRID_KEYS)}")
     if "grid" in params:
-        problems += [f"grid.{key} is missing" for key in GRID_KEYS if key not in grid and key not in OPTIONAL_GRID_KEYS]
+        problems += [f"grid.{key} is missing" + (" (write `seeds: []` for settings.seed alone)" if key == "seeds" else "")
+                     for key in GRID_KEYS if key not in grid]
     vqgans = _vqgan_entries(grid["vqgan_models"], reg, problems) if "vqgan_models" in grid else {}
     perceptors = _perceptor_entries(grid["perceptors"], reg, problems) if "perceptors" in grid else {}
 
@@ -235,7 +238,7 @@ def build_grid(params: Mapping[str, Any], origin: str = PARAMS_FILE, root: Path 
     problems += _check_settings(settings, root)
     seed = settings.get("seed")
     seed = int(seed) if (type(seed) is int or (type(seed) is float and seed.is_integer())) else -1
-    replicates = _seed_entries(grid.get("seeds", []), seed, problems)
+    replicates = _seed_entries(grid["seeds"], seed, problems) if "seeds" in grid else ()
     seeds = (seed, *replicates)
 
     name = experiment if isinstance(experiment, str) else ""

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -77,16 +79,82 @@ def test_joined_perceptor_entry_is_one_cell_guided_by_all() -> None:
     assert [j.slug for j in grid.judges] == ["tiny-vit", "tiny-rn"]
 
 
-def test_study_params_validate_without_downloads() -> None:
+STUDY_PERCEPTORS = {"ViT-B32": ["ViT-B-32:openai"], "ViT-B16": ["ViT-B-16:openai"], "RN50": ["RN50:openai"],
+                    "RN101": ["RN101:openai"], "RN50x4": ["RN50x4:openai"],
+                    "ViT-B32_ViT-B16": ["ViT-B-32:openai", "ViT-B-16:openai"],
+                    "ViT-B32_RN50": ["ViT-B-32:openai", "RN50:openai"], "RN50_RN101": ["RN50:openai", "RN101:openai"]}
+
+
+def test_study_params_are_the_studys_40_cells_in_pyttis_meaning() -> None:
+    from engine.settings import resolve_settings
+
     grid = load_grid(REPO / "params.yaml")
     assert grid.experiment == "exp_vqgan_base_perceptors" and not grid.untrained
-    assert len(grid.cells) == len(grid.vqgans) * len(grid.perceptors) >= 20
-    assert {"imagenet", "openimages", "wikiart", "coco", "sflckr"} <= set(grid.vqgans)
+    assert [m.name for m in grid.vqgans.values()] == ["imagenet_16384", "openimages_8192", "wikiart_16384", "coco", "sflckr"]
+    assert {k: [m.name for m in v] for k, v in grid.perceptors.items()} == STUDY_PERCEPTORS
+    assert grid.seeds == (12345,) and len(grid.cells) == 40 and not any(c.replicate for c in grid.cells)
     assert grid.cell("imagenet", "ViT-B32_RN50").name == "exp_vqgan_base_perceptors__imagenet_ViT-B32_RN50"
-    s = grid.settings
-    assert (s["width"], s["height"], s["cutouts"], s["seed"]) == (256, 128, 60, 12345)
-    assert s["steps_per_scene"] * s["scenes"].count("||") + s["steps_per_scene"] == 40 * s["save_every"]
-    assert "init_image" not in s
+    assert grid.cell("sflckr", "ViT-B32").name == "exp_vqgan_base_perceptors__sflckr_ViT-B32"
+    s = resolve_settings(grid.engine_settings(grid.cell("coco", "RN50x4")))
+    assert s.seed == 12345 and s.perceptors == ["RN50x4:openai"] and s.init_image is None
+    assert (s.width, s.height, s.cutouts, s.cut_pow, s.cutout_border, s.border_mode) == (256, 128, 60, 1, 0.25, "clamp")
+    assert (s.steps_per_scene, s.steps_per_frame, s.save_every, s.interpolation_steps) == (1000, 50, 50, 500)
+    assert (s.learning_rate, s.reset_lr_each_frame, s.animation_mode, s.pre_animation_steps) == (None, True, "2D", 50)
+    assert (s.translate_x, s.zoom_x_2d, s.zoom_y_2d, s.sampling_mode, s.infill_mode) == (-1, 3, 3, "bicubic", "wrap")
+    assert (s.smoothing_weight, s.direct_stabilization_weight) == (0.02, 0.3)
+    assert s.steps_per_scene * s.scenes.count("||") + s.steps_per_scene == 40 * s.save_every
+
+
+def test_grid_command_validates_and_lists_the_40_study_cells() -> None:
+    result = subprocess.run([sys.executable, "-m", "experiments.grid"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("40 cells = 5 VQGANs × 8 perceptor entries × 1 seed (12345)")
+    rows = [line.split() for line in lines if line.startswith("  exp_vqgan_base_perceptors__")]
+    assert len(rows) == 40
+    assert ["exp_vqgan_base_perceptors__wikiart_RN50_RN101", "wikiart_16384", "RN50:openai+RN101:openai", "12345",
+            "cell@wikiart-RN50_RN101"] in rows
+
+
+def test_grid_command_names_bad_entries(tmp_path: Path) -> None:
+    params = read_params(REPO / "params.yaml")
+    params["grid"]["perceptors"]["RN50x5"] = "RN50x5:openai"
+    params["grid"]["seeds"] = [12345, "x"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = subprocess.run([sys.executable, "-m", "experiments.grid", "--params", str(tmp_path / "params.yaml")],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 1 and result.stdout == ""
+    assert "grid.perceptors.RN50x5: unknown perceptor 'RN50x5:openai'" in result.stderr
+    assert "grid.seeds=[12345, 'x']: expected a list of non-negative integers" in result.stderr
+
+
+def test_seeds_make_one_replicate_of_every_cell() -> None:
+    grid = build_grid(demo_params(**{"grid.seeds": [7, 3]}))
+    assert grid.seeds == (12345, 7, 3) and len(grid.cells) == 12
+    first, seven = grid.cell("tiny", "tiny-rn"), grid.cell("tiny", "tiny-rn", 7)
+    assert (first.seed, first.replicate, first.name, first.stage) == (
+        12345, False, "demo_untrained__tiny_tiny-rn", "cell@tiny-tiny-rn")
+    assert (seven.seed, seven.replicate, seven.name, seven.stage) == (
+        7, True, "demo_untrained__tiny_tiny-rn__seed-7", "replicate@tiny-tiny-rn-7")
+    assert grid.engine_settings(seven)["seed"] == 7 and grid.engine_settings(seven)["file_namespace"] == seven.name
+    assert [c.seed for c in grid.cells[:3]] == [12345, 7, 3]  # by VQGAN, perceptor entry, seed
+    assert len({c.name for c in grid.cells}) == len({c.stage for c in grid.cells}) == 12
+    with pytest.raises(GridError, match="seeds: 12345, 7, 3"):
+        grid.cell("tiny", "tiny-rn", 8)
+
+
+def test_init_and_target_images_come_from_the_inputs_folder(tmp_path: Path) -> None:
+    (tmp_path / "experiments/inputs").mkdir(parents=True)
+    (tmp_path / "experiments/inputs/photo.png").write_bytes(b"png")
+    params = demo_params(**{"settings.init_image": "experiments/inputs/photo.png",
+                            "settings.target_images": "experiments/inputs/photo.png:0.5"})
+    grid = build_grid(params, root=tmp_path)
+    assert grid.engine_settings(grid.cells[0])["init_image"] == "experiments/inputs/photo.png"
+    message = grid_error(demo_params(**{"settings.init_image": "experiments/inputs/GasWorksPark3.jpg"}))
+    assert "settings.init_image='experiments/inputs/GasWorksPark3.jpg': no such file" in message
+    message = grid_error(demo_params(**{"settings.target_images": "../photo.png | experiments/inputs/x.png"}))
+    assert "settings.target_images='../photo.png': put the file in experiments/inputs/" in message
+    assert "settings.target_images='experiments/inputs/x.png': no such file" in message
 
 
 def test_unknown_model_names_the_closest_match() -> None:
@@ -136,10 +204,14 @@ def test_colliding_stage_names_and_unsafe_slugs(tmp_path: Path, user_models) -> 
 
 
 @pytest.mark.parametrize("change, expected", [
-    ({"settings.seed": -1}, "one fixed seed"),
+    ({"settings.seed": -1}, "compares checkpoints at fixed seeds"),
     ({"settings.cutout": 4}, "unknown setting 'cutout'; did you mean cutouts"),
     ({"settings.vqgan_model": "tiny"}, "settings.vqgan_model: set per cell by the grid"),
-    ({"settings.init_image": "photo.jpg"}, "init_image and target_images are not supported"),
+    ({"settings.init_image": "photo.jpg"}, "settings.init_image='photo.jpg': put the file in experiments/inputs/"),
+    ({"grid.seeds": [7, 7]}, "grid.seeds lists 7 twice"),
+    ({"grid.seeds": [12345, 7]}, "grid.seeds lists 12345, which is settings.seed"),
+    ({"grid.seeds": 7}, "grid.seeds=7: expected a list of non-negative integers"),
+    ({"grid.seeds": None}, "grid.seeds is missing (write `seeds: []` for settings.seed alone)"),
     ({"settings.width": "wide"}, "setting width='wide': expected int"),
     ({"experiment": "a__b"}, "experiment='a__b'"),
     ({"out_dir": "/abs/images"}, "must be a sub-folder of the repository"),
@@ -153,25 +225,28 @@ def test_bad_params_are_reported(change: dict, expected: str) -> None:
 
 def test_every_problem_is_listed_at_once() -> None:
     message = grid_error(demo_params(**{"settings.seed": -1, "grid.vqgan_models": {"nope": "nope"}}))
-    assert "one fixed seed" in message and "unknown VQGAN model 'nope'" in message
+    assert "compares checkpoints at fixed seeds" in message and "unknown VQGAN model 'nope'" in message
 
 
-def test_dvc_yaml_agrees_with_grid_names() -> None:
-    """The stage names, outputs, metrics and params in dvc.yaml are the ones grid.py computes."""
+@pytest.mark.parametrize("group, replicate", [("cell", False), ("replicate", True)])
+def test_dvc_yaml_agrees_with_grid_names(group: str, replicate: bool) -> None:
+    """The stage names, outputs, metrics, params and deps in dvc.yaml are the ones grid.py computes."""
     dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    stage = dvc["stages"]["cell"]
-    grid = build_grid(demo_params(**{"grid.perceptors": {"tiny-vit_tiny-rn": "tiny-vit+tiny-rn"}}))
-    cell = grid.cells[-1]
+    stage = dvc["stages"][group]
+    grid = build_grid(demo_params(**{"grid.perceptors": {"tiny-vit_tiny-rn": "tiny-vit+tiny-rn"}, "grid.seeds": [7]}))
+    cell = next(c for c in reversed(grid.cells) if c.replicate == replicate)
     values = {"experiment": grid.experiment, "out_dir": grid.out_dir, "item.vqgan": cell.vqgan.slug,
-              "item.perceptors": cell.perceptor_key}
+              "item.perceptors": cell.perceptor_key, "item.seed": str(cell.seed)}
 
     def fill(text: str) -> str:
         return re.sub(r"\$\{([^}]+)\}", lambda m: values[m.group(1)], text)
 
-    assert set(stage["matrix"]) == {"vqgan", "perceptors"}
-    assert stage["matrix"]["vqgan"] == "${grid.vqgan_models}"
-    assert stage["matrix"]["perceptors"] == "${grid.perceptors}"
-    assert f"cell@{cell.vqgan.slug}-{cell.perceptor_key}" == cell.stage
+    matrix = {"vqgan": "${grid.vqgan_models}", "perceptors": "${grid.perceptors}"}
+    assert stage["matrix"] == ({**matrix, "seed": "${grid.seeds}"} if replicate else matrix)
+    dvc_name = "-".join(fill(f"${{item.{k}}}") for k in stage["matrix"])  # DVC joins matrix keys with '-'
+    assert f"{group}@{dvc_name}" == cell.stage
+    assert fill(stage["cmd"]).split() == ["python", "-m", "experiments.run_cell", cell.vqgan.slug, cell.perceptor_key,
+                                          *(["--seed", str(cell.seed)] if replicate else [])]
     assert [fill(o) for o in stage["outs"]] == [str(grid.cell_dir(cell))]
     assert [fill(next(iter(m))) for m in stage["metrics"]] == [str(grid.metrics_file(cell))]
     params = [fill(p) for p in stage["params"]]
@@ -181,6 +256,7 @@ def test_dvc_yaml_agrees_with_grid_names() -> None:
     deps = [fill(d) for d in stage["deps"]]
     assert f"experiments/model_stamps/vqgan-{cell.vqgan.slug}.json" in deps
     assert f"experiments/model_stamps/perceptors-{cell.perceptor_key}.json" in deps
+    assert "experiments/inputs" in deps  # init_image and target_images files
     assert dvc["stages"]["fetch_models"]["outs"] == ["experiments/model_stamps"]
 
 
