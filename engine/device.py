@@ -19,6 +19,11 @@ def pick_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SettingsError(f"setting device={name!r}: CUDA is not available here; use device=cpu or auto")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise SettingsError(f"setting device={name!r}: this machine has {torch.cuda.device_count()} CUDA "
+                            "device(s), numbered from 0; use device=cuda:0 or auto")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise SettingsError(f"setting device={name!r}: MPS (Apple GPU) is not available here; use device=cpu or auto")
     return device
 
 

@@ -4,12 +4,20 @@ Layout and formats: docs/run-folder-format.md. Every file is written atomically.
 losses and resume state go through one background writer so that PNG encoding stays off the
 optimisation loop, and are written in order: the resume state never claims a frame that is
 not on disk yet.
+
+Every frame's SHA-256 is recorded, in the resume state while the run goes and in metrics.json
+when it is done, so that a damaged or missing frame is found before a run resumes from, or is
+taken as, a state that claims it. The resume state is rotated (`resume.pt` → `resume.prev.pt`)
+only after the new one is safely on disk.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import os
+import pickle
 import queue
 import re
 import threading
@@ -21,7 +29,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine.fsutil import atomic_path, atomic_write, atomic_write_json
+from engine.download import sha256_file
+from engine.fsutil import atomic_path, atomic_write, atomic_write_json, write_file
 from engine.settings import result_settings
 
 SIDECAR_FORMAT = "vqgan-clip-run/1"
@@ -29,6 +38,10 @@ SIDECAR_FORMAT = "vqgan-clip-run/1"
 
 class RunFolderConflict(RuntimeError):
     """The output folder already holds a run made with other settings."""
+
+
+class RunFolderDamaged(RuntimeError):
+    """Frames of the run changed on disk while it ran."""
 
 
 class RunFolder:
@@ -42,6 +55,9 @@ class RunFolder:
         self.metrics = self.path / "metrics.json"
         self.video = self.path / f"{namespace}.mp4"
         self.resume = self.path / "resume.pt"
+        self.resume_prev = self.path / "resume.prev.pt"
+        # Beside the folder, not in it: the folder may become a DVC output (the grid moves it).
+        self.lock_file = Path(out_dir) / f".{namespace}.lock"
         self._frame_re = re.compile(rf"^{re.escape(namespace)}_(\d+)\.png$")
 
     def frame(self, n: int) -> Path:
@@ -64,9 +80,49 @@ class RunFolder:
     def is_complete(self) -> bool:
         return self.metrics.exists()
 
+    def frame_problems(self, hashes: list[str]) -> list[str]:
+        """What is wrong with frames 1..len(hashes) against their recorded SHA-256s (empty: all good)."""
+        problems = []
+        for n, expected in enumerate(hashes, 1):
+            path = self.frame(n)
+            try:
+                actual = sha256_file(path)
+            except OSError as err:
+                problems.append(f"frame {n} ({path}) is missing or unreadable ({err.strerror or err})")
+                continue
+            if actual != expected:
+                problems.append(f"frame {n} ({path}) is damaged (its SHA-256 differs from the recorded one)")
+        return problems
+
+    def completion_problems(self) -> list[str]:
+        """What makes this folder's finished run (metrics.json) untrustworthy (empty: nothing)."""
+        try:
+            metrics = json.loads(self.metrics.read_text())
+            hashes = metrics["frame_sha256"]
+        except (OSError, ValueError, TypeError, KeyError):
+            return [f"{self.metrics} is unreadable or records no frame hashes"]
+        return self.frame_problems(hashes)
+
+    def reopen(self) -> None:
+        """Make a finished run unfinished again (metrics and video go; frames and sidecar stay)."""
+        for path in (self.metrics, self.video, self.resume, self.resume_prev):
+            path.unlink(missing_ok=True)
+
+    def clean_temp_files(self) -> list[Path]:
+        """Delete what a killed writer left: `.<file>.<random>.tmp` and the video's `.<ns>.mp4.*.mp4`."""
+        if not self.path.is_dir():
+            return []
+        video_tmp = f".{self.video.name}."
+        stale = [p for p in self.path.iterdir() if p.name.startswith(".") and p.is_file()
+                 and (p.name.endswith(".tmp") or (p.name.startswith(video_tmp) and p.name.endswith(".mp4")))]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return stale
+
     def clear(self) -> None:
         """Delete this run's own files (and nothing else in the folder)."""
-        for path in [*self.frames(), self.sidecar, self.losses, self.metrics, self.video, self.resume]:
+        for path in [*self.frames(), self.sidecar, self.losses, self.metrics, self.video, self.resume,
+                     self.resume_prev]:
             path.unlink(missing_ok=True)
 
     def check_settings(self, settings: dict[str, Any], allow_overwrite: bool) -> str:
@@ -127,25 +183,21 @@ def write_losses_csv(path: Path, labels: list[str], rows: list[list[float]]) -> 
     atomic_write(path, text.getvalue())
 
 
-def read_losses_csv(path: Path, up_to_step: int) -> list[list[float]]:
-    """Rows of losses.csv with step <= `up_to_step` (for resuming)."""
-    if not path.exists():
-        return []
-    with path.open() as f:
-        reader = csv.reader(f)
-        next(reader, None)
-        return [[float(v) for v in row] for row in reader if row and int(row[0]) <= up_to_step]
-
-
 def write_video(frames: list[Path], path: Path, fps: int) -> None:
     """Encode the frames into an H.264 mp4 (imageio's bundled ffmpeg)."""
     with atomic_path(path.with_suffix(".mp4")) as tmp:
         video = tmp.with_suffix(".mp4")  # ffmpeg picks the container from the suffix
-        with imageio.get_writer(video, fps=fps, codec="libx264", quality=8, macro_block_size=8,
-                                ffmpeg_log_level="error") as writer:
-            for frame in frames:
-                writer.append_data(imageio.imread(frame))
-        video.replace(tmp)
+        try:
+            with imageio.get_writer(video, fps=fps, codec="libx264", quality=8, macro_block_size=8,
+                                    ffmpeg_log_level="error") as writer:
+                for frame in frames:
+                    writer.append_data(imageio.imread(frame))
+            video.replace(tmp)
+        except BaseException:
+            video.unlink(missing_ok=True)
+            raise
+        if not tmp.stat().st_size:  # ffmpeg failed to write (disk full) without saying so
+            raise OSError(28, os.strerror(28), str(path))
 
 
 class BackgroundWriter:
@@ -176,19 +228,60 @@ class BackgroundWriter:
         self._raise()
 
     def _raise(self) -> None:
+        if isinstance(self._error, OSError):  # names its file: the CLI reports it in one line
+            raise self._error
         if self._error is not None:
             raise RuntimeError(f"writing run outputs failed: {self._error}") from self._error
 
 
-def save_frame_job(path: Path, pixels: np.ndarray) -> Callable[[], None]:
-    return lambda: atomic_write(path, png_bytes(pixels))
-
-
-def save_state_job(path: Path, state: dict) -> Callable[[], None]:
+def save_frame_job(path: Path, pixels: np.ndarray, n: int, hashes: list[str]) -> Callable[[], None]:
+    """Write frame `n` and record its SHA-256 as `hashes[n - 1]` (dropping any later ones)."""
     def job() -> None:
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
+        data = png_bytes(pixels)
+        atomic_write(path, data)
+        hashes[n - 1:] = [hashlib.sha256(data).hexdigest()]
     return job
+
+
+def save_state_job(folder: RunFolder, state: dict, hashes: list[str]) -> Callable[[], None]:
+    """Write the resume state (with the hashes of the frames written so far) durably, keeping the
+    previous state as resume.prev.pt until the new one is in place."""
+    def job() -> None:
+        buffer = io.BytesIO()
+        torch.save({**state, "frames": list(hashes)}, buffer)
+        with atomic_path(folder.resume) as tmp:
+            write_file(tmp, buffer.getvalue(), durable=True)
+            if folder.resume.exists():
+                os.replace(folder.resume, folder.resume_prev)
+    return job
+
+
+RESUME_KEYS = ("step", "z", "ema", "optimiser", "generator", "wall_time_s", "frame_start", "frames", "losses")
+
+
+def load_resume_state(folder: RunFolder, device: torch.device) -> tuple[dict | None, list[str]]:
+    """The newest usable resume state (resume.pt, else resume.prev.pt, else None) and why newer
+    ones could not be used.
+
+    A state is usable when it loads, has every key of `RESUME_KEYS` and every frame it claims is
+    on disk with its recorded SHA-256.
+    """
+    problems = []
+    for path in (folder.resume, folder.resume_prev):
+        if not path.exists():
+            continue
+        try:
+            state = torch.load(path, map_location=device, weights_only=True)
+        except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
+            problems.append(f"{path} is damaged ({str(err).splitlines()[0] if str(err) else type(err).__name__})")
+            continue
+        missing = [k for k in RESUME_KEYS if not isinstance(state, dict) or k not in state]
+        frames = [] if missing else folder.frame_problems(state["frames"])
+        if not missing and not frames:
+            return state, problems
+        problems.append(f"{path} lacks {', '.join(missing)} (written by another version)" if missing
+                        else f"{path} cannot be used: {'; '.join(frames)}")
+    return None, problems
 
 
 def write_metrics(folder: RunFolder, metrics: dict) -> None:

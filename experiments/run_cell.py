@@ -9,6 +9,11 @@ experiments/.partial/<cell>/ and is moved to `<out_dir>/<cell>/` (the stage's DV
 only when complete: DVC deletes a stage's outputs before running it, so an interrupted cell
 would otherwise lose its frames; this way the next `dvc repro` resumes it from its last saved
 frame. Its metrics.json is copied to experiments/metrics/<cell>.json, a DVC metric.
+
+One process per cell: the cell's lock (experiments/.partial/.<cell>.cell.lock) is held from
+before the run until the cell is in place, so a second `run_cell` of the same cell (say, from
+a new `dvc repro` while an orphaned one still runs) exits at once naming the holder's PID.
+The finished folder is replaced only by a partial run that is complete with verified frames.
 """
 from __future__ import annotations
 
@@ -18,15 +23,18 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from experiments.grid import PARAMS_FILE, PARTIAL_DIR, GridError, load_grid
+
+if TYPE_CHECKING:
+    from engine.settings import Settings
 
 
 def run_cell(vqgan: str, perceptor: str, params: str | Path = PARAMS_FILE, *, seed: int | None = None,
              quiet: bool = True) -> Path:
     """Run one cell (resuming its partial run if any) and return its folder under out_dir."""
-    from engine.fsutil import atomic_write_json
-    from engine.run import run
+    from engine.locks import exclusive_lock
     from engine.settings import resolve_settings
 
     grid = load_grid(params)
@@ -35,21 +43,33 @@ def run_cell(vqgan: str, perceptor: str, params: str | Path = PARAMS_FILE, *, se
     untrained = " (UNTRAINED models)" if cell.vqgan.untrained or any(p.untrained for p in cell.perceptors) else ""
     print(f"cell {cell.name}: VQGAN {cell.vqgan.name} × perceptors {' + '.join(p.name for p in cell.perceptors)}, "
           f"seed {settings.seed}{untrained}", flush=True)
-    partial = run(settings, quiet=quiet)
-
-    final = grid.cell_dir(cell)
-    if final.exists():  # DVC removed it already; a manual run may not have
-        shutil.rmtree(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(partial), str(final))
-    sidecar_path = final / f"{cell.name}_settings.json"
-    sidecar = json.loads(sidecar_path.read_text())
-    sidecar["settings"]["out_dir"] = grid.out_dir  # where the run lives now (not a result setting)
-    atomic_write_json(sidecar_path, sidecar)
+    with exclusive_lock(PARTIAL_DIR / f".{cell.name}.cell.lock", what=f"grid cell {cell.name}"):
+        final = _run_and_move(settings, grid.cell_dir(cell), grid.out_dir, quiet)
     metrics = grid.metrics_file(cell)
     metrics.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(final / "metrics.json", metrics)
     print(f"cell {cell.name}: done -> {final}", flush=True)
+    return final
+
+
+def _run_and_move(settings: Settings, final: Path, out_dir: str, quiet: bool) -> Path:
+    """Run (or resume) the cell in its partial folder; once complete and verified, move it to `final`."""
+    from engine.fsutil import atomic_write_json
+    from engine.outputs import RunFolder, RunFolderDamaged
+    from engine.run import run
+
+    partial = RunFolder(settings.out_dir, settings.file_namespace)
+    run(settings, quiet=quiet)
+    problems = partial.completion_problems()
+    if problems:  # run() returns only complete runs; this guards the finished cell all the same
+        raise RunFolderDamaged(f"{partial.path}: {'; '.join(problems)}; the finished cell was left as it was")
+    sidecar = json.loads(partial.sidecar.read_text())
+    sidecar["settings"]["out_dir"] = out_dir  # where the run will live (not a result setting)
+    atomic_write_json(partial.sidecar, sidecar)
+    if final.exists():  # DVC removed it already; a manual run may not have
+        shutil.rmtree(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(partial.path), str(final))
     return final
 
 
@@ -63,13 +83,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     quiet = not sys.stderr.isatty() or bool(os.environ.get("VQCLIP_QUIET"))
     from engine.download import DownloadError
-    from engine.outputs import RunFolderConflict
+    from engine.fsutil import describe_os_error
+    from engine.locks import LockHeld
+    from engine.outputs import RunFolderConflict, RunFolderDamaged
     from engine.settings import SettingsError
 
     try:
         run_cell(args.vqgan, args.perceptor, args.params, seed=args.seed, quiet=quiet)
-    except (GridError, SettingsError, RunFolderConflict, DownloadError) as err:
+    except (GridError, SettingsError, RunFolderConflict, RunFolderDamaged, DownloadError, LockHeld) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(f"error: {describe_os_error(err)}", file=sys.stderr)
         return 1
     return 0
 
