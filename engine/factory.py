@@ -83,11 +83,11 @@ def load_vqgan(name: str, device: str | torch.device = "cpu", *, random_weights:
         digest = model_sha256(key, ckpt_path)  # a file changed since it was verified is not even parsed
         try:
             model = load_vqgan_files(config_path, ckpt_path)
-        except UnsafeCheckpointError as err:
+        except UnsafeCheckpointError as err:  # a file that calls code: nothing of it stays in the cache
+            ChecksumLock(cache.lock_file()).forget(key)
             if source.local_checkpoint or source.untrained:
                 raise
-            ckpt_path.unlink(missing_ok=True)  # a downloaded file that calls code: nothing of it stays
-            ChecksumLock(cache.lock_file()).forget(key)
+            ckpt_path.unlink(missing_ok=True)
             raise UnsafeCheckpointError(f"{err}. The downloaded file and its checksum record were deleted; "
                                         f"remove the mirror it came from ({_origin(source, ckpt_path)})") from None
         info = ModelInfo(source.name, source.slug, _origin(source, ckpt_path), digest, source.untrained)
