@@ -18,15 +18,16 @@ import param
 from bokeh.models import Span
 
 from dashboard import plots
-from dashboard.catalog import load_catalog, perceptor_names, select
+from dashboard.catalog import perceptor_names, select
 from dashboard.context import cell_context, labels, slot_tags
 from dashboard.grid import axis_options, grid_spec
+from dashboard.live import current_catalog
 from dashboard.player import GridPlayer
 from dashboard.scores import STATS, load_scores, scores_dir
 from dashboard.frames import frame_url, mount_frames
 
 TITLE = "VQGAN+CLIP bias dashboard"
-POLL_MS = 3000  # how often an open page looks for new frames and runs
+POLL_MS = 2000  # how often an open page looks for new frames and runs (a few stat calls)
 SIDEBAR_WIDTH = 250
 pn.extension()
 
@@ -96,7 +97,7 @@ def create_app(root: str | Path, scores: str | Path | None = None,
     `<root>/../scores`) holds score files. A served page re-reads the catalog every `poll_ms`."""
     score_dir = scores_dir(root, scores)
     skip = [score_dir] if score_dir else []
-    live = Live(catalog=load_catalog(root, skip=skip))
+    live = Live(catalog=current_catalog(root, skip))
     playable = live.catalog[live.catalog["n_frames"] > 0]
     bias, stats = load_scores(score_dir)
 
@@ -136,7 +137,7 @@ def create_app(root: str | Path, scores: str | Path | None = None,
         for span in markers.values():
             span.location, span.visible = step or 0, step is not None
 
-    player.param.watch(move_markers, ["step", "grid"])
+    player.param.watch(move_markers, ["step"])
     smoothing = pn.widgets.FloatSlider(label="Smoothing", start=0, end=0.99, step=0.01, value=0,
                                        width=240)
     panels: list = [player, pn.pane.Markdown(pn.bind(_summary, live.param.catalog, shown)),
@@ -160,16 +161,15 @@ def create_app(root: str | Path, scores: str | Path | None = None,
                         width=SIDEBAR_WIDTH, styles={"overflow-wrap": "anywhere"})
 
     def refresh() -> None:
-        new = load_catalog(root, skip=skip)
-        if signature(new) == signature(live.catalog):
+        new = current_catalog(root, skip)
+        if new is live.catalog or signature(new) == signature(live.catalog):
             return
         ready = new[new["n_frames"] > 0]
-        with pn.io.hold():
-            _update_checks(vqgans, sorted(ready["vqgan"].unique()))
-            _update_checks(perceptors, perceptor_names(ready))
-            _update_checks(experiments, sorted(ready["experiment"].unique()))
-            baseline.options = {"(none)": "", **{r: r for r in ready["run"]}}
-            live.catalog = new
+        _update_checks(vqgans, sorted(ready["vqgan"].unique()))
+        _update_checks(perceptors, perceptor_names(ready))
+        _update_checks(experiments, sorted(ready["experiment"].unique()))
+        baseline.options = {"(none)": "", **{r: r for r in ready["run"]}}
+        live.catalog = new
 
     if pn.state.curdoc is not None and poll_ms:
         pn.state.add_periodic_callback(refresh, period=poll_ms)
