@@ -21,6 +21,7 @@ PYTTI_PERCEPTORS = {
 MAX_JSON_BYTES = 4_000_000
 MAX_JSON_DEPTH = 32
 RERUN_RE = re.compile(r"^(?P<stem>.*)\((?P<k>\d+)\)$")
+REPLICATE_RE = re.compile(r"^(?P<cell>.+)__seed-(?P<seed>\d+)$")  # the grid's replicates (grid.seeds)
 _KINDS = {dict: "an object", list: "a list", str: "a string"}
 
 
@@ -51,9 +52,16 @@ def split_rerun(name: str) -> tuple[str, int]:
     return (m["stem"], int(m["k"])) if m else (name, 0)
 
 
+def split_replicate(name: str) -> tuple[str, int | None]:
+    """`<cell>__seed-7` (a replicate of the grid) -> (`<cell>`, 7); other names -> (name, None)."""
+    m = REPLICATE_RE.match(split_rerun(name)[0])
+    return (m["cell"], int(m["seed"])) if m else (split_rerun(name)[0], None)
+
+
 def parse_cell_name(name: str) -> tuple[str, str | None, list[str]]:
-    """`<experiment>__<vqgan>_<p1>_<p2>` -> (experiment, vqgan, [p1, p2]); slugs never hold `_`."""
-    experiment, sep, rest = split_rerun(name)[0].rpartition("__")
+    """`<experiment>__<vqgan>_<p1>_<p2>[__seed-<n>]` -> (experiment, vqgan, [p1, p2]); slugs
+    never hold `_`."""
+    experiment, sep, rest = split_replicate(name)[0].rpartition("__")
     if not sep:
         return "", None, []
     vqgan, *perceptors = rest.split("_")
@@ -198,4 +206,4 @@ def from_name(name: str) -> Meta:
     """What a grid folder name `<experiment>__<vqgan>_<perceptors>` says."""
     experiment, vqgan, perceptors = parse_cell_name(name)
     return Meta(source="folder name", vqgan=vqgan or "?", perceptors=perceptors,
-                experiment=experiment or None)
+                experiment=experiment or None, seed=split_replicate(name)[1])

@@ -15,13 +15,18 @@ the cosine similarity of its image embedding to its scene prompt:
   study's 256×128), each resized to the judge's input size, renormalised.
 
 A cell's similarity is the mean over its frames. A generator that scores high under its own
-judge but low under the others has found that perceptor's blind spots rather than the prompt.
+judge but low under the others has found that perceptor's blind spots rather than the prompt:
+experiments/bias.py turns the similarities into each judge's self-preference, in the judge's
+own spread, with a 95 % interval over the grid's seeds.
 
 Writes experiments/scores/:
-- bias_matrix.csv  `vqgan,generator,judge,similarity` (generator = slugs joined by '+')
-- bias.json        {vqgan: {generator: {judge: similarity}}} (DVC metrics)
+- bias_matrix.csv  `vqgan,generator,judge,similarity,seed,z` (generator = slugs joined by '+';
+                   one row per seed; z: similarity z-scored within the judge and seed)
+- bias.json        {vqgan: {generator: {judge: similarity, mean over seeds}}} (DVC metrics)
+- self_preference.json {"judges": {judge: {mean, low, high, seeds}}, "vqgans": {vqgan: ...}}
+                   (DVC metrics; low/high null with one seed)
 - image_stats.csv  `cell,vqgan,generator,frame,step,colourfulness,saturation,contrast,edge_density,palette`
-- image_stats.json {vqgan: {generator: {statistic: mean over frames}}} (DVC metrics)
+- image_stats.json {vqgan: {generator: {statistic: mean over frames and seeds}}} (DVC metrics)
 Statistics: experiments/imagestats.py.
 """
 from __future__ import annotations
@@ -35,10 +40,13 @@ from pathlib import Path
 
 import numpy as np
 
+import pandas as pd
+
+from experiments.bias import self_preference, standardise, summary
 from experiments.grid import PARAMS_FILE, SCORES_DIR, Cell, Grid, GridError, load_grid
 from experiments.imagestats import STATS, frame_stats
 
-BIAS_COLUMNS = ["vqgan", "generator", "judge", "similarity"]
+BIAS_COLUMNS = ["vqgan", "generator", "judge", "similarity", "seed", "z"]
 STATS_COLUMNS = ["cell", "vqgan", "generator", "frame", "step", *STATS, "palette"]
 BATCH = 32
 
@@ -139,21 +147,25 @@ def score(grid: Grid, folder: Path = SCORES_DIR, *, device: str | None = None) -
         del perceptor
 
     folder.mkdir(parents=True, exist_ok=True)
-    bias_rows = [[c.cell.vqgan.slug, c.cell.generator, j.slug, similarity[c.cell.name, j.slug]]
-                 for c in cells for j in grid.judges]
-    stats_rows, stats_means = [], {}
+    bias = standardise(pd.DataFrame(
+        [[c.cell.vqgan.slug, c.cell.generator, j.slug, similarity[c.cell.name, j.slug], c.cell.seed]
+         for c in cells for j in grid.judges], columns=BIAS_COLUMNS[:-1]))
+    stats_rows, frame_values = [], {}
     for c in cells:
         per_frame = [frame_stats(p) for p in pixels[c.cell.name]]
         for path, step, stats in zip(c.frames, c.steps, per_frame):
             n = int(path.stem.rsplit("_", 1)[1])
             stats_rows.append([c.cell.name, c.cell.vqgan.slug, c.cell.generator, n, step,
                                *(stats[k] for k in STATS), stats["palette"]])
-        stats_means.setdefault(c.cell.vqgan.slug, {})[c.cell.generator] = {
-            k: _round(float(np.mean([s[k] for s in per_frame]))) for k in STATS}
+        frame_values.setdefault(c.cell.vqgan.slug, {}).setdefault(c.cell.generator, []).extend(per_frame)
+    stats_means = {v: {g: {k: _round(float(np.mean([s[k] for s in frames]))) for k in STATS}
+                       for g, frames in by_generator.items()} for v, by_generator in frame_values.items()}
 
     paths = {
-        "bias_matrix": _write_csv(folder / "bias_matrix.csv", BIAS_COLUMNS, bias_rows),
-        "bias": _write_json(folder / "bias.json", _nest(bias_rows)),
+        "bias_matrix": _write_csv(folder / "bias_matrix.csv", BIAS_COLUMNS,
+                                  bias[BIAS_COLUMNS].values.tolist()),
+        "bias": _write_json(folder / "bias.json", _nest(bias)),
+        "self_preference": _write_json(folder / "self_preference.json", _preference_metrics(bias)),
         "image_stats": _write_csv(folder / "image_stats.csv", STATS_COLUMNS, stats_rows),
         "image_stats_summary": _write_json(folder / "image_stats.json", stats_means),
     }
@@ -164,12 +176,22 @@ def _round(value: float) -> float | None:
     return None if math.isnan(value) else round(value, 6)
 
 
-def _nest(rows: list[list]) -> dict:
-    """[vqgan, generator, judge, value] rows → {vqgan: {generator: {judge: value}}}."""
+def _nest(bias: pd.DataFrame) -> dict:
+    """{vqgan: {generator: {judge: mean similarity over seeds}}}."""
     result: dict = {}
-    for vqgan, generator, judge, value in rows:
+    means = bias.groupby(["vqgan", "generator", "judge"], sort=False)["similarity"].mean()
+    for (vqgan, generator, judge), value in means.items():
         result.setdefault(vqgan, {}).setdefault(generator, {})[judge] = _round(value)
     return result
+
+
+def _preference_metrics(bias: pd.DataFrame) -> dict:
+    """Self-preference per judge and per VQGAN (experiments/bias.py) as DVC metrics."""
+    prefs = self_preference(bias)
+    return {f"{by}s": {row[by]: {k: (_round(row[k]) if k != "seeds" else int(row[k]))
+                                 for k in ("mean", "low", "high", "seeds")}
+                       for row in summary(prefs, by).to_dict("records")}
+            for by in ("judge", "vqgan")}
 
 
 def _cell(value) -> str:

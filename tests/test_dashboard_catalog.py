@@ -131,6 +131,18 @@ def test_folder_names_split_on_the_last_double_underscore() -> None:
         "exp_vqgan_base_perceptors", "sflckr", ["ViT-B32", "RN50"])
     assert parse_cell_name("a__b__imagenet_RN50(2)") == ("a__b", "imagenet", ["RN50"])
     assert parse_cell_name("plain_name") == ("", None, [])
+    assert parse_cell_name("exp__sflckr_RN50__seed-7") == ("exp", "sflckr", ["RN50"])  # a replicate
+
+
+def test_replicates_join_their_cells_experiment(tmp_path: Path) -> None:
+    make_our_run(tmp_path, cell_name("coco", ["RN50"]), "coco", ["RN50"])
+    make_our_run(tmp_path, cell_name("coco", ["RN50"]) + "__seed-7", "coco", ["RN50"], seed=7)
+    bare = tmp_path / (cell_name("coco", ["RN50"]) + "__seed-8")
+    bare.mkdir()
+    (bare / "metrics.json").write_text("{}")
+    cat = load_catalog(tmp_path)
+    assert set(cat["experiment"]) == {STUDY} and set(cat["generator"]) == {"RN50"}
+    assert sorted(cat["seed"]) == [7, 8, 12345]
 
 
 def test_perceptor_filter_matches_exactly(cat: pd.DataFrame) -> None:

@@ -85,3 +85,40 @@ def test_judges_without_their_own_cell_are_left_out() -> None:
     prefs = self_preference(df.drop(columns="seed"))  # an older score file: no seed column
     assert set(prefs["judge"]) == {"ViT-B32", "ViT-B16"} and set(prefs["seed"]) == {0}
     assert not math.isnan(summary(prefs, ["vqgan", "judge"])["mean"].iat[0])
+
+
+def test_score_stage_writes_seeds_z_and_self_preference(tmp_path, monkeypatch) -> None:
+    """The score stage on hand-made cell folders (two seeds) judged by the tiny perceptors."""
+    import json
+
+    from dashboard_fixtures import write_frame
+    from experiments.grid import build_grid
+    from experiments.score import score
+
+    monkeypatch.chdir(tmp_path)
+    settings = {"scenes": "a red square || a blue sky", "width": 32, "height": 16, "save_every": 5,
+                "steps_per_scene": 5, "interpolation_steps": 0, "seed": 3}
+    grid = build_grid({"experiment": "t", "out_dir": "out", "settings": settings,
+                       "grid": {"vqgan_models": {"tiny": "tiny"}, "seeds": [7],
+                                "perceptors": {"tiny-vit": "tiny-vit", "tiny-rn": "tiny-rn"}}},
+                      root=tmp_path)
+    for i, cell in enumerate(grid.cells):
+        folder = tmp_path / "out" / cell.name
+        folder.mkdir(parents=True)
+        (folder / f"{cell.name}_settings.json").write_text(json.dumps({"settings": settings}))
+        for n in (1, 2):
+            write_frame(folder / f"{cell.name}_{n}.png", (40 * i, 200 - 50 * n, 90), (32, 16))
+        (folder / "metrics.json").write_text('{"complete": true}')
+    score(grid, tmp_path / "scores", device="cpu")
+
+    bias = pd.read_csv(tmp_path / "scores" / "bias_matrix.csv")
+    assert list(bias.columns) == ["vqgan", "generator", "judge", "similarity", "seed", "z"]
+    assert len(bias) == 2 * 2 * 2 and set(bias["seed"]) == {3, 7}
+    for _, scores in bias.groupby(["judge", "seed"]):
+        assert scores["z"].mean() == pytest.approx(0, abs=1e-5)
+    prefs = json.loads((tmp_path / "scores" / "self_preference.json").read_text())
+    assert set(prefs["judges"]) == {"tiny-vit", "tiny-rn"} and set(prefs["vqgans"]) == {"tiny"}
+    assert all(v["seeds"] == 2 and v["low"] <= v["mean"] <= v["high"] for v in prefs["judges"].values())
+    means = json.loads((tmp_path / "scores" / "bias.json").read_text())["tiny"]["tiny-rn"]
+    assert means["tiny-vit"] == pytest.approx(
+        bias.query("generator == 'tiny-rn' and judge == 'tiny-vit'")["similarity"].mean(), abs=1e-5)
