@@ -12,6 +12,7 @@ BIAS_COLUMNS = ["vqgan", "generator", "judge", "similarity"]
 STATS_COLUMNS = ["cell", "vqgan", "generator", "frame", "step", "colourfulness", "saturation",
                  "contrast", "edge_density", "palette"]
 STATS = ["colourfulness", "saturation", "contrast", "edge_density"]
+NUMERIC = ["similarity", "seed", "z", "frame", "step", *STATS]  # text there reads as missing
 
 
 class Scores(NamedTuple):
@@ -28,6 +29,8 @@ def scores_dir(root: str | Path, scores: str | Path | None = None) -> Path | Non
 
 
 def _read(path: Path, columns: list[str]) -> pd.DataFrame | None:
+    """The CSV with its numeric columns as numbers; rows without a number where `columns` need
+    one are dropped (and logged); None where the file is missing, unreadable or lacks columns."""
     if not path.is_file():
         return None
     try:
@@ -38,7 +41,14 @@ def _read(path: Path, columns: list[str]) -> pd.DataFrame | None:
     if missing := set(columns) - set(df.columns):
         log.warning("ignoring %s: no column %s", path, ", ".join(sorted(missing)))
         return None
-    return df
+    numeric = [c for c in NUMERIC if c in df.columns]
+    df[numeric] = df[numeric].apply(pd.to_numeric, errors="coerce")
+    needed = [c for c in numeric if c in columns]
+    bad = df[needed].isna().any(axis=1)
+    if bad.any():
+        log.warning("%s: ignoring %d row(s) without a number in %s", path, int(bad.sum()),
+                    ", ".join(needed))
+    return df[~bad]
 
 
 def load_scores(folder: Path | None) -> Scores:

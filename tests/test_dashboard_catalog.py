@@ -173,6 +173,10 @@ def test_scores_default_beside_the_root(tmp_path: Path) -> None:
     assert len(stats) == 2 and stats["cell"].iat[0] == cell_name("sflckr", ["RN50"])
     (tmp_path / "scores" / "bias_matrix.csv").write_text("nonsense\n1\n")
     assert load_scores(tmp_path / "scores").bias is None
+    (tmp_path / "scores" / "bias_matrix.csv").write_text(
+        "vqgan,generator,judge,similarity\nsflckr,RN50,RN50,0.25\nsflckr,RN50,RN101,high\n")
+    bias = load_scores(tmp_path / "scores").bias
+    assert bias["similarity"].tolist() == [0.25]  # the row without a number is dropped
 
 
 def _cli(*args: str) -> str:
