@@ -140,11 +140,11 @@ def _json_safe(df: pd.DataFrame) -> pd.DataFrame:
     return df.astype(object).where(df.notna(), None)
 
 
-def _read_losses(folder: Path) -> tuple[pd.DataFrame | None, str | None]:
+def _read_losses(folder: Path, files: set[str]) -> tuple[pd.DataFrame | None, str | None]:
     """losses.csv with every column numeric (text becomes NaN); rows without a numeric step are
     dropped and counted in the problem."""
     path = folder / "losses.csv"
-    if not path.exists():
+    if path.name not in files:  # absent, or not a plain file (a FIFO would block the read)
         return None, None
     try:
         raw = pd.read_csv(path)
@@ -158,9 +158,9 @@ def _read_losses(folder: Path) -> tuple[pd.DataFrame | None, str | None]:
     return losses, (f"losses.csv: {bad} row(s) without a numeric step ignored" if bad else None)
 
 
-def _read_metrics(folder: Path) -> tuple[dict[str, Any] | None, str | None]:
+def _read_metrics(folder: Path, files: set[str]) -> tuple[dict[str, Any] | None, str | None]:
     path = folder / "metrics.json"
-    if not path.exists():
+    if path.name not in files:
         return None, None
     try:
         return read_json_object(path), None
@@ -237,7 +237,8 @@ def read_run(root: Path, folder: Path, base: str, files: set[str]) -> dict[str, 
 
     (losses, losses_err), (metrics, metrics_err) = (None, None), (None, None)
     if meta.source != "pytti":  # pytti writes neither file
-        (losses, losses_err), (metrics, metrics_err) = _read_losses(folder), _read_metrics(folder)
+        (losses, losses_err) = _read_losses(folder, files)
+        (metrics, metrics_err) = _read_metrics(folder, files)
         problems += [e for e in (losses_err, metrics_err) if e]
     if not frames:
         problems.insert(0, "no frames")
