@@ -76,6 +76,8 @@ def test_panel_serve_script_mounts_the_frame_route(root: Path) -> None:
     with running(command, port, ready_path="/app"):
         assert http_get(port, FRAME)[0] == 200
         assert http_get(port, "/frames/%2e%2e/secret.png")[0] == 403
+        assert http_get(port, FRAME, headers={"Host": "evil"})[0] == 403
+        assert http_get(port, "/app", headers={"Host": f"evil:{port}"})[0] == 403
 
 
 def test_the_page_lists_bad_folders_and_the_rest(server: str) -> None:
