@@ -1,4 +1,8 @@
-"""pytti-style 2D animation: a per-frame affine warp of the image between frames."""
+"""pytti's 2D animation (`Transforms.zoom_2d` / `apply_grid`): one affine warp of the image per frame.
+
+The sampling grid depends only on the settings and the image size, so it is built once per run
+on the host (`motion_grid`) and reused every frame (`apply_motion`): nothing here waits for the device.
+"""
 from __future__ import annotations
 
 import math
@@ -6,41 +10,57 @@ import math
 import torch
 import torch.nn.functional as F
 
+SAMPLING_MODES = ("bicubic", "bilinear", "nearest")
+INFILL_MODES = ("mirror", "smear", "black", "wrap")
+_PADDING = {"mirror": "reflection", "smear": "border", "black": "zeros", "wrap": "zeros"}
 
-def transform_2d(image: torch.Tensor, *, translate_x: float = 0, translate_y: float = 0,
-                 rotate: float = 0, zoom_x: float = 0, zoom_y: float = 0) -> torch.Tensor:
-    """Warp image (N, 3, H, W) by one frame's 2D motion; the same warp for every image.
 
-    Conventions, in screen pixels (x right, y down), about the image centre:
-    - translate_x / translate_y: pixels per frame; positive moves content right / down.
-    - rotate: degrees per frame; positive turns content counter-clockwise on screen.
-    - zoom_x / zoom_y: percent per frame; content is scaled by 1 + zoom / 100 along x / y
-      (positive zooms in); must be > -100.
-    Content is rotated, then zoomed, then translated: p' = Z R p + t.
+def motion_grid(height: int, width: int, *, translate_x: float = 0, translate_y: float = 0, rotate: float = 0,
+                zoom_x: float = 0, zoom_y: float = 0, infill_mode: str = "wrap") -> torch.Tensor:
+    """The (1, H, W, 2) grid (align_corners=True) that samples one frame's move, as pytti builds it.
 
-    One bilinear affine_grid + grid_sample with reflection padding (align_corners=False).
-    All zeros returns `image` itself. Integer translations shift pixels exactly (up to float
-    rounding in the grid); uncovered edges are filled by reflection.
+    - zoom_x / zoom_y: pixels per frame; the grid is scaled by (W - zoom_x) / W and (H - zoom_y) / H,
+      so content is magnified by W / (W - zoom_x) in x (an uneven zoom when W != H).
+    - translate_x: pixels per frame, positive moves content right; translate_y: positive moves it up.
+      A pixel here is 2 / W of the normalised width (pytti's unit; align_corners=True spans W - 1).
+    - rotate: degrees per frame, applied in normalised coordinates: theta = R(rotate) diag(zx, zy).
+    - infill_mode wrap: when the grid leaves [-1, 1], coordinates are wrapped as pytti does:
+      add the smallest odd integer >= the largest |coordinate|, take the remainder modulo 2.0001, subtract 1.
     """
+    if not (abs(zoom_x) < width and abs(zoom_y) < height):
+        raise ValueError(f"zoom_x and zoom_y must be within (-width, width) and (-height, height) pixels, "
+                         f"got {zoom_x}, {zoom_y} for {width}x{height}")
+    zx, zy = (width - zoom_x) / width, (height - zoom_y) / height
+    tx, ty = -translate_x * 2 / width, translate_y * 2 / height
+    cos, sin = math.cos(math.radians(rotate)), math.sin(math.radians(rotate))
+    theta = torch.tensor([[[zx * cos, -zy * sin, tx], [zx * sin, zy * cos, ty]]], dtype=torch.float64)
+    grid = F.affine_grid(theta, [1, 1, height, width], align_corners=True)
+    if infill_mode == "wrap":
+        reach = float(grid.abs().max())
+        if reach > 1:
+            offset = math.ceil(reach)
+            offset += 1 - offset % 2  # odd
+            grid = grid.add(offset).remainder(2.0001).sub(1)
+    return grid.float()
+
+
+def apply_motion(image: torch.Tensor, grid: torch.Tensor, *, sampling_mode: str = "bicubic",
+                 infill_mode: str = "wrap") -> torch.Tensor:
+    """Warp image (N, C, H, W) with a `motion_grid`; outside the image: mirror, smear, black or wrap."""
     if image.ndim != 4:
         raise ValueError(f"image must have shape (N, C, H, W), got {tuple(image.shape)}")
-    if not (zoom_x > -100 and zoom_y > -100):
-        raise ValueError(f"zoom_x and zoom_y must be > -100 (percent), got {zoom_x}, {zoom_y}")
-    if translate_x == translate_y == rotate == zoom_x == zoom_y == 0:
-        return image
-    n, _, height, width = image.shape
-    # Output pixel p samples the input at M^-1 (p - t), M = Z R, with R counter-clockwise on
-    # screen (y down): R = [[cos, sin], [-sin, cos]], so R^-1 = [[cos, -sin], [sin, cos]].
-    angle = math.radians(rotate)
-    cos, sin = math.cos(angle), math.sin(angle)
-    ix, iy = 100 / (100 + zoom_x), 100 / (100 + zoom_y)
-    inv = [[cos * ix, -sin * iy], [sin * ix, cos * iy]]
-    # Normalised (align_corners=False) offsets from the centre are D p with D = diag(2/W, 2/H):
-    # theta = [D M^-1 D^-1 | -D M^-1 t].
-    d = (2 / width, 2 / height)
-    tx, ty = translate_x, translate_y
-    theta = [[d[r] * inv[r][c] / d[c] for c in range(2)] + [-d[r] * (inv[r][0] * tx + inv[r][1] * ty)]
-             for r in range(2)]
-    theta = torch.tensor(theta, dtype=image.dtype, device=image.device).expand(n, 2, 3)
-    grid = F.affine_grid(theta, list(image.shape), align_corners=False)
-    return F.grid_sample(image, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    if sampling_mode not in SAMPLING_MODES or infill_mode not in INFILL_MODES:
+        raise ValueError(f"sampling_mode must be one of {SAMPLING_MODES} and infill_mode one of {INFILL_MODES}, "
+                         f"got {sampling_mode!r}, {infill_mode!r}")
+    grid = grid.to(image.device, image.dtype).expand(image.shape[0], -1, -1, -1)
+    return F.grid_sample(image, grid, mode=sampling_mode, padding_mode=_PADDING[infill_mode], align_corners=True)
+
+
+def transform_2d(image: torch.Tensor, *, translate_x: float = 0, translate_y: float = 0, rotate: float = 0,
+                 zoom_x: float = 0, zoom_y: float = 0, sampling_mode: str = "bicubic",
+                 infill_mode: str = "wrap") -> torch.Tensor:
+    """One frame's pytti 2D move of image (N, C, H, W) (`motion_grid` + `apply_motion`)."""
+    grid = motion_grid(image.shape[-2], image.shape[-1], translate_x=translate_x, translate_y=translate_y,
+                       rotate=rotate, zoom_x=zoom_x, zoom_y=zoom_y, infill_mode=infill_mode)
+    return apply_motion(image, grid, sampling_mode=sampling_mode, infill_mode=infill_mode)
+

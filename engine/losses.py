@@ -28,6 +28,43 @@ def prompt_losses(image_embeds: torch.Tensor, target_embeds: torch.Tensor,
     return weights.abs() * replace_grad(signed, torch.maximum(signed, stops)).mean(0)
 
 
+class _ClampWithGrad(torch.autograd.Function):
+    """Clamp whose gradient still flows where following it moves the value back into range."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, low: float, high: float) -> torch.Tensor:
+        ctx.low, ctx.high = low, high
+        ctx.save_for_backward(x)
+        return x.clamp(low, high)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        inward = grad * (x - x.clamp(ctx.low, ctx.high)) >= 0
+        return grad * inward, None, None
+
+
+def clamp_with_grad(x: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+    """pytti's `clamp_with_grad`: x clamped to [low, high]; out of range, a gradient step that
+    descends toward the range still passes (a plain clamp would give zero gradient there)."""
+    return _ClampWithGrad.apply(x, low, high)
+
+
+def tv_loss(image: torch.Tensor) -> torch.Tensor:
+    """pytti's smoothing loss (L2 total variation): mean over pixels of dx² + dy², the last row and
+    column compared with themselves (replicate padding). Image (1, C, H, W) → scalar."""
+    padded = F.pad(image, (0, 1, 0, 1), mode="replicate")
+    dx = padded[..., :-1, 1:] - padded[..., :-1, :-1]
+    dy = padded[..., 1:, :-1] - padded[..., :-1, :-1]
+    return (dx.pow(2) + dy.pow(2)).mean()
+
+
+def latent_loss(z_q: torch.Tensor, target_codes: torch.Tensor, image: torch.Tensor,
+                target_image: torch.Tensor) -> torch.Tensor:
+    """pytti's VQGAN image loss (`LatentLoss`): MSE(quantised z, target codes) / 2 + pixel MSE / 10."""
+    return F.mse_loss(z_q, target_codes) / 2 + image_mse(image, target_image) / 10
+
+
 def image_mse(image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean squared error between two images, resizing `target` to `image` if needed."""
     if target.shape[-2:] != image.shape[-2:]:

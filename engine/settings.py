@@ -15,6 +15,8 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
+from engine.animation import INFILL_MODES, SAMPLING_MODES
+from engine.pytti_settings import PyttiSettingsError, is_pytti_file, read_pytti_settings
 from engine.prompts import PromptSyntaxError, parse_prompt_list, parse_scenes
 
 
@@ -63,6 +65,7 @@ class Settings:
     out_dir: str = "images_out"
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     precision: str = "fp32"  # not in pytti: "fp32" or "bf16"
+    pytti_unused: dict[str, Any] = field(default_factory=dict)  # keys of a pytti settings file that change nothing here
     deterministic: bool = True
     allow_overwrite: bool = False
 
@@ -74,12 +77,13 @@ FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 ANIMATION_MODES = ("off", "2D")
 IMAGE_MODELS = ("VQGAN",)
 BORDER_MODES = ("clamp", "mirror", "smear", "wrap", "black")
-SAMPLING_MODES = ("bicubic", "bilinear", "nearest")
-INFILL_MODES = ("mirror", "smear", "black", "wrap")
 PRECISIONS = ("fp32", "bf16")
 # Settings that change where or how a run is stored, not what it computes.
 NON_RESULT_KEYS = ("out_dir", "allow_overwrite", "device")
 _NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+()=-]*$")
+MAX_NAMESPACE = 200  # characters; the folder and file names built from it must fit NAME_MAX (255)
+SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes 0 .. 2**64 - 1 (negatives wrap around)
+MAX_CONFIG_BYTES = 1_000_000
 
 
 class SettingsError(ValueError):
@@ -103,6 +107,10 @@ def _coerce(name: str, value: Any) -> Any:
             if not isinstance(value, str):
                 raise TypeError
             return value
+        if name == "pytti_unused":
+            if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+                raise TypeError
+            return dict(value)
         if kind == "bool":
             if not isinstance(value, bool):
                 raise TypeError
@@ -161,19 +169,27 @@ def _check_ranges(s: Settings) -> None:
     need(s.pre_animation_steps >= 0, f"setting pre_animation_steps={s.pre_animation_steps}: must be >= 0")
     need(s.cut_pow > 0, f"setting cut_pow={s.cut_pow}: must be > 0")
     need(s.cutout_border >= 0, f"setting cutout_border={s.cutout_border}: must be >= 0")
-    need(s.seed >= -1, f"setting seed={s.seed}: must be -1 (random) or a non-negative integer")
+    need(-1 <= s.seed <= SEED_MAX, f"setting seed={s.seed}: must be -1 (random) or an integer from 0 to 2**64 - 1")
     for name, allowed in (("animation_mode", ANIMATION_MODES), ("image_model", IMAGE_MODELS),
                           ("border_mode", BORDER_MODES), ("sampling_mode", SAMPLING_MODES),
                           ("infill_mode", INFILL_MODES), ("precision", PRECISIONS)):
         need(getattr(s, name) in allowed,
              f"setting {name}={getattr(s, name)!r}: allowed values are {', '.join(allowed)}")
+    need(len(s.file_namespace) <= MAX_NAMESPACE,
+         f"setting file_namespace={s.file_namespace[:40]!r}... ({len(s.file_namespace)} characters): "
+         f"at most {MAX_NAMESPACE} characters")
     need(bool(_NAMESPACE.match(s.file_namespace)),
          f"setting file_namespace={s.file_namespace!r}: use letters, digits and . _ + ( ) = - "
          "(no '/', spaces, or leading punctuation)")
     need(bool(re.match(r"^(auto|cpu|cuda(:\d+)?|mps)$", s.device)),
          f"setting device={s.device!r}: allowed values are auto, cpu, cuda, cuda:N, mps")
-    for name in ("direct_init_weight", "direct_stabilization_weight"):
+    for name in ("direct_init_weight", "direct_stabilization_weight", "smoothing_weight"):
         need(getattr(s, name) >= 0, f"setting {name}={getattr(s, name)}: must be >= 0")
+    for name, size in (("zoom_x_2d", s.width), ("zoom_y_2d", s.height), ("translate_x", s.width),
+                       ("translate_y", s.height)):
+        need(abs(getattr(s, name)) < size, f"setting {name}={getattr(s, name)}: must be within (-{size}, {size}) "
+             "pixels per frame (the image's size along that axis)")
+    need(abs(s.rotate_2d) <= 360, f"setting rotate_2d={s.rotate_2d}: must be within [-360, 360] degrees per frame")
     for name in ("direct_init_weight", "semantic_init_weight"):
         need(s.init_image is not None or getattr(s, name) == 0, f"setting {name}={getattr(s, name)} needs init_image")
     try:
@@ -193,32 +209,82 @@ def check_size_for_factor(s: Settings, factor: int) -> None:
                                 f"{s.vqgan_model!r} (downsampling factor {factor}); use {rounded}")
 
 
+class _Loader(yaml.SafeLoader):
+    """Safe YAML with YAML 1.2 floats (`1e-3` is a number, not text) and no aliases (no alias bombs)."""
+
+    def compose_node(self, parent, index):  # noqa: ANN001 (PyYAML's signature)
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in settings",
+                                              event.start_mark)
+        return super().compose_node(parent, index)
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.?[0-9_]*|\.[0-9_]+)(?:[eE][-+]?[0-9]+)?$"
+               r"|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."))
+
+
+class _Refused(SettingsError):
+    """YAML refused outright (too long, aliases), never taken as plain text."""
+
+
+def parse_yaml(text: str, origin: str) -> Any:
+    """Parse settings YAML (`_Loader`); errors name `origin` and stay short."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise _Refused(f"{origin}: {len(text)} characters; settings are limited to {MAX_CONFIG_BYTES}")
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as err:
+        message = " ".join(str(err).split())
+        kind = _Refused if "aliases" in message else SettingsError
+        raise kind(f"{origin}: {message[:300]}") from None
+
+
+_TEXT_KEYS = ("scenes", "scene_prefix", "scene_suffix", "file_namespace", "vqgan_model")
+
+
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """`key=value` strings → a dict; values are parsed as YAML (`steps=10`, `perceptors=[A, B]`, `perceptors=A+B`)."""
+    """`key=value` strings → a dict; values are parsed as YAML (`steps=10`, `perceptors=[A, B]`, `perceptors=A+B`);
+    text settings stay as typed, and a value that is not YAML is taken as text."""
     result = {}
     for item in items:
         key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise SettingsError(f"override {item!r}: expected key=value")
+        key = key.strip()
+        if not sep or not key:
+            raise SettingsError(f"override {item[:100]!r}: expected key=value")
+        if key in _TEXT_KEYS:
+            result[key] = raw
+            continue
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
+            value = parse_yaml(raw, f"override {key}") if raw.strip() else ""
+        except _Refused:
+            raise
+        except SettingsError:
             value = raw  # plain text, e.g. a prompt with ': ' in it
-        if key.strip() in ("scenes", "scene_prefix", "scene_suffix", "file_namespace", "vqgan_model") \
-                and not isinstance(value, str):
-            value = raw  # keep text settings as typed (e.g. file_namespace=2024)
-        result[key.strip()] = value
+        result[key] = value
     return result
 
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Settings:
-    """Settings from an optional YAML file plus `key=value` overrides (overrides win)."""
+    """Settings from an optional file plus `key=value` overrides (overrides win).
+
+    The file is YAML/JSON, or a pytti `_settings.txt` (any `.txt`; see `engine.pytti_settings`).
+    """
     values: dict[str, Any] = {}
-    if path:
+    if path and is_pytti_file(path):
         try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as err:
+            values.update(read_pytti_settings(path))
+        except PyttiSettingsError as err:
+            raise SettingsError(str(err)) from None
+    elif path:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
             raise SettingsError(f"config file {path}: {err}") from err
+        loaded = parse_yaml(text, f"config file {path}") or {}
         if not isinstance(loaded, dict):
             raise SettingsError(f"config file {path}: expected a mapping of settings, got {type(loaded).__name__}")
         values.update(loaded)

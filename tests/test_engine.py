@@ -16,7 +16,8 @@ from engine.animation import transform_2d
 from engine.factory import load_perceptor, load_vqgan
 from engine.outputs import RunFolderConflict
 from engine.registry import UnknownModelError
-from engine.run import build_guide, clamp_latent, initial_latent, render, run, start_frame, step_loss
+from engine.run import (build_guide, clamp_latent, encode_codes, initial_latent, is_frame_start, quantise_8bit,
+                        render, run, start_frame, start_latent, step_loss)
 from engine.settings import SettingsError, load_config
 
 TINY = ["vqgan_model=tiny", "perceptors=tiny-vit", "width=64", "height=32", "cutouts=4",
@@ -121,25 +122,28 @@ def test_resume_after_interrupt_matches_uninterrupted(tmp_path: Path, how: signa
     assert (folder / "losses.csv").read_text() == (tmp_path / "ref" / "run" / "losses.csv").read_text()
 
 
-def test_two_d_animation_moves_the_image_by_the_asked_amount() -> None:
-    settings = load_config(None, [*TINY, "animation_mode=2D", "translate_x=3", "translate_y=-2"])
+def test_two_d_animation_moves_the_averaged_image_and_re_encodes_it() -> None:
+    settings = load_config(None, [*TINY, "animation_mode=2D", "translate_x=3", "translate_y=-2",
+                                  "sampling_mode=bilinear", "direct_stabilization_weight=0.3"])
     guide = build_guide(settings, load_vqgan("tiny"), [load_perceptor("tiny-vit")])
-    z = initial_latent(guide, torch.Generator().manual_seed(0))
+    latent = start_latent(guide, torch.Generator().manual_seed(0))
     with torch.no_grad():
-        before = render(guide, z)
-    new_z, image = start_frame(guide, z)
-    assert torch.equal(image, transform_2d(before, translate_x=3, translate_y=-2))
-    # interior pixels moved 3 right and 2 up
-    assert torch.allclose(image[..., 4:-4, 6:-6], before[..., 6:-2, 3:-9], atol=1e-5)
-    assert new_z.shape == z.shape and not torch.equal(new_z, z)
+        latent.z.add_(0.5)  # the average (still the start z) and z now differ
+        before = quantise_8bit(render(guide, latent.ema.average))
+    z_before = latent.z.clone()
+    start_frame(guide, latent)
+    moved = quantise_8bit(transform_2d(before, translate_x=3, translate_y=-2, sampling_mode="bilinear"))
+    assert torch.equal(latent.z, encode_codes(guide.vqgan, moved))  # quantised codes of the moved average
+    assert not torch.equal(latent.z, z_before)
+    assert torch.equal(latent.ema.average, latent.z)  # the average restarts at the new z
+    image, codes = latent.target  # stabilisation aims at the re-encoded image and its codes
+    assert torch.equal(image, quantise_8bit(render(guide, latent.z))) and torch.equal(codes, encode_codes(guide.vqgan, image))
 
 
-def test_still_mode_keeps_the_image() -> None:
-    settings = load_config(None, TINY)
-    guide = build_guide(settings, load_vqgan("tiny"), [load_perceptor("tiny-vit")])
-    z = initial_latent(guide, torch.Generator().manual_seed(0))
-    new_z, _ = start_frame(guide, z)
-    assert torch.equal(new_z, z)
+def test_still_mode_never_moves() -> None:
+    settings = load_config(None, [*TINY, "pre_animation_steps=0"])
+    assert build_guide(settings, load_vqgan("tiny"), [load_perceptor("tiny-vit")]).motion is None
+    assert [is_frame_start(settings, step) for step in (0, 4, 5, 10)] == [True, False, True, True]
 
 
 @pytest.mark.parametrize("override,error,message", [
