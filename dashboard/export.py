@@ -28,7 +28,7 @@ from .player import STATIC
 
 MAX_SIDE = 4096  # per sheet side: every browser decodes it, and a sheet stays under 64 MB
 MAX_PIXELS = 400_000_000  # decoded pixels of all the sheets together: 1.6 GB in a browser
-GUTTER = 2  # px of each frame's own edge repeated around it, so scaling never shows its neighbours
+GUTTER = 4  # px of each frame's own edge around it: neither scaling nor compression mixes in a neighbour
 FORMATS = {"webp": ("WEBP", ".webp"), "jpeg": ("JPEG", ".jpg")}
 PUBLIC = 0o644  # the temporary files atomic_path makes are private
 ASSET = re.compile(r"^\d{3}-.*\.(webp|jpg)$")
@@ -51,7 +51,15 @@ def open_frame(path: Path) -> Image.Image:
     try:
         return Image.open(path)
     except Image.DecompressionBombError as e:
-        raise ExportError(f"{path}: {e}; downscale the frame or move its run out of --root") from e
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            with Image.open(path) as big:
+                w, h = big.size
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+        raise ExportError(f"{path}: a {w}x{h} px frame ({w * h / 1e6:.0f} Mpx) is more than the "
+                          f"{2 * limit / 1e6:.0f} Mpx an image may have here; downscale the frame "
+                          "or move its run out of --root") from e
     except (OSError, ValueError) as e:
         raise ExportError(f"{path}: not a readable image ({e})") from e
 
@@ -83,16 +91,24 @@ def sheet_layout(n: int, w: int, h: int) -> list[tuple[int, int]]:
     return layout
 
 
+def _sheet_pixels(sizes: dict[str, tuple[int, int, int]], scale: float = 1.0) -> int:
+    return sum(n * (round(w * scale) + 2 * GUTTER) * (round(h * scale) + 2 * GUTTER)
+               for n, w, h in sizes.values())
+
+
 def check_budget(sizes: dict[str, tuple[int, int, int]], width: int) -> None:
     """Refuse, naming the size and the --width that fits, an export whose sheets would hold
     more than MAX_PIXELS; `sizes` maps run -> (frames, w, h)."""
-    total = sum(n * (w + 2 * GUTTER) * (h + 2 * GUTTER) for n, w, h in sizes.values())
-    if total > MAX_PIXELS:
-        frames = sum(n for n, _, _ in sizes.values())
-        fits = max(16, int(width * math.sqrt(MAX_PIXELS / total)) - 2 * GUTTER)
-        raise ExportError(f"the export would hold {total / 1e6:.0f} Mpx ({frames} frames of "
-                          f"{len(sizes)} runs), over the {MAX_PIXELS / 1e6:.0f} Mpx a browser "
-                          f"page can decode; use --width {fits} or less")
+    total = _sheet_pixels(sizes)
+    if total <= MAX_PIXELS:
+        return
+    fits = int(width * math.sqrt(MAX_PIXELS / total))
+    while fits > 1 and _sheet_pixels(sizes, fits / width) > MAX_PIXELS:
+        fits -= 1
+    frames = sum(n for n, _, _ in sizes.values())
+    raise ExportError(f"the export would hold {total / 1e6:.0f} Mpx ({frames} frames of "
+                      f"{len(sizes)} runs), over the {MAX_PIXELS / 1e6:.0f} Mpx a browser page "
+                      f"can decode; use --width {fits} or less")
 
 
 def _padded(frame: Image.Image) -> Image.Image:

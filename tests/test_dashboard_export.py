@@ -4,16 +4,20 @@ from __future__ import annotations
 import io
 import re
 import stat
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from dashboard.export import export, export_size, output_paths
-from dashboard_fixtures import REPO, cell_name, frame_colour, make_grid
+from dashboard import export as export_module
+from dashboard.export import (GUTTER, ExportError, check_budget, export, export_size,
+                              output_paths)
+from dashboard_fixtures import REPO, cell_name, frame_colour, make_grid, make_our_run, write_frame
 
 VQGANS = ["imagenet", "openimages", "wikiart", "coco", "sflckr"]
 PERCEPTORS = ["ViT-B32", "ViT-B16", "ViT-L14", "RN50", "RN101"]
@@ -66,13 +70,14 @@ def test_export_to_an_html_file_drops_stale_sheets(tmp_path: Path) -> None:
     assets = tmp_path / "grid_files"
     assert page == tmp_path / "grid.html" and len(list(assets.iterdir())) == 2
     with Image.open(next(assets.iterdir())) as sheet:
-        assert sheet.format == "WEBP" and sheet.size == (2 * 64, 2 * 32)  # 3 frames in 2 x 2
+        pad = 2 * GUTTER
+        assert sheet.format == "WEBP" and sheet.size == (2 * (64 + pad), 2 * (32 + pad))  # 3 in 2x2
     for frame in (root / cell_name("coco", ["RN50"])).iterdir():
         frame.unlink()
     export(root, tmp_path / "grid.html", width=32)
     assert [p.name for p in assets.iterdir()] == [f"000-{cell_name('sflckr', ['RN50'])}.webp"]
     with Image.open(next(assets.iterdir())) as sheet:
-        assert sheet.size == (2 * 32, 2 * 16)
+        assert sheet.size == (2 * (32 + pad), 2 * (16 + pad))
 
 
 def _centre_colour(png: bytes) -> np.ndarray:
@@ -120,3 +125,88 @@ def test_export_plays_offline_from_a_file_url(exported: Path, chromium_browser) 
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard_export.png"))
     context.close()
+
+
+def _cli_export(root: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dashboard", "export", "--root", str(root),
+                           "--out", str(out), *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+
+
+def _write_huge_png(path: Path, side: int) -> None:
+    """A valid side x side grey PNG, written row by row (the file stays small)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    pack, row = zlib.compressobj(1), bytes(side + 1)
+    body = b"".join(pack.compress(row) for _ in range(side)) + pack.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side,
+                                                                        8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+
+
+def test_oversize_exports_are_refused_with_the_size_and_the_option(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    run = make_our_run(root, cell_name("coco", ["RN50"]), "coco", ["RN50"], n_frames=2)
+    _write_huge_png(run / f"{run.name}_1.png", 20_000)
+    result = _cli_export(root, tmp_path / "site")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "error:" in result.stderr and "20000x20000 px" in result.stderr
+    assert f"{run.name}_1.png" in result.stderr and not (tmp_path / "site").exists()
+
+    write_frame(run / f"{run.name}_1.png", (9, 9, 9), (5000, 40))  # too wide for one sheet
+    with pytest.raises(ExportError, match=r"5000x40 px frame .* use --width \d+ or less"):
+        export(root, tmp_path / "site", width=5000)
+    assert not (tmp_path / "site").exists()
+
+    sizes = {f"run{i}": (40, 4000, 2000) for i in range(40)}  # 40 cells of 40 large frames
+    with pytest.raises(ExportError, match=r"\d+ Mpx .* use --width \d+ or less") as e:
+        check_budget(sizes, 4000)
+    fits = int(re.search(r"--width (\d+)", str(e.value))[1])
+    check_budget({k: (n, fits, fits // 2) for k, (n, _, _) in sizes.items()}, fits)
+
+
+RED, BLUE = (220, 60, 60), (60, 60, 220)
+
+
+@pytest.mark.browser
+def test_split_padded_sheets_never_bleed_into_the_enlarged_view(
+        tmp_path: Path, chromium_browser, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frames alternate red and blue: without the gutter, the enlarged (10x) view of one frame
+    shows its neighbours along its edges; with a small MAX_SIDE, the frames span two sheets."""
+    root = tmp_path / "runs"
+    run = make_our_run(root, cell_name("coco", ["RN50"]), "coco", ["RN50"], n_frames=12,
+                       size=(64, 32))
+    for n in range(1, 13):  # solid colours
+        Image.new("RGB", (64, 32), RED if n % 2 else BLUE).save(run / f"{run.name}_{n}.png")
+    monkeypatch.setattr(export_module, "MAX_SIDE", 150)  # 2 x 4 frames of 68 x 36 per sheet
+    page_path = export(root, tmp_path / "site", title="Two sheets")
+    sheets = sorted(p.name for p in (tmp_path / "site" / "assets").iterdir())
+    assert [re.sub(r"^.*-(\d)\.webp$", r"\1", n) for n in sheets] == ["1", "2"]
+    with Image.open(tmp_path / "site" / "assets" / sheets[0]) as sheet:
+        assert max(sheet.size) <= 150
+        a = np.asarray(sheet.convert("RGB")).astype(int)
+    # frame 2's first column, next to frame 1's gutter, is frame 2's colour, as inside it
+    edge, mid = 64 + 3 * GUTTER, GUTTER + 16
+    assert np.abs(a[mid, edge] - a[mid, edge + 10]).max() < 30
+    assert np.abs(a[mid, edge] - BLUE).max() < 40
+
+    page = chromium_browser.new_page(viewport={"width": 1366, "height": 768})
+    page.goto(page_path.as_uri())
+    page.wait_for_function("window.gridPlayer && window.gridPlayer.state().pending === 0")
+    assert page.title() == "Two sheets"
+    page.locator(".dp-tile").click()
+    big = page.locator(".dp-panel .dp-frame")
+    assert big.bounding_box()["width"] >= 8 * 64
+    for k in (0, 7, 8, 11):  # first and last of each sheet
+        page.evaluate(f"gridPlayer.show({k})")
+        with Image.open(io.BytesIO(big.screenshot())) as shot:
+            a = np.asarray(shot.convert("RGB")).astype(int)
+        a = a[1:-1, 1:-1]  # the element's box may round by a pixel
+        ring = np.concatenate([a[:3].reshape(-1, 3), a[-3:].reshape(-1, 3),
+                               a[:, :3].reshape(-1, 3), a[:, -3:].reshape(-1, 3)])
+        centre = a[a.shape[0] // 2, a.shape[1] // 2]
+        assert np.abs(centre - (RED if k % 2 == 0 else BLUE)).max() < 40, (k, centre)
+        assert np.abs(ring - centre).max() < 40, (k, ring.min(axis=0), ring.max(axis=0))
+    page.close()
