@@ -12,6 +12,7 @@ read as data (a restricted unpickler over the archive's `data.pkl`), never compi
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import pickle
 import pickletools
@@ -20,7 +21,7 @@ from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
 from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import torch
 
@@ -93,8 +94,11 @@ def _torch_judges(name: str) -> bool:
 
 # ---------------------------------------------------------------- torch.save files
 
-def load_checkpoint(path: str | Path) -> Any:
-    """Read a `torch.save` file safely: tensors (memory-mapped for zip files) and plain data."""
+def load_checkpoint(path: str | Path, keep: str | None = None) -> Any:
+    """Read a `torch.save` file safely: tensors (memory-mapped for zip files) and plain data.
+
+    `keep`: return only this entry of the file's dict (the whole file when it has no such entry);
+    a legacy-format file then reads only the tensors under it from disk."""
     path = Path(path)
     kind = file_kind(path)
     if kind == "torchscript":
@@ -106,6 +110,15 @@ def load_checkpoint(path: str | Path) -> Any:
     refused = sorted(n for n in names if _stand_in(n) is None and not _torch_judges(n))
     if refused:
         _refuse(path, refused)
+    if kind == "legacy" and keep:
+        try:
+            return _read_legacy(path, keep)
+        except _NeedsTorch:
+            pass  # torch's own reader below handles it
+        except UnsafeCheckpointError:
+            raise
+        except Exception as err:
+            raise _unreadable(path, err) from None
     stand_ins = [(_stand_in(n), n) for n in names if _stand_in(n) is not None]
     try:
         with torch.serialization.safe_globals(stand_ins):
@@ -115,10 +128,14 @@ def load_checkpoint(path: str | Path) -> Any:
         raise UnsafeCheckpointError(f"{path}: refused to load: {detail}. Nothing from the file was run; "
                                     "get the checkpoint from a trusted source") from None
     except Exception as err:  # truncated, corrupt, or malformed by hand: all mean "unreadable"
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0] if str(err) else 'no detail'}); "
-                              "delete it and download it again") from None
-    return plain(loaded)
+        raise _unreadable(path, err) from None
+    return plain(loaded[keep] if keep and isinstance(loaded, dict) and keep in loaded else loaded)
+
+
+def _unreadable(path: Path, err: Exception) -> CheckpointError:
+    detail = str(err).splitlines()[0] if str(err) else "no detail"
+    return CheckpointError(f"{path}: not a readable torch checkpoint ({type(err).__name__}: {detail}); "
+                           "delete it and download it again")
 
 
 def _refuse(path: Path, names: list[str]) -> None:
@@ -133,8 +150,7 @@ def _zip_globals(path: Path) -> list[str]:
     try:
         return torch.serialization.get_unsafe_globals_in_checkpoint(path)
     except Exception as err:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(err).__name__}: "
-                              f"{err}); delete it and download it again") from None
+        raise _unreadable(path, err) from None
 
 
 def _legacy_globals(path: Path) -> list[str]:
@@ -147,8 +163,7 @@ def _legacy_globals(path: Path) -> list[str]:
                     if op.name in ("GLOBAL", "INST"):
                         names.add(_global_name(*arg.split(" ", 1)))
     except Exception as err:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(err).__name__}: {err}); "
-                              "delete it and download it again") from None
+        raise _unreadable(path, err) from None
     return sorted(names)
 
 
@@ -251,30 +266,48 @@ def _same(value: Any, *_rest: Any) -> Any:
     return value
 
 
-_SCRIPT_GLOBALS = {"torch._utils._rebuild_tensor_v2": _rebuild_tensor, "collections.OrderedDict": OrderedDict,
-                   **{f"torch.jit._pickle.{f}": _same for f in ("build_intlist", "build_doublelist",
-                                                               "build_boollist", "build_tensorlist",
-                                                               "restore_type_tag")}}
+_DATA_GLOBALS = {"torch._utils._rebuild_tensor_v2": _rebuild_tensor, "collections.OrderedDict": OrderedDict,
+                 **_STORAGE_DTYPES,
+                 **{f"torch.jit._pickle.{f}": _same for f in ("build_intlist", "build_doublelist", "build_boollist",
+                                                             "build_tensorlist", "restore_type_tag")}}
 
 
-class _ScriptUnpickler(pickle.Unpickler):
-    """Reads a TorchScript archive's `data.pkl` as data: modules become stand-ins, tensors are read
-    from the archive's records; any other global is refused."""
+class _NeedsTorch(Exception):
+    """A legacy file this reader leaves to torch (a global torch judges, storage views, big endian)."""
 
-    def __init__(self, archive: zipfile.ZipFile, prefix: str, path: Path):
-        super().__init__(io.BytesIO(archive.read(f"{prefix}data.pkl")))
-        self.archive, self.prefix, self.path = archive, prefix, path
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickles data only: tensors rebuilt by our own functions, stand-ins, plain types; any other
+    global is refused (`UnsafeCheckpointError`), so nothing in the file can run."""
+
+    def __init__(self, file: Any, path: Path):
+        super().__init__(file)
+        self.path = path
         self.storages: dict[str, torch.Tensor] = {}
 
     def find_class(self, module: str, name: str) -> Any:
-        full = f"{module}.{name}"
-        if full in _SCRIPT_GLOBALS:
-            return _SCRIPT_GLOBALS[full]
-        if full in _STORAGE_DTYPES:
-            return _STORAGE_DTYPES[full]
-        if module.startswith("__torch__."):  # a TorchScript class: its code is never compiled
-            return stand_in_class(full)
-        _refuse(self.path, [full])
+        full = _global_name(module, name)
+        if full in _DATA_GLOBALS:
+            return _DATA_GLOBALS[full]
+        stand_in = self.stand_in(full)
+        if stand_in is None:
+            _refuse(self.path, [full])
+        return stand_in
+
+    def stand_in(self, name: str) -> Any:
+        return _stand_in(name)
+
+
+class _ScriptUnpickler(_RestrictedUnpickler):
+    """A TorchScript archive's `data.pkl`: modules become stand-ins (their code is never compiled),
+    tensors are read from the archive's records."""
+
+    def __init__(self, archive: zipfile.ZipFile, prefix: str, path: Path):
+        super().__init__(io.BytesIO(archive.read(f"{prefix}data.pkl")), path)
+        self.archive, self.prefix = archive, prefix
+
+    def stand_in(self, name: str) -> Any:
+        return stand_in_class(name) if name.startswith("__torch__.") else None
 
     def persistent_load(self, pid: Any) -> torch.Tensor:
         if not (isinstance(pid, tuple) and len(pid) >= 3 and pid[0] == "storage"
@@ -285,6 +318,58 @@ class _ScriptUnpickler(pickle.Unpickler):
             raw = bytearray(self.archive.read(f"{self.prefix}data/{key}"))
             self.storages[key] = torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
         return self.storages[key]
+
+
+class _LegacyUnpickler(_RestrictedUnpickler):
+    """A legacy-format pickle whose storages are allocated but not read yet (see `_read_legacy`)."""
+
+    def stand_in(self, name: str) -> Any:
+        if _torch_judges(name):
+            raise _NeedsTorch(name)
+        return _stand_in(name)
+
+    def persistent_load(self, pid: Any) -> torch.Tensor:
+        if not (isinstance(pid, tuple) and len(pid) == 6 and pid[0] == "storage" and isinstance(pid[1], torch.dtype)
+                and isinstance(pid[2], str) and isinstance(pid[4], int) and pid[5] is None):
+            raise _NeedsTorch(f"record reference {pid!r:.80}")
+        dtype, key, numel = pid[1], pid[2], pid[4]
+        if key not in self.storages:
+            self.storages[key] = torch.empty(numel, dtype=dtype)  # no page is touched until read
+        return self.storages[key]
+
+
+def _read_legacy(path: Path, keep: str) -> Any:
+    """`torch.load(path)[keep]` of a legacy-format file, reading from disk only the storages of the
+    tensors under `keep`: the rest (optimizer states) is skipped over, never read into memory."""
+    with open(path, "rb") as f:
+        header = [_RestrictedUnpickler(f, path).load() for _ in range(3)]  # magic, protocol, sys info
+        if not (isinstance(header[2], dict) and header[2].get("little_endian")):
+            raise _NeedsTorch("not a little-endian file")
+        reader = _LegacyUnpickler(f, path)
+        loaded = reader.load()
+        order = _RestrictedUnpickler(f, path).load()
+        part = plain(loaded[keep] if isinstance(loaded, dict) and keep in loaded else loaded)
+        wanted = {t.untyped_storage().data_ptr() for t in _tensors(part)}
+        for key in order:
+            storage = reader.storages[key]
+            nbytes = int.from_bytes(f.read(8), "little") * storage.element_size()
+            if storage.numel() and storage.untyped_storage().data_ptr() in wanted:
+                if f.readinto(storage.view(torch.uint8).numpy()) != nbytes:
+                    raise EOFError("the file ends inside a tensor")
+            else:
+                f.seek(nbytes, io.SEEK_CUR)
+    return part
+
+
+def _tensors(obj: Any) -> Iterator[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            yield from _tensors(value)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            yield from _tensors(value)
 
 
 def read_torchscript_tensors(path: str | Path) -> dict[str, torch.Tensor]:

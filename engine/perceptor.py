@@ -81,6 +81,8 @@ def create_open_clip(arch: str, weights: str | Path, *, quick_gelu: bool) -> nn.
     root.addFilter(_no_random_init_notice)  # open_clip says "initialized randomly" before we load
     try:
         model = open_clip.create_model(arch, pretrained=None, force_quick_gelu=quick_gelu)
+    except RuntimeError as err:  # open_clip's "Model config for ... not found"
+        raise CheckpointError(f"perceptor architecture {arch!r}: {err}; see open_clip.list_models()") from None
     finally:
         root.removeFilter(_no_random_init_notice)
     load_open_clip_weights(model, weights)

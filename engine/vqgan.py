@@ -130,13 +130,14 @@ def build_vqgan(config: Mapping[str, Any]) -> VQGAN:
             return VQGAN(config["target"], params["ddconfig"], params["embed_dim"], params["n_embed"])
     except KeyError as err:
         raise CheckpointError(f"config params lack {err}; need ddconfig, embed_dim, n_embed") from err
+    except (TypeError, ValueError, ZeroDivisionError) as err:  # taming's modules given odd ddconfig values
+        raise CheckpointError(f"config params do not describe a taming VQGAN ({err})") from err
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a Lightning checkpoint's `state_dict` (or a bare state dict) safely; the rest of the
     file (optimizer states, callbacks, hyper-parameters) is dropped on return."""
-    ckpt = load_checkpoint(path)
-    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    state = load_checkpoint(path, keep="state_dict")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: checkpoint has no state_dict of tensors")
     return state
@@ -180,6 +181,6 @@ def load_vqgan_files(config_path: str | Path, checkpoint_path: str | Path | None
     state = load_state_dict(checkpoint_path)
     try:
         model.load_state_dict(select_weights(state, model), assign=True)
-    except CheckpointError as err:
+    except (CheckpointError, RuntimeError) as err:
         raise CheckpointError(f"{checkpoint_path}: {err}") from None
     return model.eval().requires_grad_(False)

@@ -184,3 +184,13 @@ def test_truncated_checkpoint_is_one_clear_error(tmp_path: Path) -> None:
     ckpt.write_bytes(ckpt.read_bytes()[:-5000])
     with pytest.raises(CheckpointError, match="not a readable torch checkpoint.*download it again"):
         load_checkpoint(ckpt)
+
+
+def test_legacy_file_with_parameters_falls_back_to_torchs_reader(tmp_path: Path) -> None:
+    """Globals the lazy legacy reader leaves to torch (here nn.Parameter's rebuild) still load."""
+    weight = torch.nn.Parameter(torch.randn(4, 3))
+    path = tmp_path / "params.ckpt"
+    torch.save({"state_dict": {"w": weight}, "optimizer_states": [{"state": {}}]}, path,
+               _use_new_zipfile_serialization=False)
+    state = load_checkpoint(path, keep="state_dict")
+    assert set(state) == {"w"} and torch.equal(state["w"], weight.detach())
