@@ -6,9 +6,12 @@ from pathlib import Path
 import panel as pn
 from bokeh.plotting import figure
 
+from bokeh.models import Span
+
 from dashboard import plots
 from dashboard.app import create_app
 from dashboard.catalog import load_catalog
+from dashboard.context import labels, schedule, slot_tags
 from dashboard.scores import load_scores
 from dashboard_fixtures import make_grid, make_pytti_run, make_scores
 
@@ -31,12 +34,47 @@ def test_figures_for_a_large_grid(tmp_path: Path) -> None:
     make_pytti_run(tmp_path / "runs", "exp__wikiart_RN50", "wikiart", ["RN50"])
     bias, stats = load_scores(make_scores(tmp_path / "scores", vqgans, perceptors, 2))
     shown = load_catalog(tmp_path / "runs")
-    losses = plots.loss_figure(shown)
+    names = labels(shown)
+    losses = plots.loss_figure(shown, names)
     assert isinstance(losses, figure) and len(losses.renderers) == 16  # pytti logs no loss
+    legend = [item.label.value for item in losses.legend[0].items]  # every cell, not 12
+    assert len(legend) == 16 and set(legend) <= set(names.values())
     heatmap = plots.bias_figure(bias, shown)
     assert isinstance(heatmap, figure) and len(heatmap.y_range.factors) == 16
     assert len(plots.stats_figure(stats, shown, "contrast").renderers) == 16
     assert plots.palettes_html(stats, shown).count("white-space:nowrap") == 16
+    at_first = plots.palettes_html(stats, shown, step=50)  # palettes at the player's step
+    assert at_first.count("step 50<") == 16 and "step 100" not in at_first
     pytti_only = shown[shown["source"] == "pytti"]
     assert isinstance(plots.loss_figure(pytti_only), str)
     assert isinstance(plots.bias_figure(bias, pytti_only), str)
+
+
+def test_smoothing_and_the_step_marker(tmp_path: Path) -> None:
+    assert plots.smooth([1.0, 0.0, 0.0], 0.0) == [1.0, 0.0, 0.0]
+    smoothed = plots.smooth([1.0, 0.0, None, 0.0], 0.5)
+    assert smoothed[0] == 1.0 and 0 < smoothed[3] < smoothed[1] < 1 and smoothed[2] is None
+    make_grid(tmp_path / "runs", ["sflckr"], ["RN50"], 3)
+    fig = plots.loss_figure(load_catalog(tmp_path / "runs"), smoothing=0.9)
+    raw = plots.loss_figure(load_catalog(tmp_path / "runs"))
+    assert fig.renderers[0].data_source.data["y"] != raw.renderers[0].data_source.data["y"]
+    span = plots.step_marker(fig, 100)
+    assert span in fig.center and span.location == 100 and span.visible
+    assert not plots.step_marker(raw, None).visible and isinstance(span, Span)
+
+
+def test_context_scenes_weights_and_runs_sharing_a_slot(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    make_pytti_run(runs, "exp__wikiart_RN50", "wikiart", ["RN50"],
+                   settings={"interpolation_steps": 30})
+    make_pytti_run(runs, "exp__wikiart_RN50", "wikiart", ["RN50"], rerun=1)  # seed 12346
+    df = load_catalog(runs)
+    plan = schedule(df.settings.iloc[0])
+    assert plan["steps_per_scene"] == 75 and plan["interpolation_steps"] == 30
+    first, second = plan["scenes"]  # the suffix ` | text:-1:-.9` adds a prompt to each scene
+    assert first[0]["text"].startswith("a photograph") and second[0]["text"].startswith("a painting")
+    assert first[1] == {"text": "text", "weight": -1.0} == second[1]
+    tags = slot_tags(df)
+    assert sorted(tags.values()) == ["seed 12345", "seed 12346"]
+    assert all(tags[run] in name for run, name in labels(df).items())
+    assert schedule({"scenes": "a || || b"}) is None and schedule({}) is None
