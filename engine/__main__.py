@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, func, text in (("run", cmd_run, "run one optimisation"),
                              ("bench", cmd_bench, "benchmark the step (random weights)")):
         p = sub.add_parser(name, help=text, description=func.__doc__)
-        p.add_argument("--config", help="YAML file of settings")
+        p.add_argument("--config", help="settings file: YAML/JSON, or a pytti _settings.txt")
         p.add_argument("overrides", nargs="*", metavar="key=value", help="settings (values parsed as YAML)")
         if name == "run":
             p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
