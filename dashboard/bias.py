@@ -16,7 +16,11 @@ from experiments.bias import self_preference, standardise, summary
 from .grid import natural_key
 
 HEIGHT = 320
+RDBU = list(RdBu11)  # Bokeh orders it blue to red: low z blue, high z red
 ROW = 24  # px per heatmap row
+LEGEND = ("Each judge's similarities are z-scored within the judge (0: its mean, ±1: its "
+          "standard deviation), so columns share one scale. Solid outline: the cell guided by "
+          "the judge's own perceptor alone; dashed: a pair that includes it.")
 
 
 def judged_cells(bias: pd.DataFrame) -> pd.DataFrame:
@@ -39,15 +43,14 @@ def heatmap(cells: pd.DataFrame) -> figure:
     df["ink"] = ["white" if abs(v) > 0.6 * limit else "black" for v in df["z"].fillna(0)]
     rows = sorted(df["cell"].unique(), key=natural_key, reverse=True)
     judges = sorted(df["judge"].unique(), key=natural_key)
-    fig = figure(title="similarity z-scored within each judge (0: the judge's mean; ±1: its "
-                       "standard deviation) · outlined: the judge's own perceptor (dashed: in a pair)",
+    fig = figure(title="similarity, z-scored within each judge",
                  x_range=judges, y_range=rows, height=max(HEIGHT, ROW * len(rows) + 90),
                  sizing_mode="stretch_width", x_axis_location="above", toolbar_location=None,
                  tools="hover", tooltips=[("cell", "@cell"), ("judge", "@judge"), ("z", "@label"),
                                           ("mean similarity", "@raw"), ("seeds", "@seeds")])
     source = ColumnDataSource(df.drop(columns=["diagonal", "involved"]).to_dict("list"))
     fig.rect("judge", "cell", 1, 1, source=source, line_color=None,
-             fill_color=linear_cmap("z", list(reversed(RdBu11)), -limit, limit, nan_color="#dddddd"))
+             fill_color=linear_cmap("z", RDBU, -limit, limit, nan_color="#dddddd"))
     for subset, dash in ((df[df["diagonal"]], "solid"), (df[df["involved"] & ~df["diagonal"]], "dashed")):
         fig.rect(subset["judge"].tolist(), subset["cell"].tolist(), 0.94, 0.94, fill_alpha=0,
                  line_color="black", line_width=3 if dash == "solid" else 2, line_dash=dash)
@@ -91,15 +94,14 @@ def bias_view(bias: pd.DataFrame, shown: pd.DataFrame) -> pn.Column | str:
         return "*No bias scores for the shown cells.*"
     prefs = self_preference(bias)
     if prefs.empty:
-        return pn.Column(heatmap(cells), "*No judge has a cell guided by its own perceptor alone, "
-                                         "so there is no self-preference to show.*",
-                         sizing_mode="stretch_width")
-    per_judge = summary(prefs, "judge")
-    per_vqgan = summary(prefs, "vqgan")
-    per_vqgan = per_vqgan[per_vqgan["vqgan"].isin(shown["vqgan"])]
-    text = "\n\n".join([
-        "### Self-preference", seeds_note(int(per_judge["seeds"].max())),
-        preference_table(per_judge, "judge", "judge (over every VQGAN)"),
-        preference_table(per_vqgan, "vqgan", "VQGAN (over every judge)"),
-    ])
-    return pn.Column(heatmap(cells), pn.pane.Markdown(text), sizing_mode="stretch_width")
+        parts = ["*No judge has a cell guided by its own perceptor alone, so there is no "
+                 "self-preference to show.*"]
+    else:
+        per_judge = summary(prefs, "judge")
+        per_vqgan = summary(prefs, "vqgan")
+        parts = ["### Self-preference", seeds_note(int(per_judge["seeds"].max())),
+                 preference_table(per_judge, "judge", "judge (over every VQGAN)"),
+                 preference_table(per_vqgan[per_vqgan["vqgan"].isin(shown["vqgan"])], "vqgan",
+                                  "VQGAN (over every judge)")]
+    return pn.Column(heatmap(cells), pn.pane.Markdown("\n\n".join([LEGEND, *parts])),
+                     sizing_mode="stretch_width")

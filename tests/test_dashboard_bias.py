@@ -55,3 +55,10 @@ def test_filtered_cells_keep_the_judges_whole_spread() -> None:
     assert fig.renderers[0].data_source.data["z"] == full  # z-scored over the whole grid
     assert "| coco |" in _markdown(one) and "| wikiart |" not in _markdown(one)
     assert isinstance(bias_view(bias, shown.iloc[0:0]), str)
+
+
+def test_no_diagonal_no_preference() -> None:
+    bias = table({1: 0.0})
+    bias = bias[bias["generator"] == "ViT-B32+RN50"]  # only the pair: nobody judged its own images
+    text = _markdown(bias_view(bias, _shown(bias)))
+    assert "no self-preference to show" in text and "Solid outline" in text
