@@ -287,16 +287,57 @@ def test_offline_fetch_fails_before_any_cell_with_the_demo_pointer(tmp_path: Pat
 
 
 def test_study_grid_resolves_in_dvc(tmp_path: Path) -> None:
-    """The real study's params: DVC resolves its 20 cells between fetch_models and score (nothing runs)."""
+    """The real study's params: DVC resolves its 40 cells between fetch_models and score, and a
+    further seed adds a replicate stage of each (nothing runs)."""
     from experiments.grid import read_params
 
     params = read_params(Path(__file__).resolve().parent.parent / "params.yaml")
     repo = demo.create_demo(tmp_path / "study", params=params)
     stages = dvc(repo, "stage", "list", "--name-only").split()
     cells = [s for s in stages if s.startswith("cell@")]
-    assert stages == ["fetch_models", *cells, "score"] and len(cells) == 20
-    assert "cell@imagenet-ViT-B32_RN50" in cells and "cell@sflckr-RN50" in cells
+    assert stages == ["fetch_models", *cells, "score"] and len(cells) == 40
+    assert "cell@imagenet-ViT-B32_RN50" in cells and "cell@sflckr-RN50_RN101" in cells
     edges = set(re.findall(r'"([^"]+)" -> "([^"]+)"', dvc(repo, "dag", "--dot")))
     assert edges == {("fetch_models", c) for c in cells} | {(c, "score") for c in cells}
     status = json.loads(dvc(repo, "status", "--json"))  # every cell's params resolve
     assert set(status) == set(stages)
+    params["grid"]["seeds"] = [7]
+    write_params(repo, params)
+    replicates = [s for s in dvc(repo, "stage", "list", "--name-only").split() if s.startswith("replicate@")]
+    assert replicates == [f"replicate@{c.removeprefix('cell@')}-7" for c in cells]
+
+
+def test_two_seeds_make_one_folder_each_and_the_init_image_is_a_dependency(tmp_path: Path) -> None:
+    """settings.seed and one seed of grid.seeds, started from an init image in experiments/inputs:
+    one folder per seed; replacing the image re-runs the cells."""
+    from PIL import Image
+
+    params = baseline_params()
+    params["grid"] = {"vqgan_models": {"tiny": "tiny"}, "perceptors": {"tiny-vit": "tiny-vit"}, "seeds": [7]}
+    params["settings"].update(steps_per_scene=3, steps_per_frame=3, save_every=3, interpolation_steps=0,
+                              init_image="experiments/inputs/start.png")
+    repo = demo.create_demo(tmp_path / "seeds", params=params)
+    image = repo / "experiments/inputs/start.png"
+    Image.new("RGB", (64, 32), (200, 40, 40)).save(image)
+    commit(repo, "init image")
+    cells = ["cell@tiny-tiny-vit", "replicate@tiny-tiny-vit-7"]
+    output = dvc(repo, "repro", *cells)
+    assert ran(output) == ["fetch_models", *cells], output
+    names = ["demo_untrained__tiny_tiny-vit", "demo_untrained__tiny_tiny-vit__seed-7"]
+    assert [p.name for p in cell_dirs(repo)] == names
+    frames, losses = {}, {}
+    for name, seed in zip(names, (12345, 7)):
+        sidecar = json.loads((repo / OUT / name / f"{name}_settings.json").read_text())
+        assert sidecar["settings"]["seed"] == seed and sidecar["settings"]["file_namespace"] == name
+        assert sidecar["settings"]["init_image"] == "experiments/inputs/start.png"
+        assert json.loads((repo / "experiments/metrics" / f"{name}.json").read_text())["frames"] == 2
+        frames[name] = (repo / OUT / name / f"{name}_2.png").read_bytes()
+        losses[name] = (repo / OUT / name / "losses.csv").read_text()
+    assert losses[names[0]] != losses[names[1]], "the seeds drew the same cutouts"
+
+    Image.new("RGB", (64, 32), (40, 40, 200)).save(image)
+    status = json.loads(dvc(repo, "status", "--json"))
+    assert {s for s in cells if {"changed deps": {"experiments/inputs": "modified"}} in status.get(s, [])} == set(cells)
+    output = dvc(repo, "repro", cells[0])
+    assert ran(output) == [cells[0]], output
+    assert (repo / OUT / names[0] / f"{names[0]}_2.png").read_bytes() != frames[names[0]]
