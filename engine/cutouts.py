@@ -112,6 +112,14 @@ def _homography(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
     return torch.cat([h, torch.ones_like(h[:, :1])], 1).view(-1, 3, 3)
 
 
+def _corners(device: torch.device) -> torch.Tensor:
+    """(4, 2) corners (-1, -1), (1, -1), (1, 1), (-1, 1), made on the device (a host tensor copied
+    to CUDA every step would make the host wait)."""
+    k = torch.arange(4, device=device)
+    x = ((k == 1) | (k == 2)).float() * 2 - 1
+    return torch.stack([x, (k >= 2).float() * 2 - 1], -1)
+
+
 def colour_matrix(hue: torch.Tensor, saturation: torch.Tensor) -> torch.Tensor:
     """(N, 3, 3): saturation ×s about each pixel's luma, then a hue turn (fraction of a full turn)
     as a rotation about the grey axis."""
@@ -121,12 +129,12 @@ def colour_matrix(hue: torch.Tensor, saturation: torch.Tensor) -> torch.Tensor:
         grey[:, channel] = weight
     saturate = saturation[:, None, None] * eye + (1 - saturation)[:, None, None] * grey
     angle = 2 * math.pi * hue
-    axis = torch.full((3,), 1 / math.sqrt(3), dtype=hue.dtype, device=hue.device)
+    a = 1 / math.sqrt(3)  # the grey axis (a, a, a)
     cross = torch.zeros_like(eye)  # [axis]_x
-    cross[0, 1], cross[0, 2], cross[1, 2] = -axis[2], axis[1], -axis[0]
+    cross[0, 1], cross[0, 2], cross[1, 2] = -a, a, -a
     cross = cross - cross.T
     turn = (angle.cos()[:, None, None] * eye + angle.sin()[:, None, None] * cross
-            + (1 - angle.cos())[:, None, None] * torch.outer(axis, axis))
+            + (1 - angle.cos())[:, None, None] * torch.full_like(eye, a * a))
     return turn @ saturate
 
 
@@ -166,7 +174,7 @@ def sample_cutouts(n: int, height: int, width: int, *, cut_size: int, cut_pow: f
     affine = torch.cat([inverse, -(inverse @ shift[:, :, None])], 2)
 
     on = _chance(n, PERSPECTIVE_P, generator, device)
-    corners = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]], device=device)
+    corners = _corners(device)
     inward = -corners * DISTORTION * torch.rand(n, 4, 2, generator=generator, device=device) * on[:, None, None]
     warp = _homography(corners + inward, corners.expand(n, 4, 2))  # output → before the perspective
 
