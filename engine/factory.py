@@ -5,9 +5,11 @@ builds the real architecture without downloading weights (for speed benchmarks).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import urlsplit
 
 import open_clip
@@ -81,18 +83,28 @@ def load_vqgan(name: str, device: str | torch.device = "cpu", *, random_weights:
         config_path, ckpt_path = fetch_vqgan(source, progress=progress)
         key = f"vqgan/{source.name}/checkpoint"
         digest = model_sha256(key, ckpt_path)  # a file changed since it was verified is not even parsed
-        try:
+        downloaded = not (source.local_checkpoint or source.untrained)
+        with _evict_if_refused(key, ckpt_path, downloaded, _origin(source, ckpt_path)):
             model = load_vqgan_files(config_path, ckpt_path)
-        except UnsafeCheckpointError as err:  # a file that calls code: nothing of it stays in the cache
-            ChecksumLock(cache.lock_file()).forget(key)
-            if source.local_checkpoint or source.untrained:
-                raise
-            ckpt_path.unlink(missing_ok=True)
-            raise UnsafeCheckpointError(f"{err}. The downloaded file and its checksum record were deleted; "
-                                        f"remove the mirror it came from ({_origin(source, ckpt_path)})") from None
         info = ModelInfo(source.name, source.slug, _origin(source, ckpt_path), digest, source.untrained)
     model.info = info
     return model.to(device)
+
+
+@contextlib.contextmanager
+def _evict_if_refused(key: str, path: Path, downloaded: bool, origin: str) -> Iterator[None]:
+    """When loading refuses a file as unsafe (its pickle calls code), nothing of it stays in the
+    cache: its checksum record is forgotten and, if we downloaded it, the file is deleted."""
+    try:
+        yield
+    except UnsafeCheckpointError as err:
+        ChecksumLock(cache.lock_file()).forget(key)
+        if not downloaded:
+            raise
+        for file in {path.resolve(), path}:  # a hub download is a link to a blob
+            file.unlink(missing_ok=True)
+        raise UnsafeCheckpointError(f"{err}. The downloaded file and its checksum record were deleted; "
+                                    f"do not use its source ({origin})") from None
 
 
 def _random_vqgan(source: VQGANSource, progress: bool) -> VQGAN:
@@ -211,10 +223,11 @@ def load_perceptor(name: str, device: str | torch.device = "cpu", *, random_weig
         info = ModelInfo(source.name, source.slug, "random weights", None, untrained=True)
     else:
         weights = fetch_perceptor(source, progress=progress)
-        digest = model_sha256(f"clip/{source.name}", weights)
-        model = create_open_clip(source.arch, weights, quick_gelu=quick_gelu)
-        info = ModelInfo(source.name, source.slug, _perceptor_origin(source, cfg, weights), digest,
-                         source.untrained)
+        key, origin = f"clip/{source.name}", _perceptor_origin(source, cfg, weights)
+        digest = model_sha256(key, weights)
+        with _evict_if_refused(key, weights, not (source.file or source.untrained), origin):
+            model = create_open_clip(source.arch, weights, quick_gelu=quick_gelu)
+        info = ModelInfo(source.name, source.slug, origin, digest, source.untrained)
     pre = model.visual.preprocess_cfg
     size = model.visual.image_size
     size = (size, size) if isinstance(size, int) else tuple(size)

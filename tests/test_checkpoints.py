@@ -136,12 +136,23 @@ def test_hostile_download_is_refused_and_evicted(tmp_path: Path, monkeypatch, fi
     _user_models(tmp_path, monkeypatch, {"mirrored": {
         "config_urls": [file_server.add("model.yaml", config.read_bytes())],
         "checkpoint_urls": [file_server.add("last.ckpt", ckpt.read_bytes())]}})
-    with pytest.raises(UnsafeCheckpointError, match=f"calls {global_name}.*deleted"):
+    with pytest.raises(UnsafeCheckpointError, match=f"calls {global_name}.*deleted.*127.0.0.1"):
         load_vqgan("mirrored")
     assert not marker.exists()
     assert not (cache.vqgan_dir("mirrored") / "last.ckpt").exists()
     lock = json.loads(cache.lock_file().read_text()) if cache.lock_file().exists() else {}
     assert "vqgan/mirrored/checkpoint" not in lock
+
+
+def test_hostile_clip_weights_file_is_refused(tmp_path: Path, monkeypatch) -> None:
+    marker = tmp_path / "payload-ran"
+    path = tmp_path / "clip.pt"
+    torch.save({"state_dict": {"logit_scale": torch.ones([])}, "extra": Hostile("builtins.exec", marker)}, path)
+    _user_models(tmp_path, monkeypatch, {}, {"mine": {"arch": "tiny-vit", "file": str(path)}})
+    with pytest.raises(UnsafeCheckpointError, match=f"{path}: refused to load: its pickle calls builtins.exec"):
+        load_perceptor("mine")
+    assert not marker.exists() and path.exists()
+    assert "clip/mine" not in cache.lock_file().read_text()
 
 
 def test_cli_refuses_a_hostile_checkpoint_in_one_line(tmp_path: Path, monkeypatch) -> None:
