@@ -13,6 +13,7 @@ only after the new one is safely on disk.
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import imageio.v2 as imageio
+import imageio_ffmpeg
 import numpy as np
 import torch
 from PIL import Image
@@ -189,15 +191,24 @@ def write_video(frames: list[Path], path: Path, fps: int) -> None:
         video = tmp.with_suffix(".mp4")  # ffmpeg picks the container from the suffix
         try:
             with imageio.get_writer(video, fps=fps, codec="libx264", quality=8, macro_block_size=8,
-                                    ffmpeg_log_level="error") as writer:
+                                    ffmpeg_log_level="fatal") as writer:  # failures: _check_video
                 for frame in frames:
                     writer.append_data(imageio.imread(frame))
+            _check_video(video, len(frames), path)
             video.replace(tmp)
         except BaseException:
             video.unlink(missing_ok=True)
             raise
-        if not tmp.stat().st_size:  # ffmpeg failed to write (disk full) without saying so
-            raise OSError(28, os.strerror(28), str(path))
+
+
+def _check_video(video: Path, n_frames: int, path: Path) -> None:
+    """imageio does not report ffmpeg's failures (a full disk): count the frames that got written."""
+    try:
+        written = imageio_ffmpeg.count_frames_and_secs(str(video))[0]
+    except (RuntimeError, OSError):
+        written = 0
+    if written != n_frames:
+        raise OSError(errno.EIO, f"ffmpeg wrote {written} of {n_frames} frames (is the disk full?)", str(path))
 
 
 class BackgroundWriter:

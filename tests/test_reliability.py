@@ -220,6 +220,22 @@ def test_full_out_dir_is_one_line_and_leaves_no_temp_files(mount, capsys: pytest
     assert not [p for p in point.rglob("*") if p.name.startswith(".")], "temp files left behind"
 
 
+def test_a_video_cut_short_by_a_full_disk_is_an_error(mount, tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from engine.outputs import write_video
+
+    frames = [tmp_path / f"{n}.png" for n in range(8)]
+    noise = np.random.default_rng(0).integers(0, 256, (8, 128, 128, 3), dtype=np.uint8)
+    for path, pixels in zip(frames, noise):
+        Image.fromarray(pixels).save(path)
+    point = mount("size=4k")
+    with pytest.raises(OSError, match="ffmpeg wrote 0 of 8 frames") as info:
+        write_video(frames, point / "run.mp4", 10)
+    assert info.value.filename == str(point / "run.mp4") and not list(point.iterdir())
+
+
 def test_too_long_name_and_unavailable_device_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     err = _cli_error(capsys, f"out_dir={tmp_path / ('x' * 300)}")
     assert "x" * 300 in err and "File name too long (ENAMETOOLONG)" in err
