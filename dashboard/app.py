@@ -18,6 +18,7 @@ import param
 from bokeh.models import Span
 
 from dashboard import plots
+from dashboard.bias import bias_view
 from dashboard.catalog import perceptor_names, select
 from dashboard.context import cell_context, labels, slot_tags
 from dashboard.grid import axis_options, grid_spec
@@ -145,7 +146,7 @@ def create_app(root: str | Path, scores: str | Path | None = None,
                         lambda df, s: marked("loss", plots.loss_figure(df, labels(df), s)),
                         shown, smoothing), sizing_mode="stretch_width")]
     if bias is not None:
-        panels.append(pn.Column("## Bias matrix", pn.bind(plots.bias_figure, bias, shown),
+        panels.append(pn.Column("## Bias matrix", pn.bind(bias_view, bias, shown),
                                 sizing_mode="stretch_width"))
     if stats is not None:
         stat = pn.widgets.Select(label="Statistic", options=STATS, width=200)
@@ -169,6 +170,8 @@ def create_app(root: str | Path, scores: str | Path | None = None,
         _update_checks(perceptors, perceptor_names(ready))
         _update_checks(experiments, sorted(ready["experiment"].unique()))
         baseline.options = {"(none)": "", **{r: r for r in ready["run"]}}
+        axes = {**axis_options(ready), **rows.options}
+        rows.options, cols.options = axes, dict(axes)
         live.catalog = new
 
     if pn.state.curdoc is not None and poll_ms:

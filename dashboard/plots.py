@@ -1,5 +1,5 @@
-"""Bokeh figures for the app: loss curves, the bias-matrix heatmap, image statistics, palettes,
-and the step marker the player moves."""
+"""Bokeh figures for the app: loss curves, image statistics, palettes, and the step marker the
+player moves (the bias heatmap is dashboard/bias.py)."""
 from __future__ import annotations
 
 import html
@@ -8,12 +8,11 @@ import re
 from itertools import cycle
 
 import pandas as pd
-from bokeh.models import ColumnDataSource, HoverTool, Legend, LegendItem, Span
-from bokeh.palettes import Category20_20, Viridis256
+from bokeh.models import HoverTool, Legend, LegendItem, Span
+from bokeh.palettes import Category20_20
 from bokeh.plotting import figure
-from bokeh.transform import linear_cmap
 
-from .grid import natural_key, title
+from .grid import title
 
 HEIGHT = 320
 LEGEND_ROW = 17  # px per legend row below a chart
@@ -74,33 +73,6 @@ def loss_figure(shown: pd.DataFrame, names: dict[str, str] | None = None,
     fig = figure(x_axis_label="step", y_axis_label="total loss", height=HEIGHT,
                  sizing_mode="stretch_width", tools="pan,wheel_zoom,box_zoom,reset")
     return _lines(fig, curves)
-
-
-def bias_figure(bias: pd.DataFrame, shown: pd.DataFrame) -> figure | str:
-    """Heatmap of the mean similarity each judge perceptor gives each shown cell's frames."""
-    pairs = set(zip(shown["vqgan"], shown["generator"]))
-    df = bias[[(v, g) in pairs for v, g in zip(bias["vqgan"], bias["generator"])]].copy()
-    if df.empty:
-        return "*No bias scores for the shown cells.*"
-    df["cell"] = df["vqgan"] + " · " + df["generator"].str.replace("+", " + ")
-    df["label"] = df["similarity"].map("{:.3f}".format)
-    low, high = df["similarity"].min(), df["similarity"].max()
-    df["ink"] = ["black" if s > (low + high) / 2 else "white" for s in df["similarity"]]
-    cells = sorted(df["cell"].unique(), key=natural_key, reverse=True)
-    judges = sorted(df["judge"].unique(), key=natural_key)
-    fig = figure(title="mean CLIP similarity of each cell's frames under each judge",
-                 x_range=judges, y_range=cells,
-                 height=max(HEIGHT, 24 * len(cells) + 80), sizing_mode="stretch_width",
-                 x_axis_location="above", tools="hover", toolbar_location=None,
-                 tooltips=[("cell", "@cell"), ("judge", "@judge"), ("similarity", "@label")])
-    source = ColumnDataSource(df.to_dict("list"))
-    cmap = linear_cmap("similarity", Viridis256, low, high)
-    fig.rect("judge", "cell", 1, 1, source=source, fill_color=cmap, line_color=None)
-    fig.text("judge", "cell", text="label", source=source, text_align="center",
-             text_baseline="middle", text_font_size="10px", text_color="ink")
-    fig.grid.visible = False
-    fig.axis.major_tick_line_color = None
-    return fig
 
 
 def stats_figure(stats: pd.DataFrame, shown: pd.DataFrame, stat: str,

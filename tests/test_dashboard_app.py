@@ -10,6 +10,7 @@ from bokeh.models import Span
 
 from dashboard import plots
 from dashboard.app import create_app
+from dashboard.bias import bias_view
 from dashboard.catalog import load_catalog
 from dashboard.context import labels, schedule, slot_tags
 from dashboard.scores import load_scores
@@ -39,15 +40,15 @@ def test_figures_for_a_large_grid(tmp_path: Path) -> None:
     assert isinstance(losses, figure) and len(losses.renderers) == 16  # pytti logs no loss
     legend = [item.label.value for item in losses.legend[0].items]  # every cell, not 12
     assert len(legend) == 16 and set(legend) <= set(names.values())
-    heatmap = plots.bias_figure(bias, shown)
-    assert isinstance(heatmap, figure) and len(heatmap.y_range.factors) == 16
+    heatmap = bias_view(bias, shown)[0].object  # the heatmap of the app's bias panel
+    assert len(heatmap.y_range.factors) == 16
     assert len(plots.stats_figure(stats, shown, "contrast").renderers) == 16
     assert plots.palettes_html(stats, shown).count("white-space:nowrap") == 16
     at_first = plots.palettes_html(stats, shown, step=50)  # palettes at the player's step
     assert at_first.count("step 50<") == 16 and "step 100" not in at_first
     pytti_only = shown[shown["source"] == "pytti"]
     assert isinstance(plots.loss_figure(pytti_only), str)
-    assert isinstance(plots.bias_figure(bias, pytti_only), str)
+    assert isinstance(bias_view(bias, pytti_only), str)
 
 
 def test_smoothing_and_the_step_marker(tmp_path: Path) -> None:

@@ -429,9 +429,13 @@ export class GridPlayer {
     const k = cell ? cell.at[this.i] ?? 0 : 0;
     if (!s || cell.steps[k] == null) {
       this.context.replaceChildren();
+      this.contextKey = null;
       return;
     }
     const blend = sceneBlend(Math.max(cell.steps[k] - 1, 0), s.scenes.length, s.steps_per_scene, s.interpolation_steps);
+    const key = JSON.stringify([cell.id, this.sharedSchedule, blend]);
+    if (key === this.contextKey && this.context.childElementCount) return;  // same as shown
+    this.contextKey = key;
     const whose = this.sharedSchedule ? "all cells" : cell.title + (cell.tag ? ` · ${cell.tag}` : "");
     const scenes = blend.map(([n, f]) => `${n + 1}${blend.length > 1 ? ` (${Math.round(f * 100)} %)` : ""}`).join(" → ");
     const prompts = blend.flatMap(([n, f]) => s.scenes[n].map((p) =>
