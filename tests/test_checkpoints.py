@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import types
 import zipfile
 from pathlib import Path
 
@@ -11,8 +12,8 @@ import pytest
 import torch
 import yaml
 
-from checkpoint_fixtures import (HOSTILE_GLOBALS, Hostile, write_hostile_vqgan, write_torchscript_clip,
-                                 write_vqgan_replica)
+from checkpoint_fixtures import (HOSTILE_GLOBALS, Hostile, lightning_names, write_hostile_vqgan,
+                                 write_torchscript_clip, write_vqgan_replica)
 from engine import cache
 from engine.checkpoint import CheckpointError, UnsafeCheckpointError, load_checkpoint, read_torchscript_tensors
 from engine.factory import load_perceptor, load_vqgan
@@ -142,6 +143,39 @@ def test_hostile_download_is_refused_and_evicted(tmp_path: Path, monkeypatch, fi
     assert not (cache.vqgan_dir("mirrored") / "last.ckpt").exists()
     lock = json.loads(cache.lock_file().read_text()) if cache.lock_file().exists() else {}
     assert "vqgan/mirrored/checkpoint" not in lock
+
+
+def test_lightning_functions_load_as_inert_stand_ins(tmp_path: Path, monkeypatch) -> None:
+    """A pickle that calls a Lightning-named function gets our stand-in, not Lightning's code."""
+    marker = tmp_path / "function-ran"
+    module = types.ModuleType("pytorch_lightning.utilities.cloud_io")
+
+    def load(path: str) -> None:  # would run if the loader imported Lightning's real function
+        Path(path).touch()
+
+    load.__module__, load.__qualname__ = module.__name__, "load"
+    module.load = load
+
+    class CallsLightning:
+        def __reduce__(self):
+            return load, (str(marker),)
+
+    path = tmp_path / "calls.ckpt"
+    with lightning_names():
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+        torch.save({"state_dict": {"w": torch.ones(2)}, "loader": CallsLightning()}, path)
+    loaded = load_checkpoint(path)
+    assert loaded["loader"] == "pytorch_lightning.utilities.cloud_io.load" and not marker.exists()
+
+
+def test_hostile_legacy_file_is_refused(tmp_path: Path) -> None:
+    marker = tmp_path / "payload-ran"
+    path = tmp_path / "legacy.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(2)}, "x": Hostile("posix.system", marker)}, path,
+               _use_new_zipfile_serialization=False)
+    with pytest.raises(UnsafeCheckpointError, match="calls posix.system"):
+        load_checkpoint(path, keep="state_dict")
+    assert not marker.exists()
 
 
 def test_hostile_clip_weights_file_is_refused(tmp_path: Path, monkeypatch) -> None:
