@@ -138,7 +138,7 @@ def test_bias_matrix_and_image_statistics(demo_repo) -> None:
     repo, _ = demo_repo
     scores = repo / "experiments/scores"
     rows = read_csv(scores / "bias_matrix.csv")
-    assert list(rows[0]) == ["vqgan", "generator", "judge", "similarity"]
+    assert list(rows[0]) == ["vqgan", "generator", "judge", "similarity", "seed", "z"]
     pairs = [(r["vqgan"], r["generator"], r["judge"]) for r in rows]
     expected = {(v, g, j) for v in ("tiny", "tiny-gumbel") for g in ("tiny-vit", "tiny-rn") for j in ("tiny-vit", "tiny-rn")}
     assert len(pairs) == len(set(pairs)) == 8 and set(pairs) == expected  # one value per (generator, judge) per VQGAN
