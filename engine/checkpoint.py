@@ -1,11 +1,13 @@
 """The one safe reader of checkpoint and weights files: nothing in a file ever runs.
 
-`load_checkpoint` reads a `torch.save` file (zip or legacy format) with torch's weights-only
-unpickler. Objects that taming's Lightning checkpoints pickle beside the weights (Lightning's
-`ModelCheckpoint` and `AttributeDict`, OmegaConf configs, `argparse.Namespace`, typing and numpy
-markers) load as inert stand-ins defined here and come back as plain data; Lightning is never
-imported. Any other global (`os.system`, `builtins.exec`, `subprocess.Popen`, ...) is refused
-with a `CheckpointError` naming it, before anything is unpickled.
+`load_checkpoint` reads a `torch.save` file: the zip format memory-mapped with torch's
+weights-only unpickler; the legacy format with a restricted unpickler of our own that reads from
+disk only the tensors asked for (torch's reader where it cannot). Objects that taming's Lightning
+checkpoints pickle beside the weights (Lightning's `ModelCheckpoint` and `AttributeDict`,
+OmegaConf configs, `argparse.Namespace`, typing and numpy markers) load as inert stand-ins
+defined here and come back as plain data; Lightning is never imported. Any other global
+(`os.system`, `builtins.exec`, `subprocess.Popen`, ...) is refused with a `CheckpointError`
+naming it, before anything is unpickled.
 
 `load_weights` also reads safetensors files and OpenAI's TorchScript CLIP archives; those are
 read as data (a restricted unpickler over the archive's `data.pkl`), never compiled or run.

@@ -97,6 +97,18 @@ def test_torchscript_clip_weights_read_without_running_it(tmp_path: Path, monkey
     assert perceptor.encode_text(["a cat"]).shape == (1, 32)
 
 
+def test_safetensors_clip_weights_load(tmp_path: Path, monkeypatch) -> None:
+    """The format open_clip's hub downloads come in (`open_clip_model.safetensors`)."""
+    from safetensors.torch import save_file
+
+    reference = load_perceptor("tiny-rn").model.state_dict()
+    path = tmp_path / "open_clip_model.safetensors"
+    save_file({k: v.contiguous() for k, v in reference.items()}, str(path))
+    _user_models(tmp_path, monkeypatch, {}, {"st": {"arch": "tiny-rn", "file": str(path)}})
+    own = load_perceptor("st").model.state_dict()
+    assert all(torch.equal(own[k], reference[k]) for k in reference)
+
+
 def test_cli_runs_a_legacy_lightning_replica_and_torchscript_clip_without_lightning(tmp_path: Path, monkeypatch
                                                                                      ) -> None:
     """`python -m engine run` in a Python where importing Lightning fails: a Lightning 1.0.8 dump in
