@@ -1,12 +1,15 @@
-"""Benchmark: how fast the player switches every cell of a 25 x 40 grid to the next step.
+"""Benchmark: how fast the player switches every cell of the 40-cell study grid to the next step.
 
-    python benchmarks/dashboard_player.py [--vqgans 5] [--perceptors 5] [--frames 40]
+    python benchmarks/dashboard_player.py [--vqgans 5] [--perceptors 8] [--frames 40]
+
+The default is the study's shape: 5 VQGANs x 8 perceptor entries, 40 frames of 256x128 each.
 
 Builds a fixture grid (tests/dashboard_fixtures.py), serves it with `python -m dashboard serve`,
 exports it, and measures in headless Chromium, with performance.now(), for both pages:
-- switch: the script time to point all cells at the next step;
+- switch: the script time to point all cells at the next step (in a 1366x768 window);
 - painted: from the switch to the end of the next rendered frame;
-- playback: the step interval actually achieved while playing at 25 fps.
+- playback: the step interval actually achieved while playing at 25 fps;
+and the size of the export (page plus sprite sheets).
 """
 from __future__ import annotations
 
@@ -54,7 +57,7 @@ def _stats(xs: list[float]) -> str:
 
 
 def measure(browser, url: str, label: str, steps: int) -> None:
-    page = browser.new_page(viewport={"width": 1600, "height": 1200})
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
     page.goto(url)
     page.wait_for_function("window.gridPlayer && window.gridPlayer.tiles.length > 0",
                            timeout=60_000)
@@ -73,7 +76,7 @@ def measure(browser, url: str, label: str, steps: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vqgans", type=int, default=5)
-    parser.add_argument("--perceptors", type=int, default=5)
+    parser.add_argument("--perceptors", type=int, default=8)
     parser.add_argument("--frames", type=int, default=40)
     args = parser.parse_args(argv)
     if not CHROMIUM.exists():
@@ -85,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         make_grid(root, [f"vq{i}" for i in range(args.vqgans)],
                   [f"P{j}" for j in range(args.perceptors)], args.frames, size=(256, 128), noise=8)
         page = export(root, Path(tmp) / "site")
-        print(f"export: {export_size(Path(tmp) / 'site') / 1e6:.2f} MB")
+        frames = sum(p.stat().st_size for p in root.rglob("*.png"))
+        print(f"grid: {args.vqgans} x {args.perceptors} cells, {args.frames} frames of 256x128; "
+              f"export: {export_size(Path(tmp) / 'site') / 1e6:.2f} MB "
+              f"(PNG frames: {frames / 1e6:.1f} MB)")
         with dashboard_server(root) as url, sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             measure(browser, url, "served app (<img> src swap)", args.frames - 1)
