@@ -36,9 +36,10 @@ DEMO_GRID = {
 # Small enough for a 2-core CPU: 2 scenes × 10 steps, a frame every 5 steps (4 frames per cell),
 # motion from step 5. A larger learning rate than the models' defaults (0.1, GumbelVQ 0.15), so
 # that 20 steps move the untrained latents across code boundaries and the cells' frames differ.
+# No init or target images: the demo repository's experiments/inputs/ holds none.
 DEMO_SETTINGS = {"width": 64, "height": 32, "cutouts": 4, "steps_per_frame": 5, "save_every": 5,
                  "steps_per_scene": 10, "interpolation_steps": 5, "pre_animation_steps": 5,
-                 "learning_rate": 0.3}
+                 "learning_rate": 0.3, "init_image": None, "target_images": ""}
 HEADER = """\
 # OFFLINE DEMO GRID ON UNTRAINED MODELS. `tiny`, `tiny-gumbel`, `tiny-vit` and `tiny-rn` have
 # random weights (generated locally, no download): the frames and scores made here say nothing

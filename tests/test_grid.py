@@ -260,6 +260,15 @@ def test_dvc_yaml_agrees_with_grid_names(group: str, replicate: bool) -> None:
     assert dvc["stages"]["fetch_models"]["outs"] == ["experiments/model_stamps"]
 
 
+def test_demo_keeps_the_studys_settings_but_not_its_init_photo() -> None:
+    study = read_params(REPO / "params.yaml")
+    study["settings"]["init_image"] = "experiments/inputs/GasWorksPark3.jpg"  # absent from a demo repository
+    grid = build_grid(demo.demo_params(study))
+    assert grid.settings["init_image"] is None and grid.seeds == (12345,) and len(grid.cells) == 4
+    assert (grid.settings["zoom_x_2d"], grid.settings["cutout_border"]) == (3.0, 0.25)  # the study's, unscaled
+    assert grid.settings["pre_animation_steps"] < 20  # motion within the demo's 20 steps
+
+
 def test_demo_params_are_labelled_untrained(tmp_path: Path) -> None:
     repo = demo.create_demo(tmp_path / "demo")
     text = (repo / "params.yaml").read_text()
