@@ -22,7 +22,7 @@ import zipfile
 from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
 from collections import OrderedDict
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, ClassVar, Iterator
 
 import torch
@@ -78,12 +78,25 @@ def _empty_dict(*_args: Any) -> dict:
     return {}
 
 
+def _posix_path(*parts: str) -> str:
+    """`pathlib` path stand-in (hyper-parameters may hold paths): the path as text."""
+    return str(PurePosixPath(*parts))
+
+
+def _windows_path(*parts: str) -> str:
+    return str(PureWindowsPath(*parts))
+
+
 def _stand_in(name: str) -> Any:
     """What the global `name` loads as, or None when it must be refused."""
     if name in _PLAIN_TYPES:
         return _PLAIN_TYPES[name]
     if name == "collections.defaultdict":
         return _empty_dict
+    if name in ("pathlib.PosixPath", "pathlib.PurePosixPath"):
+        return _posix_path
+    if name in ("pathlib.WindowsPath", "pathlib.PureWindowsPath"):
+        return _windows_path
     if name.startswith(_STAND_IN_PREFIXES) or name in _STAND_IN_NAMES:
         # dict subclasses must load as dicts: the unpickler fills only exact dicts with items
         return dict if name.endswith(".AttributeDict") else stand_in_class(name)

@@ -103,7 +103,8 @@ def lightning_dump(state: dict[str, torch.Tensor], hparams: str, *, extra: Any =
     elif hparams == "dictconfig":
         dump["hyper_parameters"] = OmegaConf.create(params)
     elif hparams == "namespace":
-        dump["hparams"] = argparse.Namespace(base=["configs/model.yaml"], gpus="0,", resume="", train=True)
+        dump["hparams"] = argparse.Namespace(base=["configs/model.yaml"], gpus="0,", resume="", train=True,
+                                             logdir=Path("/work/logs/2020-11-09T13-31-51"))
     else:
         raise ValueError(f"hparams must be attributedict, dictconfig or namespace, not {hparams!r}")
     if extra is not None:

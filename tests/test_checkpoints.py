@@ -80,7 +80,8 @@ def test_lightning_objects_come_back_as_plain_data(tmp_path: Path, kind: str, no
         "best_model_path": "logs/checkpoints/last.ckpt"}}
     assert len(loaded["optimizer_states"]) == 2 and loaded["pytorch-lightning_version"] == "1.0.8"
     if kind == "lightning-namespace":
-        assert loaded["hparams"] == {"base": ["configs/model.yaml"], "gpus": "0,", "resume": "", "train": True}
+        assert loaded["hparams"] == {"base": ["configs/model.yaml"], "gpus": "0,", "resume": "", "train": True,
+                                     "logdir": "/work/logs/2020-11-09T13-31-51"}
     else:
         assert type(loaded["hyper_parameters"]) is dict
         assert loaded["hyper_parameters"] == {"embed_dim": 16, "n_embed": 128,
