@@ -23,9 +23,9 @@ folder of the node's work folder; put it on storage every node mounts so retries
 resume too. A failure that retrying cannot fix (a model that cannot be fetched, bad settings,
 disk full) is reported once with the cell's name and not retried.
 
-Without `--address` a local Ray instance with this machine's GPUs runs the cells: on one
-multi-GPU box this replaces `python -m experiments.parallel`, whose DVC queue workers all land
-on GPU 0.
+Without `--address` a local Ray instance with this machine's GPUs runs the cells: one cell per
+GPU on a multi-GPU box (DVC's experiment queue, which the retired `experiments.parallel` used,
+sent every worker to GPU 0).
 """
 from __future__ import annotations
 

@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -228,32 +227,6 @@ def test_removing_a_vqgan_leaves_the_other_cells_untouched(demo_repo) -> None:
     assert all(lock[s] == lock_before[s] for s in ("cell@tiny-tiny-rn", "cell@tiny-tiny-vit"))
     assert {r["vqgan"] for r in read_csv(repo / "experiments/scores/bias_matrix.csv")} == {"tiny"}
     assert "not in the grid any more" in output  # the left-over folders are pointed out
-
-
-def test_cells_run_in_parallel_through_the_experiment_queue(demo_repo) -> None:
-    repo, _ = demo_repo
-    reset_to_baseline(repo)
-    params = baseline_params()
-    del params["grid"]["vqgan_models"]["tiny-gumbel"]
-    params["settings"]["seed"] = 7  # a setting: both remaining cells must run again
-    write_params(repo, params)
-    commit(repo, "seed 7")
-    output = sh(repo, sys.executable, "-m", "experiments.parallel", "--jobs", "2", "--poll", "2")
-    assert "experiment 1/2: cell@tiny-tiny-vit" in output and "experiment 2/2: cell@tiny-tiny-rn" in output
-    names = re.findall(r"\] (\S+): Success, (\S+): Success", output)
-    assert names, output
-    # The workspace got both cells from the run cache: nothing ran twice.
-    assert sorted(restored(output)) == ["cell@tiny-tiny-rn", "cell@tiny-tiny-vit"], output
-    assert [s for s in ran(output) if s.startswith("cell@")] == [], output
-    assert "up to date" in dvc(repo, "status")
-    for name in ("demo_untrained__tiny_tiny-vit", "demo_untrained__tiny_tiny-rn"):
-        assert json.loads((repo / OUT / name / f"{name}_settings.json").read_text())["seed"] == 7
-    shown = json.loads(dvc(repo, "exp", "show", "--json"))
-    experiments = {r["name"]: r for head in shown for e in (head.get("experiments") or []) for r in e["revs"]}
-    assert set(names[0]) <= set(experiments)
-    for name in names[0]:
-        data = experiments[name]["data"]
-        assert data["params"]["params.yaml"]["data"]["settings"]["seed"] == 7
 
 
 def _bad_repo(tmp_path: Path, params: dict) -> Path:
