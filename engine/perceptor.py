@@ -48,7 +48,8 @@ class Perceptor(nn.Module):
 
     def encode_normalised(self, images: torch.Tensor) -> torch.Tensor:
         """Images already at `input_size` and normalised with `mean` and `std` → (N, D) unit embeddings."""
-        return F.normalize(self.model.encode_image(images).float(), dim=-1)
+        dtype = next(self.model.parameters()).dtype  # bf16 under precision=bf16 (`engine.precision`)
+        return F.normalize(self.model.encode_image(images.to(dtype)).float(), dim=-1)
 
 
 def load_open_clip_weights(model: nn.Module, path: str | Path) -> None:

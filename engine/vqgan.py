@@ -68,7 +68,7 @@ class VQGAN(nn.Module):
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """Images (N, 3, H, W) in [0, 1] → latents z (N, embed_dim, H/f, W/f) in codebook space."""
-        h = self.quant_conv(self.encoder(image * 2 - 1))
+        h = self.quant_conv(self.encoder((image * 2 - 1).to(self.dtype))).float()
         if not self.gumbel:
             return h
         codes = self.quantize.proj(h).argmax(1)  # the hard choice GumbelVQ makes at eval time
@@ -86,9 +86,14 @@ class VQGAN(nn.Module):
         q = book[dist.argmin(1)]
         return q.view(*z.shape[:1], *z.shape[2:], self.embed_dim).movedim(-1, 1)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the encoder and decoder weights (`engine.precision`); inputs are cast to it, outputs are fp32."""
+        return self.post_quant_conv.weight.dtype
+
     def decode(self, z: torch.Tensor, clamp: bool = True) -> torch.Tensor:
         """Latents (N, embed_dim, h, w) → images (N, 3, h*f, w*f) in [0, 1] (clamp=False: not clamped)."""
-        image = self.decoder(self.post_quant_conv(z)).add(1).div(2)
+        image = self.decoder(self.post_quant_conv(z.to(self.dtype))).float().add(1).div(2)
         return image.clamp(0, 1) if clamp else image
 
 
