@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 
 from engine.download import DownloadError
 from engine.fsutil import describe_os_error
@@ -55,22 +56,28 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    """Time the engine's step against the bare model compute (random weights, no download)."""
-    from engine.bench import bench
+    """Time the engine's step beside the bare model compute, the canonical fp32 notebook step and the
+    hardware limit (random weights, no download); `--cells K`: K cells sharing one device."""
+    from engine.bench import bench, cells, cells_report, report
+    from engine.device import pick_device
     from engine.settings import load_config
 
     overrides = ["cutouts=60", "vqgan_model=imagenet_16384", "perceptors=ViT-B-32:openai", *args.overrides]
-    result = bench(load_config(args.config, overrides), warmup=args.warmup, repeats=args.repeats)
+    if args.device:
+        overrides.append(f"device={args.device}")
+    settings = load_config(args.config, overrides)
+    both = (pick_device(settings.device).type == "cuda"
+            and not any(o.startswith("precision=") for o in args.overrides))
+    result = bench(settings, warmup=args.warmup, repeats=args.repeats, both_precisions=both)
+    if args.cells:
+        result["cells"] = [cells(replace(settings, precision=p), args.cells, steps=args.steps)
+                           for p in result["precisions"]]
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"{result['vqgan']} + {'+'.join(result['perceptors'])}, {result['size']}, {result['cutouts']} cutouts, "
-          f"{result['device']} ({result['threads']} threads), random weights")
-    print(f"  engine step       {result['engine_s_per_step']:.3f} s/step")
-    print(f"  bare compute      {result['bare_s_per_step']:.3f} s/step  (VQGAN decode fwd+bwd + perceptor fwd+bwd)")
-    print(f"  ratio             {result['ratio']:.3f}  (medians of {result['repeats']}; "
-          f"fastest vs fastest: {result['ratio_of_fastest']:.3f})")
-    print(f"  peak memory       {result['peak_memory_mb']:.0f} MB")
+    print(report(result))
+    for row in result.get("cells", []):
+        print(cells_report(row))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--warmup", type=int, default=1)
             p.add_argument("--repeats", type=int, default=5)
             p.add_argument("--json", action="store_true")
+            p.add_argument("--device", help="shorthand for device=...; on CUDA both fp32 and bf16 are timed "
+                           "unless precision= is given")
+            p.add_argument("--cells", type=int, default=0, metavar="K",
+                           help="also run K cells as K processes sharing the device: cell-steps/s, peak memory")
+            p.add_argument("--steps", type=int, default=10, help="timed steps per cell with --cells")
         p.set_defaults(func=func)
     args = parser.parse_args(argv)
     try:

@@ -34,6 +34,7 @@ from engine.outputs import (SIDECAR_FORMAT, BackgroundWriter, RunFolder, RunFold
                             save_frame_job, save_state_job, to_uint8, write_losses_csv, write_metrics,
                             write_video)
 from engine.perceptor import Perceptor
+from engine.precision import check_precision, prepare_models
 from engine.prompts import Prompt, parse_prompt_list, parse_scenes, scene_blend, total_steps
 from engine.settings import Settings, SettingsError, check_size_for_factor
 from engine.vqgan import VQGAN
@@ -263,12 +264,14 @@ def run(settings: Settings, *, quiet: bool = False) -> Path:
     looked at until the run ends; a second writer gets `LockHeld` naming the holder's PID.
     """
     device = pick_device(settings.device)
+    check_precision(settings.precision, device)
     set_determinism(settings.deterministic)
     if device.type == "cpu":
         keep_freed_memory()
     vqgan = load_vqgan(settings.vqgan_model, device, progress=not quiet)
     check_size_for_factor(settings, vqgan.factor)
     perceptors = [load_perceptor(name, device, progress=not quiet) for name in settings.perceptors]
+    prepare_models(settings.precision, device, vqgan, perceptors)
     folder = RunFolder(settings.out_dir, settings.file_namespace)
     with exclusive_lock(folder.lock_file, what=f"run folder {folder.path}"):
         folder.clean_temp_files()
