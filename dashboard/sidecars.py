@@ -110,6 +110,10 @@ def read_json_object(path: Path, parse: Callable[[str], Any] = json.loads) -> di
         raise MetadataError(f"unreadable {path.name}: not a JSON object")
     if json_depth(obj) > MAX_JSON_DEPTH:
         raise MetadataError(f"unreadable {path.name}: nested deeper than {MAX_JSON_DEPTH} levels")
+    try:  # `\udcff` escapes decode to text that no page or terminal can take
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise MetadataError(f"unreadable {path.name}: escapes that are not Unicode text ({e.reason})") from e
     return obj
 
 

@@ -145,6 +145,7 @@ MALFORMED = {
     "deep_json": "a sidecar nested 100000 deep",
     "deep_metrics": "metrics.json nested 200 deep (parses, but past the depth bound)",
     "loop": "a directory symlink loop (loop -> .)",
+    "surrogate": "a sidecar whose text escapes are not Unicode (\\udcff)",
 }
 NOT_UTF8 = b"latin1_caf\xe9"  # a folder name that is not UTF-8
 
@@ -166,6 +167,9 @@ def make_malformed_runs(root: Path) -> None:
     (root / "deep_metrics" / "metrics.json").write_text(
         '{"complete": true, "x": ' + "[" * 200 + "]" * 200 + "}")
     (root / "loop").symlink_to(".")
+    doc = json.loads(sidecar("surrogate").read_text())
+    doc["settings"]["vqgan_model"] = doc["models"]["vqgan"]["slug"] = "\udcff"
+    sidecar("surrogate").write_text(json.dumps(doc))  # ASCII JSON holding the escape
     folder = os.path.join(os.fsencode(root), NOT_UTF8)
     os.mkdir(folder)
     write_frame(Path(os.fsdecode(os.path.join(folder, NOT_UTF8 + b"_1.png"))), (200, 10, 10),

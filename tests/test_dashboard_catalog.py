@@ -274,7 +274,7 @@ def test_bad_folders_do_not_hide_the_rest(malformed: tuple[Path, pd.DataFrame]) 
 @pytest.mark.parametrize("name, says", [
     ("settings_is_a_list", "'settings' is list"), ("models_is_a_string", "'models' is str"),
     ("deep_json", "nested too deeply"), ("deep_metrics", "nested deeper than 32"),
-    ("loop", "links to folders are not followed"),
+    ("loop", "links to folders are not followed"), ("surrogate", "not Unicode text"),
 ])
 def test_each_bad_folder_says_why(malformed: tuple[Path, pd.DataFrame], name: str,
                                   says: str) -> None:
