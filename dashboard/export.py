@@ -178,6 +178,8 @@ def export(root: str | Path, out: str | Path, rows: str = "vqgan", cols: str = "
     ext = FORMATS[fmt][1]
     names = {run: f"{i:03d}-{re.sub(r'[^A-Za-z0-9._-]+', '-', run)[:80]}{ext}"
              for i, run in enumerate(runs["run"])}
+    for name in (f for frames in runs["frames"] for f in frames):  # headers only: cheap
+        open_frame(root / name).close()
     sizes = {run.run: frame_size(root / run.frames[0], width) for run in runs.itertuples()}
     for run in runs.itertuples():
         sheet_layout(run.n_frames, *sizes[run.run])
