@@ -116,16 +116,17 @@ def test_grid_command_validates_and_lists_the_40_study_cells() -> None:
             "cell@wikiart-RN50_RN101"] in rows
 
 
-def test_grid_command_names_bad_entries(tmp_path: Path) -> None:
+def test_grid_command_names_bad_entries(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from experiments.grid import main
+
     params = read_params(REPO / "params.yaml")
     params["grid"]["perceptors"]["RN50x5"] = "RN50x5:openai"
     params["grid"]["seeds"] = [12345, "x"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    result = subprocess.run([sys.executable, "-m", "experiments.grid", "--params", str(tmp_path / "params.yaml")],
-                            cwd=REPO, capture_output=True, text=True)
-    assert result.returncode == 1 and result.stdout == ""
-    assert "grid.perceptors.RN50x5: unknown perceptor 'RN50x5:openai'" in result.stderr
-    assert "grid.seeds=[12345, 'x']: expected a list of non-negative integers" in result.stderr
+    assert main(["--params", str(tmp_path / "params.yaml")]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "grid.perceptors.RN50x5: unknown perceptor 'RN50x5:openai'" in err
+    assert "grid.seeds=[12345, 'x']: expected a list of non-negative integers" in err
 
 
 def test_seeds_make_one_replicate_of_every_cell() -> None:
