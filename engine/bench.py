@@ -167,7 +167,7 @@ def bench(settings: Settings, *, warmup: int = 1, repeats: int = 3, both_precisi
         fns[f"engine_{precision}"] = engine_step(run_settings, *models[precision])
         fns[f"bare_{precision}"] = bare_compute(run_settings, *models[precision])
     fns["canonical_fp32"] = canonical_step(settings, *fp32_models)
-    for precision in {"fp32", *precisions}:
+    for precision in dict.fromkeys(["fp32", *precisions]):
         fns[f"matmul_{precision}"] = matmul(DTYPES[precision], device)
     flops = {p: count_flops(fns[f"engine_{p}"]) for p in precisions}
     for _ in range(warmup):
@@ -179,7 +179,7 @@ def bench(settings: Settings, *, warmup: int = 1, repeats: int = 3, both_precisi
         for name in names[i % len(names):] + names[:i % len(names)]:
             times[name].append(_seconds(fns[name], device))
     s = {name: _median(t) for name, t in times.items()}
-    peak = {p: 2 * MATMUL_SIZE ** 3 / s[f"matmul_{p}"] for p in {"fp32", *precisions}}
+    peak = {p: 2 * MATMUL_SIZE ** 3 / s[f"matmul_{p}"] for p in dict.fromkeys(["fp32", *precisions])}
     return {
         "precisions": precisions, "repeats": repeats, "seconds": s, "all_seconds": times,
         "canonical_s_per_step": s["canonical_fp32"],
