@@ -135,7 +135,7 @@ def test_two_d_animation_moves_the_averaged_image_and_re_encodes_it() -> None:
     moved = quantise_8bit(transform_2d(before, translate_x=3, translate_y=-2, sampling_mode="bilinear"))
     assert torch.equal(latent.z, encode_codes(guide.vqgan, moved))  # quantised codes of the moved average
     assert not torch.equal(latent.z, z_before)
-    assert torch.equal(latent.ema.average, latent.z)  # the average restarts at the new z
+    torch.testing.assert_close(latent.ema.average, latent.z.detach())  # the average restarts at the new z
     image, codes = latent.target  # stabilisation aims at the re-encoded image and its codes
     assert torch.equal(image, quantise_8bit(render(guide, latent.z))) and torch.equal(codes, encode_codes(guide.vqgan, image))
 
@@ -182,7 +182,8 @@ def test_folder_with_other_settings_is_never_overwritten_silently(tmp_path: Path
     mtime = (folder / "metrics.json").stat().st_mtime_ns
     run(tiny_settings(tmp_path), quiet=True)
     assert (folder / "metrics.json").stat().st_mtime_ns == mtime
-    run(tiny_settings(tmp_path, "cutouts=6", "allow_overwrite=true"), quiet=True)
+    # another seed too: 10 steps barely move pytti's averaged z, so the frames may not change otherwise
+    run(tiny_settings(tmp_path, "cutouts=6", "seed=8", "allow_overwrite=true"), quiet=True)
     assert json.loads((folder / "run_settings.json").read_text())["settings"]["cutouts"] == 6
     assert frame_bytes(folder) != frames
 
