@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+PROJECT = Path(__file__).resolve().parent.parent  # holds this package
 MODELS_STAGE = "fetch_models"  # dvc.yaml: makes the model stamps every cell depends on
 PARTIAL_ENV = "VQCLIP_PARTIAL_DIR"  # experiments/grid.py: where cells in progress live
 DEFAULT_WORK_DIR = Path(tempfile.gettempdir()) / "vqclip-cluster"
@@ -125,9 +126,16 @@ def guard(parent: int, cmd: list[str]) -> int:
     return code if code >= 0 else 128 - code
 
 
+def _helper(call: str) -> str:
+    """`python -c` code running `call` with this module, not a copy in the repository at hand
+    (the child's working folder comes first on its sys.path)."""
+    imports = f"import sys; sys.path.insert(0, {str(PROJECT)!r}); from experiments.cluster import guard, reproduce"
+    return f"{imports}; {call}"
+
+
 def _run_guarded(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str]:
     """Run `cmd` under `guard`; return (exit code, stdout + stderr)."""
-    script = "import sys; from experiments.cluster import guard; sys.exit(guard(int(sys.argv[1]), sys.argv[2:]))"
+    script = _helper("sys.exit(guard(int(sys.argv[1]), sys.argv[2:]))")
     result = subprocess.run([sys.executable, "-c", script, str(os.getpid()), *cmd], cwd=cwd, env=env,
                             capture_output=True, text=True, start_new_session=True)
     return result.returncode, result.stdout + result.stderr
@@ -151,17 +159,20 @@ def classify(stage: str, code: int, output: str) -> Exception:
 
 def _clone(spec: TaskSpec, stage: str, env: dict[str, str]) -> Path:
     """A fresh clone of the coordinator's commit, its default DVC remote the coordinator's."""
+    from dvc.config import Config
+
     clone = Path(spec.work_dir) / "clones" / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', stage)}-{spec.commit[:12]}"
     shutil.rmtree(clone, ignore_errors=True)  # left by an attempt that was killed on this node
     clone.parent.mkdir(parents=True, exist_ok=True)
-    steps = [(["git", "clone", "-q", "--no-checkout", spec.repo_url, str(clone)], clone.parent),
-             (["git", "checkout", "-q", spec.commit], clone),
-             (["dvc", "remote", "add", "--local", "--force", "--default", spec.remote, spec.remote_url], clone)]
-    for cmd, cwd in steps:
+    for cmd, cwd in ((["git", "clone", "-q", "--no-checkout", spec.repo_url, str(clone)], clone.parent),
+                     (["git", "checkout", "-q", spec.commit], clone)):
         result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
         if result.returncode:
             raise CellFailed(f"{stage}: `{' '.join(cmd)}` failed on node {_node()} (not retried):\n"
                              f"{_tail(result.stdout + result.stderr)}")
+    with Config(str(clone / ".dvc")).edit("local") as conf:  # = dvc remote add --local --default
+        conf["remote"][spec.remote] = {"url": spec.remote_url}
+        conf["core"]["remote"] = spec.remote
     return clone
 
 
@@ -249,14 +260,18 @@ def resolve_remote(root: Path, name: str | None) -> tuple[str, str]:
         return name, str(remotes[name]["url"])
 
 
+def check_gpus(requested: float | None) -> None:
+    """ClusterError unless `requested` is None, a fraction of one GPU or a whole number."""
+    if requested is not None and (requested < 0 or (requested > 1 and requested != int(requested))):
+        raise ClusterError(f"--gpus-per-cell {requested:g}: use a fraction of one GPU (e.g. 0.25: four cells "
+                           "share a GPU), or a whole number of GPUs")
+
+
 def gpus_per_cell(requested: float | None, nodes: list[dict]) -> float:
     """The GPUs each task asks Ray for: `requested`, or 1 where the cluster has GPUs, else 0."""
     per_node = max((n.get("Resources", {}).get("GPU", 0) for n in nodes if n.get("Alive")), default=0)
     if requested is None:
         return 1.0 if per_node else 0.0
-    if requested < 0 or (requested > 1 and requested != int(requested)):
-        raise ClusterError(f"--gpus-per-cell {requested:g}: use a fraction of one GPU (e.g. 0.25: four cells "
-                           "share a GPU), or a whole number of GPUs")
     if requested > per_node:
         raise ClusterError(f"--gpus-per-cell {requested:g}: no node has that many GPUs (the most on one node: "
                            f"{per_node:g}); no cell could ever start")
@@ -337,7 +352,7 @@ def collect(root: Path, remote: str, targets: list[str] | None = None) -> None:
 
     With `targets`, only those stages (`--single-item`), e.g. the cells that finished. (The CLI
     has no remote option for `repro --pull`; DVC's API has, so a fresh process runs it.)"""
-    script = "import sys; from experiments.cluster import reproduce; sys.exit(reproduce(*sys.argv[1:3], sys.argv[3:]))"
+    script = _helper("sys.exit(reproduce(*sys.argv[1:3], sys.argv[3:]))")
     result = subprocess.run([sys.executable, "-c", script, str(root), remote, *(targets or [])], cwd=root,
                             env=_env())
     if result.returncode:
@@ -365,6 +380,7 @@ def run_cluster(root: str | Path = ".", *, address: str | None = None, gpus: flo
     """Run the pending cells of the repository at `root` on a Ray cluster; see the module doc."""
     import ray
 
+    check_gpus(gpus)
     root = Path(_capture(["git", "rev-parse", "--show-toplevel"], root).strip())
     commit = check_clean(root)
     remote, remote_url = resolve_remote(root, remote)
@@ -372,6 +388,10 @@ def run_cluster(root: str | Path = ".", *, address: str | None = None, gpus: flo
     report, start = Report(pending), time.monotonic()
     _say(f"{len(pending)} cell(s) to run at commit {commit[:12]}; results through DVC remote "
          f"{remote!r} ({remote_url})")
+    if not pending:
+        if not cells:
+            collect(root, remote)  # whatever else is pending (score), as `dvc repro --pull` would
+        return report
     started_ray = not ray.is_initialized()
     if started_ray:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
@@ -380,12 +400,12 @@ def run_cluster(root: str | Path = ".", *, address: str | None = None, gpus: flo
         _say(f"Ray: {len([n for n in ray.nodes() if n.get('Alive')])} node(s), "
              f"{ray.cluster_resources().get('GPU', 0):g} GPU(s); {per_cell:g} GPU(s) per cell")
         spec = TaskSpec(repo_url or str(root), commit, remote, remote_url, str(work_dir), partial_dir, env or {})
-        if pending and MODELS_STAGE in changed:
+        if MODELS_STAGE in changed:
             run_tasks(spec, [MODELS_STAGE], report, gpus=0, cpus=cpus, max_retries=max_retries)
             if report.failed:
                 _say(f"{MODELS_STAGE} failed, so no cell was started")
                 return report
-        elif pending:
+        else:
             _capture(["dvc", "push", "-r", remote, MODELS_STAGE], root)  # the stamps every cell pulls
         run_tasks(spec, pending, report, gpus=per_cell, cpus=cpus, max_retries=max_retries)
     finally:
@@ -394,7 +414,7 @@ def run_cluster(root: str | Path = ".", *, address: str | None = None, gpus: flo
     done = [s for s in pending if s in report.finished]
     ran = sum(report.finished[s]["outcome"] == "ran" for s in done)
     _say(f"total: {len(done)} of {len(pending)} cell(s) finished ({ran} ran, {len(done) - ran} from the remote), "
-         f"{len(report.failed)} failed, in {time.monotonic() - start:.0f} s" if pending else "total: no cell to run")
+         f"{len(report.failed)} failed, in {time.monotonic() - start:.0f} s")
     if report.failed or cells:
         if report.failed:
             _say(f"failed: {', '.join(report.failed)}")
