@@ -2,6 +2,6 @@
 
 Stage scripts, each run by dvc.yaml as `python -m experiments.<stage>` from the repository
 root and reading params.yaml: `fetch_models`, `run_cell`, `score`. `grid` validates params and
-names the cells, `demo` builds and runs the offline demo grid, `parallel` runs cells through
-DVC's experiment queue.
+names the cells, `demo` builds and runs the offline demo grid, `cluster` runs the pending
+cells as Ray tasks (one GPU each) on one machine or a Ray cluster.
 """
