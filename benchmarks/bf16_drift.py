@@ -85,7 +85,7 @@ def main() -> None:
     report = {
         "settings": {k: getattr(base, k) for k in ("vqgan_model", "perceptors", "width", "height", "cutouts",
                                                    "steps_per_scene", "seed")},
-        "weights": "random (real architectures)", "steps": len(l32),
+        "weights": "random (untrained)", "steps": len(l32),
         "loss_fp32_first_last": [l32[0], l32[-1]], "loss_bf16_first_last": [l16[0], l16[-1]],
         "abs_loss_diff_mean": float(diff.mean()), "abs_loss_diff_max": float(diff.max()),
         "rel_loss_diff_mean": float(rel.mean()), "rel_loss_diff_max": float(rel.max()),
