@@ -110,16 +110,15 @@ class RunFolder:
         for path in (self.metrics, self.video, self.resume, self.resume_prev):
             path.unlink(missing_ok=True)
 
-    def clean_temp_files(self) -> list[Path]:
+    def clean_temp_files(self) -> None:
         """Delete what a killed writer left: `.<file>.<random>.tmp` and the video's `.<ns>.mp4.*.mp4`."""
         if not self.path.is_dir():
-            return []
+            return
         video_tmp = f".{self.video.name}."
-        stale = [p for p in self.path.iterdir() if p.name.startswith(".") and p.is_file()
-                 and (p.name.endswith(".tmp") or (p.name.startswith(video_tmp) and p.name.endswith(".mp4")))]
-        for path in stale:
-            path.unlink(missing_ok=True)
-        return stale
+        for p in self.path.iterdir():
+            if p.name.startswith(".") and p.is_file() and (
+                    p.name.endswith(".tmp") or (p.name.startswith(video_tmp) and p.name.endswith(".mp4"))):
+                p.unlink(missing_ok=True)
 
     def clear(self) -> None:
         """Delete this run's own files (and nothing else in the folder)."""

@@ -93,7 +93,7 @@ def test_second_run_cell_of_one_cell_is_refused_while_the_first_lives(tmp_path: 
     params = demo.demo_params(read_params(REPO / "params.yaml"))
     params["grid"] = {**params["grid"], "vqgan_models": {"tiny": "tiny"}, "perceptors": {"tiny-vit": "tiny-vit"}}
     params["settings"] = {**params["settings"], "width": 32, "height": 32, "cutouts": 2, "steps_per_scene": 4,
-                          "save_every": 2, "steps_per_frame": 2, "interpolation_steps": 2, "pre_animation_steps": 2}
+                          "scenes": "a red apple", "save_every": 2, "steps_per_frame": 2, "interpolation_steps": 2, "pre_animation_steps": 2}
     demo.write_params(tmp_path / "params.yaml", params)
     cell = load_grid(tmp_path / "params.yaml").cells[0]
     partial = tmp_path / "experiments" / ".partial" / cell.name
