@@ -15,7 +15,7 @@ from engine.precision import CPU_BF16_ENV, check_precision, cpu_has_bf16, prepar
 from engine.run import run
 from engine.settings import SettingsError, load_config
 
-TINY = ["vqgan_model=tiny", "perceptors=tiny-vit+tiny-rn", "width=64", "height=32", "cutouts=8", "seed=3",
+TINY = ["vqgan_model=tiny", "perceptors=tiny-vit", "width=32", "height=16", "cutouts=2", "seed=3",
         "scenes=a red apple", "steps_per_frame=100", "save_every=5"]
 
 
@@ -39,9 +39,9 @@ def losses(folder: Path) -> list[float]:
 
 
 def test_bf16_reruns_are_byte_identical_and_differ_from_fp32(tmp_path: Path, emulated_bf16: None) -> None:
-    first = tiny_run(tmp_path, "a", "precision=bf16", "steps_per_scene=10")
-    second = tiny_run(tmp_path, "b", "precision=bf16", "steps_per_scene=10")
-    fp32 = tiny_run(tmp_path, "c", "precision=fp32", "steps_per_scene=10")
+    first = tiny_run(tmp_path, "a", "precision=bf16", "steps_per_scene=6", "save_every=3")
+    second = tiny_run(tmp_path, "b", "precision=bf16", "steps_per_scene=6", "save_every=3")
+    fp32 = tiny_run(tmp_path, "c", "precision=fp32", "steps_per_scene=6", "save_every=3")
     assert len(frames(first)) == 2
     assert frames(first) == frames(second)
     assert frames(first) != frames(fp32)  # bf16 really ran in bf16
