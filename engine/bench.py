@@ -23,7 +23,7 @@ from engine.factory import load_perceptor, load_vqgan
 from engine.losses import clamp_with_grad
 from engine.perceptor import Perceptor
 from engine.precision import DTYPES, check_precision, prepare_models
-from engine.run import build_guide, clamp_latent, learning_rate, start_latent, step_loss
+from engine.run import build_guide, learning_rate, start_latent, take_step
 from engine.settings import Settings, check_size_for_factor
 from engine.vqgan import VQGAN
 
@@ -64,13 +64,7 @@ def engine_step(settings: Settings, vqgan: VQGAN, perceptors: list[Perceptor]) -
     optimiser = torch.optim.Adam([latent.z], lr=learning_rate(settings, vqgan))
 
     def step() -> None:
-        total, _ = step_loss(guide, latent.z, 0, generator, latent.target)
-        optimiser.zero_grad(set_to_none=True)
-        total.backward()
-        optimiser.step()
-        if settings.clamp_latent:
-            clamp_latent(guide, latent.z)
-        latent.ema.update(latent.z)
+        take_step(guide, latent, optimiser, 0, generator)
     return step
 
 

@@ -214,6 +214,20 @@ def step_loss(guide: Guide, z: torch.Tensor, step: int, generator: torch.Generat
     return total, per_prompt
 
 
+def take_step(guide: Guide, latent: Latent, optimiser: torch.optim.Optimizer, step: int,
+              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step of z: loss, backward, Adam, the optional z clamp, the EMA update.
+    Returns the total and per-prompt losses (on the device; no sync)."""
+    total, per_prompt = step_loss(guide, latent.z, step, generator, latent.target)
+    optimiser.zero_grad(set_to_none=True)
+    total.backward()
+    optimiser.step()
+    if guide.settings.clamp_latent:
+        clamp_latent(guide, latent.z)
+    latent.ema.update(latent.z)
+    return total, per_prompt
+
+
 @torch.no_grad()
 def start_frame(guide: Guide, latent: Latent) -> None:
     """pytti's move at a frame start (2D animation): decode the average, move it, re-encode to
@@ -331,13 +345,7 @@ def optimise(guide: Guide, folder: RunFolder, device: torch.device, *, quiet: bo
                     start_frame(guide, latent)
                 if s.reset_lr_each_frame:
                     optimiser = torch.optim.Adam([z], lr=learning_rate(s, guide.vqgan))
-            total, per_prompt = step_loss(guide, z, step, generator, latent.target)
-            optimiser.zero_grad(set_to_none=True)
-            total.backward()
-            optimiser.step()
-            if s.clamp_latent:
-                clamp_latent(guide, z)
-            latent.ema.update(z)
+            total, per_prompt = take_step(guide, latent, optimiser, step, generator)
             pending.append(torch.cat([total.detach()[None], per_prompt.detach()]))
             bar.update()
             done = step + 1

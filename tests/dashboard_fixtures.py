@@ -269,3 +269,16 @@ def dashboard_server(root: Path, *extra: str) -> Iterator[str]:
                "--port", str(port), *extra]
     with running(command, port):
         yield f"http://127.0.0.1:{port}"
+
+
+def open_offline(browser, url: str, width: int, height: int):
+    """Open `url` in a new offline browser context; return (page, requested URLs, page errors).
+    Close it with `page.context.close()`."""
+    context = browser.new_context(offline=True, viewport={"width": width, "height": height})
+    requests: list[str] = []
+    errors: list[str] = []
+    context.on("request", lambda r: requests.append(r.url))
+    page = context.new_page()
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url)
+    return page, requests, errors

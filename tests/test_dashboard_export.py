@@ -18,7 +18,8 @@ from dashboard import export as export_module
 from dashboard.__main__ import main
 from dashboard.export import (GUTTER, ExportError, check_budget, export, export_size,
                               output_paths)
-from dashboard_fixtures import REPO, cell_name, frame_colour, make_grid, make_our_run, write_frame
+from dashboard_fixtures import (REPO, cell_name, frame_colour, make_grid, make_our_run, open_offline,
+                                write_frame)
 
 VQGANS = ["imagenet", "openimages", "wikiart", "coco", "sflckr"]
 PERCEPTORS = ["ViT-B32", "ViT-B16", "ViT-L14", "RN50", "RN101"]
@@ -95,13 +96,7 @@ def _expected(cell: int, n: int) -> np.ndarray:
 
 @pytest.mark.browser
 def test_export_plays_offline_from_a_file_url(exported: Path, chromium_browser) -> None:
-    context = chromium_browser.new_context(offline=True, viewport={"width": 1500, "height": 1000})
-    requests: list[str] = []
-    context.on("request", lambda r: requests.append(r.url))
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto((exported / "index.html").as_uri())
+    page, requests, errors = open_offline(chromium_browser, (exported / "index.html").as_uri(), 1500, 1000)
     page.wait_for_function("window.gridPlayer && window.gridPlayer.state().pending === 0",
                            timeout=30_000)
 
@@ -125,7 +120,7 @@ def test_export_plays_offline_from_a_file_url(exported: Path, chromium_browser) 
     assert all(u.startswith("file://") for u in requests) and not errors
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard_export.png"))
-    context.close()
+    page.context.close()
 
 
 def _write_huge_png(path: Path, side: int) -> None:

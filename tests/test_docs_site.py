@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dashboard_fixtures import REPO, make_grid
+from dashboard_fixtures import REPO, make_grid, open_offline
 
 pytestmark = pytest.mark.browser
 
@@ -48,13 +48,7 @@ def test_sphinx_site_embeds_the_export_and_plays_it_offline(tmp_path: Path,
     _run(sys.executable, "-m", "sphinx", "-b", "html", "-q", str(src), str(out))
     assert (out / "grid" / "index.html").is_file() and len(list((out / "grid" / "assets").iterdir())) == 40
 
-    context = chromium_browser.new_context(offline=True, viewport={"width": 1100, "height": 900})
-    requests: list[str] = []
-    context.on("request", lambda r: requests.append(r.url))
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto((out / "index.html").as_uri())
+    page, requests, errors = open_offline(chromium_browser, (out / "index.html").as_uri(), 1100, 900)
     page.locator("iframe").scroll_into_view_if_needed()
     frame = page.locator("iframe").element_handle().content_frame()
     frame.wait_for_function("window.gridPlayer && window.gridPlayer.state().pending === 0",
@@ -73,4 +67,4 @@ def test_sphinx_site_embeds_the_export_and_plays_it_offline(tmp_path: Path,
     assert requests and all(u.startswith("file://") for u in requests) and not errors
     (REPO / "test-artifacts").mkdir(exist_ok=True)
     page.screenshot(path=str(REPO / "test-artifacts" / "dashboard_docs_760.png"), full_page=True)
-    context.close()
+    page.context.close()
