@@ -1,0 +1,201 @@
+"""Read one run (ours or pytti's) from its folder into a typed record: `read_run`.
+
+A run is `complete` (ours: metrics.json written, every frame as recorded; pytti's: every frame
+its settings promise), `damaged` (a finished run whose frame no longer matches its recorded
+SHA-256, or is gone: the frame is named) or `incomplete` (running, interrupted, or unreadable
+in part: the reason says which). Reading never raises for a bad file: the problems say why.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.runfolder import names
+from engine.runfolder.folder import HashCache, frame_problems
+from engine.runfolder.meta import Meta, MetadataError, from_name, read_json_object, read_settings_file
+
+Losses = dict[str, list[float | None]]  # column → values, `step` in steps done
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One saved frame: its number, file name (in the run's folder), step and loss there."""
+
+    n: int
+    name: str
+    step: int
+    loss: float | None
+
+
+@dataclass
+class RunRecord:
+    """Everything the readers (catalog, scores, export) use of one run."""
+
+    folder: Path
+    base: str  # the file namespace, with pytti's `(k)` re-run suffix where there is one
+    meta: Meta
+    experiment: str
+    named: dict[str, str]  # the settings a family name spells (`<experiment>_<key>-<value>`)
+    frames: list[Frame]
+    losses: Losses | None
+    metrics: dict[str, Any] | None
+    settings_file: str | None
+    status: str  # "complete", "damaged" or "incomplete"
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def cell(self) -> str:
+        return names.split_rerun(self.base)[0]
+
+    @property
+    def rerun(self) -> int:
+        return names.split_rerun(self.base)[1]
+
+    @property
+    def final_loss(self) -> float | None:
+        value = (self.metrics or {}).get("final_loss")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        return next((f.loss for f in reversed(self.frames) if f.loss is not None), None)
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.problems)
+
+
+def is_run_folder(files: set[str]) -> bool:
+    """Whether a folder holding `files` holds a run (frames, a settings file or a run file)."""
+    return any(names.FRAME_RE.match(f) or names.SETTINGS_RE.match(f) or f in names.RUN_FILES for f in files)
+
+
+def run_bases(folder: Path, files: set[str]) -> list[str]:
+    """The file namespaces of the runs in `folder`: the folder's own and its `(k)` re-runs."""
+    stem = names.split_rerun(folder.name)[0]
+    found = {m["base"] for f in files if (m := names.FRAME_RE.match(f) or names.SETTINGS_RE.match(f))}
+    bases = {b for b in found if names.split_rerun(b)[0] == stem}
+    return sorted(bases or {folder.name}, key=lambda b: names.split_rerun(b)[1])
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def read_losses(path: Path, zero_based: bool = False) -> tuple[Losses, int]:
+    """losses.csv as columns of numbers (text: None), `step` in steps done; rows without a
+    numeric step are dropped and counted. OSError and csv.Error pass through."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        rows = list(csv.reader(f))
+    header = rows[0] if rows else []
+    columns: Losses = {name: [] for name in header}
+    dropped = 0
+    for row in rows[1:]:
+        values = [_number(v) for v in row[:len(header)]] + [None] * (len(header) - len(row))
+        if "step" in columns and values[header.index("step")] is None:
+            dropped += 1
+            continue
+        for name, value in zip(header, values):
+            columns[name].append(value)
+    if zero_based and "step" in columns:
+        columns["step"] = [s + 1 for s in columns["step"]]
+    return columns, dropped
+
+
+def loss_at(losses: Losses | None, step: int) -> float | None:
+    """The total loss of the last logged step at or before `step` (steps done)."""
+    if not losses or "step" not in losses or "total" not in losses:
+        return None
+    best = None
+    for s, total in zip(losses["step"], losses["total"]):
+        if s is not None and s <= step and (best is None or s >= best[0]):
+            best = (s, total)
+    return None if best is None else best[1]
+
+
+def read_meta(folder: Path, base: str, files: set[str]) -> tuple[Meta, str | None, list[str]]:
+    """The run's metadata, the settings file it came from and what went wrong. A `(k)` re-run
+    without a settings file of its own reads the folder's; without any readable settings file,
+    the folder name is all there is."""
+    candidates = [f"{b}_settings.{ext}" for b in (base, names.split_rerun(base)[0]) for ext in ("json", "txt")]
+    settings_file = next((f for f in candidates if f in files), None)
+    if settings_file is None:
+        problem = "no settings file"
+    else:
+        try:
+            return read_settings_file(folder / settings_file), settings_file, []
+        except MetadataError as e:
+            problem = str(e)
+    meta = from_name(base)
+    return meta, None, [problem + ("; metadata from the folder name" if meta.vqgan != "?" else "")]
+
+
+def _experiment(base: str, meta: Meta, default: str, known_keys: list[str]) -> tuple[str, dict[str, str]]:
+    """The run's experiment and the settings its name spells: the sidecar's, a grid cell's, a pytti
+    family's (`<experiment>_<key>-<value>…`), else `default` (the parent folder)."""
+    if meta.experiment:
+        return meta.experiment, {}
+    cell = names.parse_cell_name(base)
+    if cell is not None:
+        return cell.experiment, {}
+    return names.parse_family(base, known_keys) or (default, {})
+
+
+def read_run(folder: Path, base: str | None = None, files: set[str] | None = None, *,
+             hashes: HashCache | None = None, default_experiment: str = "") -> RunRecord:
+    """The run named `base` (default: the folder's name) in `folder`, whose file names are
+    `files` (default: listed here). Frames of a finished run are checked against their recorded
+    SHA-256 through `hashes` (pass one cache to re-read cheaply)."""
+    from engine.settings import FIELDS
+
+    base = base or folder.name
+    if files is None:
+        files = {p.name for p in folder.iterdir() if p.is_file()}
+    numbered = sorted((n, f) for f in files if (n := names.frame_number(f, base)) is not None)
+    meta, settings_file, problems = read_meta(folder, base, files)
+    losses, metrics = None, None
+    if meta.source != "pytti":  # pytti writes neither file
+        losses, metrics = _read_run_files(folder, files, meta, problems)
+    frames = [Frame(n, f, step := names.frame_step(n, meta.save_every, meta.total_steps), loss_at(losses, step))
+              for n, f in numbered]
+    status = "incomplete"
+    if not frames:
+        problems.insert(0, "no frames")
+    elif meta.source == "ours" and (metrics or {}).get("complete") is not True:
+        if metrics is not None or names.METRICS_FILE not in files:
+            problems.append("no metrics.json: running or interrupted")
+    elif meta.source == "ours" and isinstance(recorded := metrics.get("frame_sha256"), list):
+        damage = frame_problems({n: folder / f for n, f in numbered}, recorded, hashes)
+        if damage:
+            problems[:0] = damage
+            status = "damaged"
+    elif meta.expected_frames and len(frames) < meta.expected_frames:
+        problems.append(f"{len(frames)} of {meta.expected_frames} frames")
+    if status != "damaged" and not problems:
+        status = "complete"
+    experiment, named = _experiment(base, meta, default_experiment, [*FIELDS, *meta.settings])
+    return RunRecord(folder, base, meta, experiment, named, frames, losses, metrics, settings_file, status, problems)
+
+
+def _read_run_files(folder: Path, files: set[str], meta: Meta,
+                    problems: list[str]) -> tuple[Losses | None, dict[str, Any] | None]:
+    """losses.csv and metrics.json where present (only plain files: a FIFO would block the read)."""
+    losses = metrics = None
+    if names.LOSSES_FILE in files:
+        try:
+            losses, dropped = read_losses(folder / names.LOSSES_FILE, meta.zero_based_losses)
+            if dropped:
+                problems.append(f"losses.csv: {dropped} row(s) without a numeric step ignored")
+        except (OSError, csv.Error) as e:
+            problems.append(f"unreadable losses.csv: {e}")
+    if names.METRICS_FILE in files:
+        try:
+            metrics = read_json_object(folder / names.METRICS_FILE)
+        except MetadataError as e:
+            problems.append(str(e))
+    return losses, metrics
