@@ -4,12 +4,15 @@ from __future__ import annotations
 import ctypes
 import os
 import resource
+from pathlib import Path
 
 import torch
 
+from engine import cublas
 from engine.settings import SettingsError
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt parameters
+_CLEAR_REFS, _STATUS = "/proc/self/clear_refs", "/proc/self/status"
 
 
 def pick_device(name: str) -> torch.device:
@@ -27,14 +30,25 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def set_determinism(enabled: bool) -> None:
-    """Deterministic kernels. CPU runs are byte-identical; on CUDA cuBLAS and cuDNN are made
-    deterministic, but grid_sample's backward has no deterministic CUDA kernel (warned, not fixed)."""
-    if enabled:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(enabled, warn_only=True)
+def set_determinism(enabled: bool, device: torch.device | None = None) -> None:
+    """Deterministic kernels, or not, for the run on `device` (None: every device this process uses).
+
+    Strict (`use_deterministic_algorithms(True)`, no warn-only): an op without a deterministic kernel
+    raises instead of silently varying. On CUDA also: cuDNN deterministic without benchmark, the fused
+    attention backends (flash, memory-efficient, cuDNN) off so attention's backward runs the
+    deterministic math kernel, and cuBLAS's workspace checked (`engine.cublas`); CPU attention
+    keeps its kernels (deterministic there).
+    """
+    cuda = device.type == "cuda" if device is not None else torch.cuda.is_initialized()
+    if enabled and cuda and (problem := cublas.problem()):
+        raise SettingsError(f"setting deterministic=true: {problem}")
+    torch.use_deterministic_algorithms(enabled)
     torch.backends.cudnn.deterministic = enabled
     torch.backends.cudnn.benchmark = not enabled
+    fused = not (enabled and cuda)
+    torch.backends.cuda.enable_flash_sdp(fused)
+    torch.backends.cuda.enable_mem_efficient_sdp(fused)
+    torch.backends.cuda.enable_cudnn_sdp(fused)
 
 
 def keep_freed_memory() -> None:
@@ -52,8 +66,26 @@ def keep_freed_memory() -> None:
         pass
 
 
+def reset_peak_memory(device: torch.device) -> None:
+    """Start `peak_memory_mb` afresh from what is in use now: CUDA's allocator statistics, or on
+    Linux this process's peak resident set (writing 5 to /proc/self/clear_refs)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        Path(_CLEAR_REFS).write_text("5")
+    except OSError:
+        pass  # not Linux, or not allowed: the peak is then the process's lifetime peak
+
+
 def peak_memory_mb(device: torch.device) -> float:
-    """Peak CUDA memory allocated, or this process's peak resident memory on CPU."""
+    """Peak CUDA memory allocated, or this process's peak resident memory on CPU, since the last
+    `reset_peak_memory` (lifetime peak where the platform cannot reset it)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+    try:
+        status = Path(_STATUS).read_text()
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+    kb = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))
+    return int(kb) / 2**10

@@ -1,0 +1,223 @@
+"""`python -m engine gpucheck [--device cuda:N]`: what only a CUDA GPU can show, in one report.
+
+Each part prints a few lines; a part that fails prints why and the others still run. Fits in about
+10 minutes on one GPU. Without CUDA it says so and exits 2 at once (`NoCuda`).
+"""
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+TINY = ["vqgan_model=tiny", "perceptors=tiny-vit", "width=32", "height=16", "cutouts=4", "seed=3",
+        "scenes=a red apple", "save_every=5", "deterministic=true"]
+CUDA_TEST_FILES = ["tests/test_cuda_logic.py", "tests/test_cutouts.py", "tests/test_animation.py"]
+BENCH_CELLS = (1, 4, 8)
+Part = Callable[[torch.device, Path], list[str]]
+
+
+class NoCuda(ValueError):
+    """gpucheck on a machine without CUDA."""
+
+
+def cuda_device(name: str) -> torch.device:
+    """The CUDA device to check; NoCuda where there is none."""
+    if not torch.cuda.is_available():
+        raise NoCuda("gpucheck: CUDA is not available on this machine (torch "
+                     f"{torch.__version__}); run it on a machine with an NVIDIA GPU and a CUDA build of torch")
+    from engine.device import pick_device
+    return pick_device(name)
+
+
+def tiny_run(out_dir: Path, name: str, device: torch.device, *extra: str) -> Path:
+    """A tiny UNTRAINED run on `device` (no download); its folder."""
+    from engine.run import run
+    from engine.settings import load_config
+    return run(load_config(None, [*TINY, f"out_dir={out_dir}", f"file_namespace={name}", f"device={device}",
+                                  *extra]), quiet=True)
+
+
+def frame_hashes(folder: Path) -> list[str]:
+    """sha256 of each saved frame, in frame order."""
+    frames = sorted(folder.glob("*.png"), key=lambda p: int(p.stem.rsplit("_", 1)[-1]))
+    return [hashlib.sha256(p.read_bytes()).hexdigest() for p in frames]
+
+
+def repeatability(device: torch.device, work: Path, precisions: tuple[str, ...] = ("fp32", "bf16")) -> list[str]:
+    """Same seed twice → same frame hashes, per precision."""
+    lines = []
+    for precision in precisions:
+        runs = [frame_hashes(tiny_run(work / f"same-{precision}", f"run{i}", device, f"precision={precision}",
+                                      "steps_per_scene=20")) for i in (1, 2)]
+        verdict = "same frame hashes" if runs[0] == runs[1] else "DIFFERENT frame hashes"
+        lines.append(f"{precision}: same seed twice → {verdict} ({len(runs[0])} frames)")
+    return lines
+
+
+def interrupted_run(out_dir: Path, device: torch.device) -> Path:
+    """A tiny CLI run on `device`, killed once it saved its resume state and two frames; its folder."""
+    folder = out_dir / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "run", "-q", *TINY, f"out_dir={out_dir}",
+                             "file_namespace=run", "steps_per_scene=400", f"device={device}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while not (folder / "resume.pt").exists() or len(list(folder.glob("run_*.png"))) < 2:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the run to interrupt ended first: {proc.stderr.read()[-500:]}")
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    return folder
+
+
+def count_syncs(fn: Callable[[], object]) -> int:
+    """Host–device synchronisations during `fn()`, as torch's sync debug mode warns of them."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+def syncs(device: torch.device, work: Path) -> list[str]:
+    """Syncs per step of a fresh run and of a resumed one (save points sync by design)."""
+    fresh = count_syncs(lambda: tiny_run(work / "sync-fresh", "run", device, "steps_per_scene=100"))
+    folder = interrupted_run(work / "sync-resumed", device)
+    done = len(list(folder.glob("run_*.png"))) * 5
+    resumed = count_syncs(lambda: tiny_run(work / "sync-resumed", "run", device, "steps_per_scene=400"))
+    return [f"fresh run: {fresh} syncs in 100 steps ({fresh / 100:.2f}/step, 20 save points)",
+            f"resumed run: {resumed} syncs in about {400 - done} steps ({resumed / (400 - done):.2f}/step, "
+            f"about {(400 - done) // 5} save points)"]
+
+
+def cross_device(device: torch.device, work: Path) -> list[str]:
+    """A run interrupted on one device and resumed on the other: refused clearly, or resumed."""
+    lines = []
+    for first, then in ((torch.device("cpu"), device), (device, torch.device("cpu"))):
+        out = work / f"cross-{first.type}"
+        interrupted_run(out, first)
+        try:
+            tiny_run(out, "run", then, "steps_per_scene=400")
+            outcome = "resumed and finished"
+        except Exception as err:  # noqa: BLE001 (the report shows whatever the engine said)
+            outcome = f"refused: {type(err).__name__}: {err}"
+        lines.append(f"interrupted on {first}, rerun on {then}: {outcome}")
+    return lines
+
+
+def bf16_verdict(device: torch.device, work: Path) -> list[str]:
+    """Whether `precision=bf16` (and tf32) is accepted on this GPU, with its compute capability."""
+    from engine.precision import check_precision
+    from engine.settings import SettingsError
+    major, minor = torch.cuda.get_device_capability(device)
+    lines = [f"{device}: {torch.cuda.get_device_name(device)}, compute capability {major}.{minor}, "
+             f"torch.cuda.is_bf16_supported(including_emulation=False)="
+             f"{torch.cuda.is_bf16_supported(including_emulation=False)}"]
+    for precision in ("bf16", "tf32"):
+        try:
+            check_precision(precision, device)
+            lines.append(f"precision={precision}: accepted")
+        except SettingsError as err:
+            lines.append(f"precision={precision}: refused ({err})")
+    return lines
+
+
+def layouts(device: torch.device, work: Path, vqgan_model: str = "imagenet_16384", side: int = 256,
+            repeats: int = 5) -> list[str]:
+    """The VQGAN's decode fwd+bwd in bf16, contiguous vs channels_last (medians, interleaved)."""
+    from engine.bench import _median, _seconds
+    from engine.factory import load_vqgan
+    vqgan = load_vqgan(vqgan_model, device, random_weights=True, progress=False)
+    parts = [vqgan.encoder, vqgan.decoder, vqgan.quant_conv, vqgan.post_quant_conv]
+    for part in parts:
+        part.to(torch.bfloat16)
+    z = torch.randn(1, vqgan.embed_dim, side // vqgan.factor, side // vqgan.factor, device=device, requires_grad=True)
+    formats = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+    times: dict[str, list[float]] = {layout: [] for layout in formats}
+    for i in range(repeats + 1):
+        for layout, memory_format in formats.items():
+            for part in parts:
+                part.to(memory_format=memory_format)
+            seconds = _seconds(lambda: vqgan.decode(z).sum().backward(), device)
+            if i:  # the first round warms up
+                times[layout].append(seconds)
+    s = {layout: _median(t) for layout, t in times.items()}
+    return [f"{vqgan_model} decode fwd+bwd bf16 {side}²: contiguous {s['contiguous'] * 1e3:.1f} ms, "
+            f"channels_last {s['channels_last'] * 1e3:.1f} ms (medians of {repeats})"]
+
+
+def _python(args: list[str], cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def cuda_tests(device: torch.device, work: Path) -> list[str]:
+    """pytest on the CUDA tests (they skip without CUDA)."""
+    done = _python(["-m", "pytest", "-q", "-rs", "-k", "cuda", *CUDA_TEST_FILES], cwd=_repository())
+    return done.stdout.strip().splitlines()[-3:] or [f"pytest exited {done.returncode}: {done.stderr[-500:]}"]
+
+
+def bench_lines(device: torch.device, work: Path) -> list[str]:
+    """`engine bench --device cuda:N --cells K` (fp32 and bf16) for each K: the bench and the cells."""
+    lines = []
+    for k in BENCH_CELLS:
+        done = _python(["-m", "engine", "bench", "--device", str(device), "--repeats", "3", "--cells", str(k)],
+                       cwd=_repository())
+        lines += done.stdout.strip().splitlines() if k == BENCH_CELLS[0] else done.stdout.strip().splitlines()[-2:]
+        if done.returncode:
+            lines.append(f"--cells {k}: exited {done.returncode}: {done.stderr.strip()[-500:]}")
+    return lines
+
+
+def cluster_grid(device: torch.device, work: Path) -> list[str]:
+    """Two tiny cells of the demo grid through experiments.cluster, half a GPU each."""
+    from experiments import demo
+    repo = demo.create_demo(work / "demo")
+    for command in (["dvc", "remote", "add", "-d", "shared", str(work / "remote")],
+                    ["git", "commit", "-qam", "shared DVC remote"]):
+        subprocess.run(command, cwd=repo, check=True, capture_output=True)
+    done = _python(["-m", "experiments.cluster", "cell@tiny-tiny-vit", "cell@tiny-tiny-rn",
+                    "--gpus-per-cell", "0.5", "--work-dir", str(work / "cluster-work")], cwd=repo, timeout=400)
+    return [f"exit {done.returncode}", *done.stdout.strip().splitlines()[-6:],
+            *(done.stderr.strip().splitlines()[-4:] if done.returncode else [])]
+
+
+def _repository() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+PARTS: list[tuple[str, Part]] = [
+    ("CUDA tests", cuda_tests),
+    ("bf16 for this GPU (item 2)", bf16_verdict),
+    ("same seed twice (item 3)", repeatability),
+    ("syncs before and after a resume (item 4)", syncs),
+    ("resume across CPU and GPU (item 1)", cross_device),
+    ("VQGAN layouts in bf16 (item 7)", layouts),
+    ("engine bench --cells 1, 4, 8 (items 5, 8, 9)", bench_lines),
+    ("2-cell grid through experiments.cluster, --gpus-per-cell 0.5", cluster_grid),
+]
+
+
+def section(title: str, part: Part, device: torch.device, work: Path) -> str:
+    """One part's lines under its title, with its time; a failure becomes its line."""
+    t0 = time.monotonic()
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        lines = part(device, work)
+    except Exception as err:  # noqa: BLE001 (one part failing must not hide the others)
+        lines = [f"FAILED: {type(err).__name__}: {err}"]
+    return "\n".join([f"== {title} ({time.monotonic() - t0:.0f} s)", *(f"  {line}" for line in lines)])
+
+
+def report(device: torch.device, parts: list[tuple[str, Part]] = PARTS) -> str:
+    """Every part's section, run in a scratch folder."""
+    with tempfile.TemporaryDirectory(prefix="gpucheck-") as scratch:
+        return "\n".join(section(title, part, device, Path(scratch) / str(i)) for i, (title, part) in enumerate(parts))
