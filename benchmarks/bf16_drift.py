@@ -27,10 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.bench import load_models  # noqa: E402
 from engine.device import pick_device, set_determinism  # noqa: E402
-from engine.outputs import RunFolder  # noqa: E402
 from engine.precision import prepare_models  # noqa: E402
-from engine.run import build_guide, optimise  # noqa: E402
+from engine.run import optimise  # noqa: E402
+from engine.runfolder import RunFolder  # noqa: E402
 from engine.settings import Settings, load_config  # noqa: E402
+from engine.step import build_guide  # noqa: E402
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -55,7 +56,7 @@ def run_once(settings: Settings, models, out_dir: Path) -> tuple[list[float], np
     optimise(build_guide(settings, *models), folder, device, quiet=True)
     with open(folder.losses, newline="") as f:
         losses = [float(row["total"]) for row in csv.DictReader(f)]
-    return losses, iio.imread(folder.frames()[-1]).astype(np.float64), time.perf_counter() - t0
+    return losses, iio.imread(list(folder.frame_paths().values())[-1]).astype(np.float64), time.perf_counter() - t0
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

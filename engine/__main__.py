@@ -1,16 +1,17 @@
-"""Command line: `python -m engine {models,fetch,run,bench}`."""
+"""Command line: `python -m engine {models,fetch,run,bench,gpucheck}`."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 from dataclasses import replace
+from typing import NoReturn
 
 from engine.download import DownloadError
 from engine.fsutil import describe_os_error
 from engine.locks import LockHeld
-from engine.outputs import RunFolderConflict, RunFolderDamaged
 from engine.registry import UnknownModelError
+from engine.runfolder import RunFolderConflict, RunFolderDamaged
 from engine.vqgan import CheckpointError
 
 
@@ -62,6 +63,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from engine.device import pick_device
     from engine.settings import load_config
 
+    check_counts(args, cells=0, steps=1, warmup=0, repeats=1)
     overrides = ["cutouts=60", "vqgan_model=imagenet_16384", "perceptors=ViT-B-32:openai", *args.overrides]
     if args.device:
         overrides.append(f"device={args.device}")
@@ -80,8 +82,30 @@ def cmd_bench(args: argparse.Namespace) -> None:
         print(cells_report(row))
 
 
+def cmd_gpucheck(args: argparse.Namespace) -> None:
+    """Check on a CUDA GPU what a CPU cannot show (determinism, syncs, bf16, layouts, bench, cluster)."""
+    from engine.gpucheck import cuda_device, report
+
+    print(report(cuda_device(args.device)))
+
+
+def check_counts(args: argparse.Namespace, **least: int) -> None:
+    """Refuse, before any work, an integer option below its least allowed value."""
+    for name, low in least.items():
+        value = getattr(args, name)
+        if value < low:
+            raise ValueError(f"--{name} {value}: must be >= {low}")
+
+
+class OneLineErrors(argparse.ArgumentParser):
+    """argparse, with a bad command line reported in one `error:` line (not usage + error)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__)
+    parser = OneLineErrors(prog="python -m engine", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("models", help="list VQGAN models and CLIP perceptors")
     p.add_argument("--kind", choices=["vqgan", "perceptor"])
@@ -111,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
                            help="also run K cells as K processes sharing the device: cell-steps/s, peak memory")
             p.add_argument("--steps", type=int, default=10, help="timed steps per cell with --cells")
         p.set_defaults(func=func)
+    p = sub.add_parser("gpucheck", help="check the CUDA path on this machine's GPU (about 10 minutes)",
+                       description=cmd_gpucheck.__doc__)
+    p.add_argument("--device", default="cuda", help="the CUDA device to check (default: cuda)")
+    p.set_defaults(func=cmd_gpucheck)
     args = parser.parse_args(argv)
     try:
         args.func(args)

@@ -10,8 +10,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-SAMPLING_MODES = ("bicubic", "bilinear", "nearest")
-INFILL_MODES = ("mirror", "smear", "black", "wrap")
+from engine.settings import INFILL_MODES, SAMPLING_MODES
+
 _PADDING = {"mirror": "reflection", "smear": "border", "black": "zeros", "wrap": "zeros"}
 
 
@@ -54,13 +54,3 @@ def apply_motion(image: torch.Tensor, grid: torch.Tensor, *, sampling_mode: str 
                          f"got {sampling_mode!r}, {infill_mode!r}")
     grid = grid.to(image.device, image.dtype).expand(image.shape[0], -1, -1, -1)
     return F.grid_sample(image, grid, mode=sampling_mode, padding_mode=_PADDING[infill_mode], align_corners=True)
-
-
-def transform_2d(image: torch.Tensor, *, translate_x: float = 0, translate_y: float = 0, rotate: float = 0,
-                 zoom_x: float = 0, zoom_y: float = 0, sampling_mode: str = "bicubic",
-                 infill_mode: str = "wrap") -> torch.Tensor:
-    """One frame's pytti 2D move of image (N, C, H, W) (`motion_grid` + `apply_motion`)."""
-    grid = motion_grid(image.shape[-2], image.shape[-1], translate_x=translate_x, translate_y=translate_y,
-                       rotate=rotate, zoom_x=zoom_x, zoom_y=zoom_y, infill_mode=infill_mode)
-    return apply_motion(image, grid, sampling_mode=sampling_mode, infill_mode=infill_mode)
-

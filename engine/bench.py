@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import multiprocessing
+import os
 import queue
 import time
 from dataclasses import replace
@@ -18,13 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from engine.device import keep_freed_memory, peak_memory_mb, pick_device, set_determinism
+from engine.device import keep_freed_memory, peak_memory_mb, pick_device, reset_peak_memory, set_determinism
 from engine.factory import load_perceptor, load_vqgan
 from engine.losses import clamp_with_grad
 from engine.perceptor import Perceptor
 from engine.precision import DTYPES, check_precision, prepare_models
-from engine.run import build_guide, learning_rate, start_latent, take_step
-from engine.settings import Settings, check_size_for_factor
+from engine.step import build_guide, learning_rate, start_latent, take_step
+from engine.settings import Settings, SettingsError, check_size_for_factor
 from engine.vqgan import VQGAN
 
 MATMUL_SIZE = 2048  # the square matmul that measures a dtype's peak rate
@@ -59,12 +60,12 @@ def load_models(settings: Settings, device: torch.device, precision: str) -> tup
 def engine_step(settings: Settings, vqgan: VQGAN, perceptors: list[Perceptor]) -> Callable[[], None]:
     """One step of the engine's loop (`engine.run.optimise`) as a function of nothing."""
     guide = build_guide(settings, vqgan, perceptors)
-    generator = torch.Generator(vqgan.codebook.device).manual_seed(max(settings.seed, 0))
-    latent = start_latent(guide, generator)
+    rng = torch.Generator(vqgan.codebook.device).manual_seed(max(settings.seed, 0))
+    latent = start_latent(guide, rng)
     optimiser = torch.optim.Adam([latent.z], lr=learning_rate(settings, vqgan))
 
     def step() -> None:
-        take_step(guide, latent, optimiser, 0, generator)
+        take_step(guide, latent, optimiser, 0, rng)
     return step
 
 
@@ -138,16 +139,62 @@ def count_flops(fn: Callable[[], None]) -> int:
     return counter.get_total_flops()
 
 
-def bench(settings: Settings, *, warmup: int = 1, repeats: int = 3, both_precisions: bool = False) -> dict:
+def bench(settings: Settings, *, warmup: int = 1, repeats: int = 3, both_precisions: bool = False,
+          isolated: bool | None = None) -> dict:
     """Seconds per step of the engine (in `settings.precision`, or fp32 and bf16), the bare compute,
-    the canonical fp32 notebook step, peak matmul rates, FLOPs per step and the limit they set."""
+    the canonical fp32 notebook step, peak matmul rates, FLOPs per step and the limit they set.
+
+    `isolated` (default: on CUDA) measures in a child process, so that this one never initialises
+    CUDA and holds no GPU memory while `cells` runs its cells after it."""
+    if isolated is None:
+        isolated = pick_device(settings.device).type == "cuda"
+    args = (settings, warmup, repeats, both_precisions)
+    return in_child(_measure, args) if isolated else _measure(*args)
+
+
+def in_child(fn: Callable, args: tuple):
+    """`fn(*args)` in a spawned process; a refused setting there is raised here as the same SettingsError."""
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
+    results = context.Queue()
+    worker = context.Process(target=_report_to, args=(results, fn, args))
+    worker.start()
+    kind, value = _wait_for(results, [worker])
+    worker.join()
+    if kind == "refused":
+        raise SettingsError(value)
+    return value
+
+
+def _report_to(results, fn: Callable, args: tuple) -> None:
+    try:
+        value = fn(*args)
+    except SettingsError as err:
+        results.put(("refused", str(err)))
+        return
+    results.put(("ok", value))
+
+
+def _wait_for(results, workers: list) -> tuple:
+    """The next item a worker puts in `results`; RuntimeError if a worker died first."""
+    while True:
+        try:
+            return results.get(timeout=5)
+        except queue.Empty:
+            if any(w.exitcode not in (None, 0) for w in workers):
+                for w in workers:
+                    w.kill()
+                raise RuntimeError("a benchmark process failed (see its traceback above)") from None
+
+
+def _measure(settings: Settings, warmup: int, repeats: int, both_precisions: bool) -> dict:
     device = pick_device(settings.device)
-    set_determinism(settings.deterministic)
+    set_determinism(settings.deterministic, device)
     if device.type == "cpu":
         keep_freed_memory()  # as `run` does
     precisions = ["fp32", "bf16"] if both_precisions else [settings.precision]
     for precision in precisions:
         check_precision(precision, device)
+    reset_peak_memory(device)
     fp32_models = load_models(settings, device, "fp32")
     models = {"fp32": fp32_models}
     for precision in precisions:
@@ -161,7 +208,7 @@ def bench(settings: Settings, *, warmup: int = 1, repeats: int = 3, both_precisi
         fns[f"engine_{precision}"] = engine_step(run_settings, *models[precision])
         fns[f"bare_{precision}"] = bare_compute(run_settings, *models[precision])
     fns["canonical_fp32"] = canonical_step(settings, *fp32_models)
-    for precision in dict.fromkeys(["fp32", *precisions]):
+    for precision in precisions:  # under the TF32 mode `prepare_models` set for the run's precision
         fns[f"matmul_{precision}"] = matmul(DTYPES[precision], device)
     flops = {p: count_flops(fns[f"engine_{p}"]) for p in precisions}
     for _ in range(warmup):
@@ -173,7 +220,7 @@ def bench(settings: Settings, *, warmup: int = 1, repeats: int = 3, both_precisi
         for name in names[i % len(names):] + names[:i % len(names)]:
             times[name].append(_seconds(fns[name], device))
     s = {name: _median(t) for name, t in times.items()}
-    peak = {p: 2 * MATMUL_SIZE ** 3 / s[f"matmul_{p}"] for p in dict.fromkeys(["fp32", *precisions])}
+    peak = {p: 2 * MATMUL_SIZE ** 3 / s[f"matmul_{p}"] for p in precisions}
     return {
         "precisions": precisions, "repeats": repeats, "seconds": s, "all_seconds": times,
         "canonical_s_per_step": s["canonical_fp32"],
@@ -183,7 +230,7 @@ def bench(settings: Settings, *, warmup: int = 1, repeats: int = 3, both_precisi
         "limit_s_per_step": {p: flops[p] / peak[p] for p in precisions},
         "peak_memory_mb": peak_memory_mb(device), "device": _device_name(device),
         "threads": torch.get_num_threads(), "vqgan": settings.vqgan_model, "perceptors": settings.perceptors,
-        "size": f"{settings.width}x{settings.height}", "cutouts": settings.cutouts}
+        "size": f"{settings.width}x{settings.height}", "cutouts": settings.cutouts, "pid": os.getpid()}
 
 
 def _device_name(device: torch.device) -> str:
@@ -211,51 +258,46 @@ def report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _cell(settings: Settings, steps: int, warmup: int, barrier, results) -> None:
+def _cell(settings: Settings, steps: int, warmup: int, barrier) -> tuple:
     """One cell of `cells`: load, warm up, wait for the others, time `steps` steps."""
     device = pick_device(settings.device)
-    set_determinism(settings.deterministic)
+    set_determinism(settings.deterministic, device)
     if device.type == "cpu":
         keep_freed_memory()
     step = engine_step(settings, *load_models(settings, device, settings.precision))
     for _ in range(warmup):
         step()
     _sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    reset_peak_memory(device)
     barrier.wait()
     t0 = time.monotonic()
     for _ in range(steps):
         step()
     _sync(device)
-    results.put((t0, time.monotonic(), peak_memory_mb(device),
-                 torch.cuda.max_memory_reserved(device) / 2**20 if device.type == "cuda" else None))
+    return (t0, time.monotonic(), peak_memory_mb(device),
+            torch.cuda.max_memory_reserved(device) / 2**20 if device.type == "cuda" else None)
 
 
 def cells(settings: Settings, k: int, *, steps: int = 10, warmup: int = 2) -> dict:
     """Throughput of k cells (k processes) sharing one device: cell-steps/s over the time from the
-    common start to the last cell's end, with each cell's peak memory."""
+    common start to the last cell's end, with each cell's peak memory. This process touches no
+    device (the cells check the settings; a refusal is raised here)."""
     if k < 1:
         raise ValueError(f"--cells {k}: must be >= 1")
-    check_precision(settings.precision, pick_device(settings.device))
     context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
     barrier, results = context.Barrier(k), context.Queue()
-    workers = [context.Process(target=_cell, args=(settings, steps, warmup, barrier, results)) for _ in range(k)]
+    workers = [context.Process(target=_report_to, args=(results, _cell, (settings, steps, warmup, barrier)))
+               for _ in range(k)]
     for worker in workers:
         worker.start()
-    rows = []
-    for _ in workers:
-        while True:
-            try:
-                rows.append(results.get(timeout=5))
-                break
-            except queue.Empty:  # check that no worker died before reporting
-                if any(w.exitcode not in (None, 0) for w in workers):
-                    for w in workers:
-                        w.kill()
-                    raise RuntimeError("a benchmark cell process failed (see its traceback above)") from None
+    replies = [_wait_for(results, workers) for _ in workers]
+    if refused := next((value for kind, value in replies if kind == "refused"), None):
+        for w in workers:
+            w.kill()
+        raise SettingsError(refused)
     for worker in workers:
         worker.join()
+    rows = [value for _, value in replies]
     wall = max(r[1] for r in rows) - min(r[0] for r in rows)
     reserved = [r[3] for r in rows if r[3] is not None]
     return {"cells": k, "steps_per_cell": steps, "precision": settings.precision, "wall_s": wall,

@@ -14,7 +14,6 @@ read as data (a restricted unpickler over the archive's `data.pkl`), never compi
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import pickle
 import pickletools

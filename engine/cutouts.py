@@ -2,7 +2,7 @@
 
 Each perceptor gets its own cutouts at its own input size: `sample_cutouts` draws N square crops
 and their augmentations, `render_cutouts` makes them in one `grid_sample` plus one batched colour
-map. Every random draw takes an explicit `torch.Generator`; nothing waits for the device.
+map. Every random draw takes an explicit `torch.Generator` (`rng`); nothing waits for the device.
 
 Crop sizes and places (pytti_classic):
 - side = floor(m · clip(r, cut_size / m, 1) ** cut_pow) pixels, r ~ N(0.8, 0.3), m = min(H, W);
@@ -25,6 +25,8 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+
+from engine.gridsample import grid_sample as deterministic_grid_sample
 
 BORDER_MODES = ("clamp", "mirror", "smear", "wrap", "black")
 FLIP_P = 0.3
@@ -57,27 +59,27 @@ class Cutouts:
     border_mode: str = "clamp"
 
 
-def _uniform(shape: int | tuple[int, ...], low: float, high: float, generator: torch.Generator,
+def _uniform(shape: int | tuple[int, ...], low: float, high: float, rng: torch.Generator,
              device: torch.device) -> torch.Tensor:
     shape = (shape,) if isinstance(shape, int) else shape
-    return low + (high - low) * torch.rand(shape, generator=generator, device=device)
+    return low + (high - low) * torch.rand(shape, generator=rng, device=device)
 
 
-def _chance(n: int, p: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+def _chance(n: int, p: float, rng: torch.Generator, device: torch.device) -> torch.Tensor:
     """1.0 where an augmentation applies (probability p), else 0.0."""
-    return (torch.rand(n, generator=generator, device=device) < p).float()
+    return (torch.rand(n, generator=rng, device=device) < p).float()
 
 
-def crop_sides(n: int, height: int, width: int, cut_size: int, cut_pow: float, generator: torch.Generator,
+def crop_sides(n: int, height: int, width: int, cut_size: int, cut_pow: float, rng: torch.Generator,
                device: torch.device) -> torch.Tensor:
     """pytti_classic's crop side in pixels (module docstring), as floats."""
     max_size = min(height, width)
-    r = 0.8 + 0.3 * torch.randn(n, generator=generator, device=device)
+    r = 0.8 + 0.3 * torch.randn(n, generator=rng, device=device)
     r = r.clamp(min=cut_size / max_size, max=1.0)
     return (max_size * r ** cut_pow).floor().clamp(min=1)
 
 
-def crop_corners(side: torch.Tensor, length: int, border: float, border_mode: str, generator: torch.Generator,
+def crop_corners(side: torch.Tensor, length: int, border: float, border_mode: str, rng: torch.Generator,
                  ) -> torch.Tensor:
     """pytti_classic's top-left corner along one axis of `length` pixels (module docstring).
 
@@ -86,7 +88,7 @@ def crop_corners(side: torch.Tensor, length: int, border: float, border_mode: st
     """
     padding = min(round(length * border), length)
     reach = length - side + 1
-    u = torch.rand(side.shape, generator=generator, device=side.device)
+    u = torch.rand(side.shape, generator=rng, device=side.device)
     if border_mode == "clamp":
         corner = (u * (reach + 2 * padding) - padding).floor()
         return torch.minimum(corner.clamp(min=0), length - side)
@@ -139,10 +141,10 @@ def colour_matrix(hue: torch.Tensor, saturation: torch.Tensor) -> torch.Tensor:
 
 
 def sample_cutouts(n: int, height: int, width: int, *, cut_size: int, cut_pow: float, border: float,
-                   border_mode: str = "clamp", augment: bool, generator: torch.Generator,
+                   border_mode: str = "clamp", augment: bool, rng: torch.Generator,
                    device: torch.device | str | None = None) -> Cutouts:
     """Sample n cutouts of an H×W image for a perceptor of input size `cut_size` (module docstring).
-    Tensors are made on `device` (default: the generator's device)."""
+    Tensors are made on `device` (default: the rng's device)."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if height < 1 or width < 1:
@@ -155,45 +157,45 @@ def sample_cutouts(n: int, height: int, width: int, *, cut_size: int, cut_pow: f
         raise ValueError(f"border must be a finite number >= 0, got {border}")
     if border_mode not in BORDER_MODES:
         raise ValueError(f"border_mode must be one of {', '.join(BORDER_MODES)}, got {border_mode!r}")
-    device = generator.device if device is None else torch.device(device)
-    side = crop_sides(n, height, width, cut_size, cut_pow, generator, device)
-    x0 = crop_corners(side, width, border, border_mode, generator)
-    y0 = crop_corners(side, height, border, border_mode, generator)
+    device = rng.device if device is None else torch.device(device)
+    side = crop_sides(n, height, width, cut_size, cut_pow, rng, device)
+    x0 = crop_corners(side, width, border, border_mode, rng)
+    y0 = crop_corners(side, height, border, border_mode, rng)
     box = torch.stack([x0, y0, side], -1)
     eye = torch.eye(3, device=device).expand(n, 3, 3)
     if not augment:
         return Cutouts(box, eye.clone(), eye[:, :2].clone(), eye.clone(), torch.zeros(n, 4, device=device),
                        torch.zeros(n, device=device), cut_size, border_mode)
 
-    flip = 1 - 2 * _chance(n, FLIP_P, generator, device)
-    on = _chance(n, AFFINE_P, generator, device)
-    angle = on * _uniform(n, -math.radians(MAX_DEGREES), math.radians(MAX_DEGREES), generator, device)
-    shift = on[:, None] * _uniform((n, 2), -2 * MAX_TRANSLATE, 2 * MAX_TRANSLATE, generator, device)
+    flip = 1 - 2 * _chance(n, FLIP_P, rng, device)
+    on = _chance(n, AFFINE_P, rng, device)
+    angle = on * _uniform(n, -math.radians(MAX_DEGREES), math.radians(MAX_DEGREES), rng, device)
+    shift = on[:, None] * _uniform((n, 2), -2 * MAX_TRANSLATE, 2 * MAX_TRANSLATE, rng, device)
     # forward r = R q + t (after the flip); stored inverse q = flip(R^T (r - t))
     inverse = _rotation(angle).transpose(1, 2) * torch.stack([flip, torch.ones_like(flip)], -1)[:, :, None]
     affine = torch.cat([inverse, -(inverse @ shift[:, :, None])], 2)
 
-    on = _chance(n, PERSPECTIVE_P, generator, device)
+    on = _chance(n, PERSPECTIVE_P, rng, device)
     corners = _corners(device)
-    inward = -corners * DISTORTION * torch.rand(n, 4, 2, generator=generator, device=device) * on[:, None, None]
+    inward = -corners * DISTORTION * torch.rand(n, 4, 2, generator=rng, device=device) * on[:, None, None]
     warp = _homography(corners + inward, corners.expand(n, 4, 2))  # output → before the perspective
 
-    on = _chance(n, JITTER_P, generator, device)
-    hue = on * _uniform(n, -MAX_HUE, MAX_HUE, generator, device)
-    saturation = 1 + on * _uniform(n, -MAX_SATURATION, MAX_SATURATION, generator, device)
+    on = _chance(n, JITTER_P, rng, device)
+    hue = on * _uniform(n, -MAX_HUE, MAX_HUE, rng, device)
+    saturation = 1 + on * _uniform(n, -MAX_SATURATION, MAX_SATURATION, rng, device)
 
-    on = _chance(n, ERASE_P, generator, device)
-    area = _uniform(n, *ERASE_AREA, generator, device)
-    low = torch.rand(n, generator=generator, device=device) < 0.5
-    ratio = torch.where(low, _uniform(n, ERASE_RATIO[0], 1, generator, device),
-                        _uniform(n, 1, ERASE_RATIO[1], generator, device))
+    on = _chance(n, ERASE_P, rng, device)
+    area = _uniform(n, *ERASE_AREA, rng, device)
+    low = torch.rand(n, generator=rng, device=device) < 0.5
+    ratio = torch.where(low, _uniform(n, ERASE_RATIO[0], 1, rng, device),
+                        _uniform(n, 1, ERASE_RATIO[1], rng, device))
     h = (area * ratio).sqrt().clamp(max=1) * on
     w = (area / ratio).sqrt().clamp(max=1) * on
-    ex = torch.rand(n, generator=generator, device=device) * (1 - w)
-    ey = torch.rand(n, generator=generator, device=device) * (1 - h)
+    ex = torch.rand(n, generator=rng, device=device) * (1 - w)
+    ey = torch.rand(n, generator=rng, device=device) * (1 - h)
     erase = torch.stack([ex, ey, ex + w, ey + h], -1)
 
-    noise_std = _uniform(n, 0, NOISE_FAC, generator, device)
+    noise_std = _uniform(n, 0, NOISE_FAC, rng, device)
     return Cutouts(box, warp, affine, colour_matrix(hue, saturation), erase, noise_std, cut_size, border_mode)
 
 
@@ -210,14 +212,15 @@ def _fold(index: torch.Tensor, length: int, border_mode: str) -> torch.Tensor:
     return index  # clamp (always inside) and black (zeros padding)
 
 
-def render_cutouts(image: torch.Tensor, cutouts: Cutouts, generator: torch.Generator,
+def render_cutouts(image: torch.Tensor, cutouts: Cutouts, rng: torch.Generator,
                    mean: Sequence[float] | torch.Tensor = (0.0, 0.0, 0.0),
                    std: Sequence[float] | torch.Tensor = (1.0, 1.0, 1.0)) -> torch.Tensor:
     """Render cutouts of image (1, 3, H, W) in [0, 1] → (N, 3, S, S), normalised as (x − mean) / std.
 
-    One bilinear grid_sample for all N (crop, flip, affine and perspective composed per output pixel),
+    One bilinear grid_sample for all N (crop, flip, affine and perspective composed per output pixel;
+    `engine.gridsample`'s on CUDA under deterministic algorithms),
     then erasing and the perspective's empty corners set to 0, the colour matrix and the
-    normalisation as one batched matrix product, and noise from `generator`. Differentiable w.r.t. image.
+    normalisation as one batched matrix product, and noise from `rng`. Differentiable w.r.t. image.
     """
     if image.ndim != 4 or image.shape[:2] != (1, 3):
         raise ValueError(f"image must have shape (1, 3, H, W), got {tuple(image.shape)}")
@@ -236,8 +239,11 @@ def render_cutouts(image: torch.Tensor, cutouts: Cutouts, generator: torch.Gener
     iy = _fold(index[..., 1], height, cutouts.border_mode)
     grid = torch.stack([(2 * ix + 1) / width - 1, (2 * iy + 1) / height - 1], -1).view(n, size, size, 2)
     padding = "zeros" if cutouts.border_mode == "black" else "border"
-    x = F.grid_sample(image.expand(n, -1, -1, -1), grid, mode="bilinear", padding_mode=padding,
-                      align_corners=False).flatten(2)
+    if image.is_cuda and torch.are_deterministic_algorithms_enabled():  # F.grid_sample's CUDA backward uses atomics
+        x = deterministic_grid_sample(image, grid, padding).flatten(2)
+    else:
+        x = F.grid_sample(image.expand(n, -1, -1, -1), grid, mode="bilinear", padding_mode=padding,
+                          align_corners=False).flatten(2)
     u = (points[..., :2] + 1) / 2  # [0, 1] output coordinates
     erase = cutouts.erase.to(dtype)[:, None, :]
     erased = ((u >= erase[..., :2]) & (u < erase[..., 2:])).all(-1)
@@ -245,6 +251,6 @@ def render_cutouts(image: torch.Tensor, cutouts: Cutouts, generator: torch.Gener
     mean = torch.as_tensor(mean, dtype=dtype, device=device)
     std = torch.as_tensor(std, dtype=dtype, device=device)
     out = torch.baddbmm((-mean / std)[None, :, None].expand(n, -1, 1), cutouts.colour.to(dtype) / std[:, None], x)
-    noise = torch.randn(out.shape, generator=generator, device=device, dtype=dtype)
+    noise = torch.randn(out.shape, generator=rng, device=device, dtype=dtype)
     out = out + noise.mul_(cutouts.noise_std.to(dtype)[:, None, None] / std[:, None])
     return out.view(n, 3, size, size)

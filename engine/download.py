@@ -425,11 +425,10 @@ def _fetch_verified(session: requests.Session, url: str, part: Path, expected_sh
     raise _MirrorFailed(f"{reason}; gave up after {tries}")
 
 
-def _failure_message(what: str, dest: Path, attempts: Sequence[tuple[str, str]]) -> str:
-    lines = [f"could not download {what}; tried {len(attempts)} URL(s):"]
-    lines += [f"  - {url}: {why}" for url, why in attempts]
-    lines.append(f"put the file by hand at {dest}")
-    return "\n".join(lines)
+def _failure_message(what: str, attempts: Sequence[tuple[str, str]], by_hand: str) -> str:
+    """One line: every URL tried and why it failed, then what to do instead."""
+    tried = "; ".join(f"{url}: {why}" for url, why in attempts)
+    return f"could not download {what} (tried {len(attempts)} URL(s): {tried}); {by_hand}"
 
 
 def download(urls: Sequence[str], dest: Path, *, sha256: str | None = None,
@@ -437,7 +436,8 @@ def download(urls: Sequence[str], dest: Path, *, sha256: str | None = None,
              desc: str | None = None, retries: int = 3, connect_timeout: float = 10.0,
              read_timeout: float = 60.0, stall_timeout: float = STALL_TIMEOUT_S,
              deadline_s: float | None = None, max_size: int | None = None,
-             check: BodyCheck | None = None, relock_hint: str = "", progress: bool = True) -> Path:
+             check: BodyCheck | None = None, relock_hint: str = "", by_hand: str = "",
+             progress: bool = True) -> Path:
     """Fetch ``dest`` from the first mirror in ``urls`` that delivers verified bytes.
 
     Returns ``dest`` untouched if it exists. Otherwise streams into ``<dest>.part``
@@ -450,7 +450,8 @@ def download(urls: Sequence[str], dest: Path, *, sha256: str | None = None,
     ``max_size`` at 256 KiB/s, at least 30 min) is given up. Processes downloading the same
     ``dest`` take turns; the later ones find the file done.
     Raises DownloadError (ChecksumMismatch if a mirror served wrong bytes) listing
-    every URL tried and why; a full disk stops at once.
+    every URL tried and why, then ``by_hand`` (default: put the file by hand at ``dest``);
+    a full disk stops at once.
     """
     dest = Path(dest)
     if dest.exists():
@@ -462,7 +463,8 @@ def download(urls: Sequence[str], dest: Path, *, sha256: str | None = None,
         if dest.exists():  # another process finished it while we waited
             return dest
         options = dict(retries=retries, timeout=(connect_timeout, read_timeout), progress=progress,
-                       max_size=max_size, stall_s=stall_timeout, deadline_s=deadline_s)
+                       max_size=max_size, stall_s=stall_timeout, deadline_s=deadline_s,
+                       by_hand=by_hand or f"put the file by hand at {dest}")
         return _download_locked(urls, dest, sha256, lock, lock_key or dest.name, desc or dest.name, check,
                                 relock_hint, options)
 
@@ -470,6 +472,7 @@ def download(urls: Sequence[str], dest: Path, *, sha256: str | None = None,
 def _download_locked(urls: Sequence[str], dest: Path, sha256: str | None, lock: ChecksumLock | None,
                      key: str, desc: str, check: BodyCheck | None, relock_hint: str, options: dict) -> Path:
     part = part_path(dest)
+    by_hand = options.pop("by_hand")
     record = lock.get(key) if lock is not None else None
     expected = (sha256 or (record or {}).get("sha256") or "").lower() or None
     attempts: list[tuple[str, str]] = []
@@ -490,10 +493,10 @@ def _download_locked(urls: Sequence[str], dest: Path, sha256: str | None, lock: 
             if lock is not None and record is None:
                 lock.record(key, actual, size, url, mtime_ns=dest.stat().st_mtime_ns)
             return dest
-    message = _failure_message(desc, dest, attempts)
+    message = _failure_message(desc, attempts, by_hand)
     if mismatch is not None:
         if not sha256 and record is not None:
-            message += (f"\nthe expected sha256 is the one recorded in {lock.path} under {key!r} when this file "
+            message += (f"; the expected sha256 is the one recorded in {lock.path} under {key!r} when this file "
                         "was first downloaded" + (f"; if the new file is legitimate, {relock_hint}"
                                                   if relock_hint else ""))
         raise ChecksumMismatch(message, url=mismatch.url, expected=mismatch.expected,

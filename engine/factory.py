@@ -20,6 +20,7 @@ from engine import cache
 from engine.download import (ChecksumLock, DownloadError, download, sha256_file, text_config_problem,
                              torch_file_problem, verified_sha256)
 from engine.locks import exclusive_lock
+from engine.param_counts import size_mb
 from engine.checkpoint import UnsafeCheckpointError
 from engine.perceptor import Perceptor, create_open_clip
 from engine.pretrained import VQGANSource
@@ -29,6 +30,8 @@ from engine.vqgan import VQGAN, build_vqgan, load_vqgan_files, parse_config, rea
 
 
 CONFIG_MAX_BYTES = 1 << 20  # a model config is a few KB of YAML
+OFFLINE_ALTERNATIVES = ("or try the untrained tiny models (vqgan_model=tiny perceptors=tiny-vit), or the "
+                        "offline demo grid: python -m experiments.demo /tmp/demo-grid")
 MAX_CHECKPOINT_BYTES = 16 << 30  # without a known size: the largest known checkpoint (coco, 8.4 GB) and room
 
 
@@ -63,8 +66,15 @@ def fetch_vqgan(source: VQGANSource, *, progress: bool = True, config_only: bool
             raise FileNotFoundError(f"{source.name}: {part} file {path} does not exist and no URL is known")
         download(urls, path, sha256=sha256, lock=lock, lock_key=f"vqgan/{source.name}/{part}",
                  desc=f"{source.name} {part}", max_size=cap, check=check, relock_hint=relock_hint(source.name),
-                 progress=progress)
+                 by_hand=vqgan_by_hand(config_path, ckpt_path), progress=progress)
     return config_path, ckpt_path
+
+
+def vqgan_by_hand(config_path: Path, ckpt_path: Path) -> str:
+    """What to do when a VQGAN cannot be downloaded: both of its files, by hand, or the tiny models."""
+    where = (f"in {config_path.parent}/" if config_path.parent == ckpt_path.parent
+             else f"at {config_path} and {ckpt_path}")
+    return f"offline? put both files, {config_path.name} and {ckpt_path.name}, by hand {where}; {OFFLINE_ALTERNATIVES}"
 
 
 def relock_hint(name: str) -> str:
@@ -177,8 +187,9 @@ def _download_perceptor(source: PerceptorSource, progress: bool) -> Path:
         raise FileNotFoundError(f"perceptor {source.name}: {source.tag!r} is not an open_clip pretrained "
                                 f"tag of {source.arch}; valid: {open_clip.list_pretrained_tags_by_model(source.arch)}")
     wheres = [w for w in (cfg.get("hf_hub") and f"https://huggingface.co/{cfg['hf_hub']}", cfg.get("url")) if w]
-    hint = (f"Offline? Put the weights file anywhere and add it to the user models file "
-            f"{cache.user_models_file()} as\n  perceptors:\n    '{source.name}': {{file: /path/to/weights}}")
+    hint = (f"offline? put the weights file anywhere and add it to the user models file "
+            f"{cache.user_models_file()} as `perceptors: {{'{source.name}': {{file: /path/to/weights}}}}`; "
+            f"{OFFLINE_ALTERNATIVES}")
     unreachable = [w for w in wheres if not _reachable(w)]
     if len(unreachable) == len(wheres):  # fail in seconds, not after the hub client's retries
         raise DownloadError(f"could not download perceptor {source.name}: no connection to "
@@ -272,7 +283,8 @@ def fetch(name: str, *, progress: bool = True, relock: bool = False) -> list[Pat
 
 
 def model_table() -> list[dict]:
-    """One row per registered model: kind, name, slug, cached, size on disk (MB), description."""
+    """One row per registered model: kind, name, slug, cached, size (MB: on disk when cached, else
+    the expected size; a perceptor's from its architecture's parameter count), description."""
     reg = registry()
     rows = []
     for source in reg.vqgans.values():
@@ -282,9 +294,11 @@ def model_table() -> list[dict]:
         rows.append({"kind": "vqgan", "name": source.name, "slug": source.slug, "cached": cached,
                      "size_mb": size, "untrained": source.untrained, "aliases": list(source.aliases),
                      "description": source.description})
+    register_tiny_clip_configs(cache.tiny_dir())  # the tiny architectures' sizes
     for source in reg.perceptors.values():
         path = perceptor_weights_path(source)
         rows.append({"kind": "perceptor", "name": source.name, "slug": source.slug, "cached": path is not None,
-                     "size_mb": path.stat().st_size / 2**20 if path else None, "untrained": source.untrained,
+                     "size_mb": path.stat().st_size / 2**20 if path else size_mb(source.arch),
+                     "untrained": source.untrained,
                      "aliases": list(source.aliases), "description": source.description})
     return rows

@@ -67,6 +67,7 @@ _HINTS = {errno.ENOSPC: "free some space, then run the same command again",
           errno.EROFS: "the file system is read-only; choose another folder (setting out_dir)",
           errno.EACCES: "no permission; choose a folder you can write (setting out_dir)",
           errno.EPERM: "no permission; choose a folder you can write (setting out_dir)",
+          errno.ENOENT: "check the path (a folder on it may be missing or not creatable)",
           errno.ENAMETOOLONG: "the name is too long for the file system; use a shorter file_namespace or out_dir"}
 
 

@@ -109,7 +109,10 @@ def _read_user_file(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ValueError(f"user models file {path} is not valid YAML: {err}") from err
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise ValueError(f"user models file {path} is not valid YAML{at}: {getattr(err, 'problem', None) or err}; "
+                         "fix the file or remove it") from err
     if not isinstance(data, dict) or set(data) - {"vqgans", "perceptors"}:
         raise ValueError(f"user models file {path}: top level must be a mapping with keys "
                          f"'vqgans' and/or 'perceptors', got {data!r:.200}")

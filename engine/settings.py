@@ -15,7 +15,6 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from engine.animation import INFILL_MODES, SAMPLING_MODES
 from engine.pytti_settings import PyttiSettingsError, is_pytti_file, read_pytti_settings
 from engine.prompts import PromptSyntaxError, parse_prompt_list, parse_scenes
 
@@ -64,7 +63,7 @@ class Settings:
     file_namespace: str = "default"
     out_dir: str = "images_out"
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
-    precision: str = "fp32"  # not in pytti: "fp32" or "bf16"
+    precision: str = "fp32"  # not in pytti: "fp32", "tf32" (CUDA) or "bf16"
     pytti_unused: dict[str, Any] = field(default_factory=dict)  # keys of a pytti settings file that change nothing here
     deterministic: bool = True
     allow_overwrite: bool = False
@@ -75,15 +74,19 @@ class Settings:
 
 FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 ANIMATION_MODES = ("off", "2D")
+SAMPLING_MODES = ("bicubic", "bilinear", "nearest")  # pytti 2D animation: engine/animation.py
+INFILL_MODES = ("mirror", "smear", "black", "wrap")
 IMAGE_MODELS = ("VQGAN",)
 BORDER_MODES = ("clamp", "mirror", "smear", "wrap", "black")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "tf32", "bf16")
 # Settings that change where or how a run is stored, not what it computes.
 NON_RESULT_KEYS = ("out_dir", "allow_overwrite", "device")
 _NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+()=-]*$")
 MAX_NAMESPACE = 200  # characters; the folder and file names built from it must fit NAME_MAX (255)
 SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes 0 .. 2**64 - 1 (negatives wrap around)
 MAX_CONFIG_BYTES = 1_000_000
+# YAML 1.1's other words for booleans, read as text by our YAML 1.2 loader: a true/false setting takes them.
+YAML11_BOOLS = {"yes": True, "on": True, "no": False, "off": False}
 
 
 class SettingsError(ValueError):
@@ -112,6 +115,8 @@ def _coerce(name: str, value: Any) -> Any:
                 raise TypeError
             return dict(value)
         if kind == "bool":
+            if isinstance(value, str) and value.lower() in YAML11_BOOLS:
+                return YAML11_BOOLS[value.lower()]
             if not isinstance(value, bool):
                 raise TypeError
             return value
@@ -210,7 +215,8 @@ def check_size_for_factor(s: Settings, factor: int) -> None:
 
 
 class _Loader(yaml.SafeLoader):
-    """Safe YAML with YAML 1.2 floats (`1e-3` is a number, not text) and no aliases (no alias bombs)."""
+    """Safe YAML with YAML 1.2 booleans (only true/false: pytti's `animation_mode: off` is the text
+    "off") and floats (`1e-3` is a number, not text), and no aliases (no alias bombs)."""
 
     def compose_node(self, parent, index):  # noqa: ANN001 (PyYAML's signature)
         if self.check_event(yaml.AliasEvent):
@@ -220,6 +226,11 @@ class _Loader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(_BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*\.?[0-9_]*|\.[0-9_]+)(?:[eE][-+]?[0-9]+)?$"
@@ -282,6 +293,9 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Setti
     elif path:
         try:
             text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise SettingsError(f"config file {path} does not exist; give the path of a YAML/JSON settings "
+                                "file or a pytti _settings.txt") from None
         except (OSError, UnicodeDecodeError) as err:
             raise SettingsError(f"config file {path}: {err}") from err
         loaded = parse_yaml(text, f"config file {path}") or {}

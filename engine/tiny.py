@@ -82,7 +82,7 @@ def register_tiny_clip_configs(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def _no_warnings() -> Iterator[None]:
+def quiet_open_clip() -> Iterator[None]:
     """Mute open_clip's "no pretrained weights loaded" warning."""
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)
@@ -100,7 +100,7 @@ def make_tiny_clip(name: str, folder: Path) -> Path:
         return weights
     with exclusive_lock(folder / f".{name}.lock", what=f"generation of {name}", wait=True):
         if not weights.exists():
-            with torch.random.fork_rng(devices=[]), _no_warnings():
+            with torch.random.fork_rng(devices=[]), quiet_open_clip():
                 torch.manual_seed(SEED)
                 model = open_clip.create_model(name, pretrained=None)  # random weights, as intended
             with atomic_path(weights) as tmp:

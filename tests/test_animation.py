@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.animation import apply_motion, motion_grid, transform_2d
+from engine.animation import apply_motion, motion_grid
 
 EXACT = dict(atol=1e-5, rtol=0)
 
@@ -40,8 +40,9 @@ def test_three_zoom_moves_magnify_each_axis_by_its_own_factor():
     height, width = 48, 96
     cx, cy = (width - 1) / 2, (height - 1) / 2
     image = _blob(height, width, cx + 12, cy - 8, sigma=1.0)
+    grid = motion_grid(height, width, zoom_x=4, zoom_y=4, infill_mode="black")
     for _ in range(3):
-        image = transform_2d(image, zoom_x=4, zoom_y=4, sampling_mode="bilinear", infill_mode="black")
+        image = apply_motion(image, grid, sampling_mode="bilinear", infill_mode="black")
     x, y = _centroid(image)
     assert x - cx == pytest.approx(12 * (96 / 92) ** 3, abs=0.1)  # 1.136x in x
     assert y - cy == pytest.approx(-8 * (48 / 44) ** 3, abs=0.1)  # 1.298x in y: uneven
@@ -50,8 +51,8 @@ def test_three_zoom_moves_magnify_each_axis_by_its_own_factor():
 def test_translate_in_pytti_units_and_directions():
     height, width = 40, 64
     image = _blob(height, width, 30, 20)
-    x, y = _centroid(transform_2d(image, translate_x=-4, translate_y=2, sampling_mode="bilinear",
-                                  infill_mode="black"))
+    grid = motion_grid(height, width, translate_x=-4, translate_y=2, infill_mode="black")
+    x, y = _centroid(apply_motion(image, grid, sampling_mode="bilinear", infill_mode="black"))
     # a pytti pixel is 2/W of the normalised width, (W - 1)/W of a pixel with align_corners=True;
     # translate_x < 0 moves content left, translate_y > 0 moves it up
     assert x == pytest.approx(30 - 4 * (width - 1) / width, abs=0.02)
@@ -60,19 +61,21 @@ def test_translate_in_pytti_units_and_directions():
 
 def test_rotate_is_degrees_counter_clockwise_on_a_square():
     image = _image(height=33, width=33)
-    torch.testing.assert_close(transform_2d(image, rotate=90, sampling_mode="bilinear"),
+    torch.testing.assert_close(apply_motion(image, motion_grid(33, 33, rotate=90), sampling_mode="bilinear"),
                                torch.rot90(image, 1, (-2, -1)), **EXACT)
 
 
 def test_identity_move_keeps_the_image_in_every_sampling_mode():
     image = _image()
+    grid = motion_grid(33, 49, infill_mode="black")
     for mode in ("bicubic", "bilinear", "nearest"):
-        torch.testing.assert_close(transform_2d(image, sampling_mode=mode, infill_mode="black"), image, **EXACT)
+        torch.testing.assert_close(apply_motion(image, grid, sampling_mode=mode, infill_mode="black"), image, **EXACT)
 
 
 def test_sampling_modes_differ_on_a_subpixel_move():
     image = _image(height=32, width=32)
-    outs = [transform_2d(image, translate_x=0.5, sampling_mode=m, infill_mode="black")
+    grid = motion_grid(32, 32, translate_x=0.5, infill_mode="black")
+    outs = [apply_motion(image, grid, sampling_mode=m, infill_mode="black")
             for m in ("bicubic", "bilinear", "nearest")]
     assert not torch.allclose(outs[0], outs[1]) and not torch.allclose(outs[1], outs[2])
 
@@ -80,17 +83,21 @@ def test_sampling_modes_differ_on_a_subpixel_move():
 def test_infill_modes_fill_the_uncovered_edge():
     width = 256
     image = _image(height=8, width=width)
-    kw = dict(translate_x=-4, sampling_mode="nearest")
-    assert torch.equal(transform_2d(image, infill_mode="black", **kw)[..., -1], torch.zeros(1, 3, 8))
-    smear = transform_2d(image, infill_mode="smear", **kw)
+
+    def move(infill_mode: str) -> torch.Tensor:
+        grid = motion_grid(8, width, translate_x=-4, infill_mode=infill_mode)
+        return apply_motion(image, grid, sampling_mode="nearest", infill_mode=infill_mode)
+
+    assert torch.equal(move("black")[..., -1], torch.zeros(1, 3, 8))
+    smear = move("smear")
     assert torch.equal(smear[..., -1], image[..., -1])
     # wrap, by pytti's rule: x + 8/256 + 3 (smallest odd >= reach), modulo 2.0001, minus 1 → -0.96895,
     # i.e. column (x + 1) / 2 * 255 = 3.96 → nearest column 4
-    wrap = transform_2d(image, infill_mode="wrap", **kw)
+    wrap = move("wrap")
     assert torch.equal(wrap[..., 1:, -1], image[..., 1:, 4])
     # the same rule sends the top row (y = -1 → 2 mod 2.0001 - 1 = 1) to the bottom row
     assert torch.equal(wrap[..., 0, -1], image[..., -1, 4])
-    mirror = transform_2d(image, infill_mode="mirror", **kw)
+    mirror = move("mirror")
     assert torch.equal(mirror[..., -1], image[..., -5])  # reflected about the last column
 
 

@@ -16,7 +16,7 @@ def _gen(seed: int = 0) -> torch.Generator:
 
 def _sample(n: int = 64, height: int = 32, width: int = 48, **kw):
     kw = {"cut_size": 16, "cut_pow": 1.0, "border": 0.25, "augment": False, **kw}
-    return sample_cutouts(n, height, width, generator=_gen(kw.pop("seed", 0)), **kw)
+    return sample_cutouts(n, height, width, rng=_gen(kw.pop("seed", 0)), **kw)
 
 
 def test_full_height_squares_when_the_perceptor_is_larger_than_the_image():
@@ -154,6 +154,6 @@ def test_validation(kw, match):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda():
     gen = torch.Generator("cuda").manual_seed(0)
-    cutouts = sample_cutouts(8, 32, 48, cut_size=16, cut_pow=1.0, border=0.25, augment=True, generator=gen)
+    cutouts = sample_cutouts(8, 32, 48, cut_size=16, cut_pow=1.0, border=0.25, augment=True, rng=gen)
     out = render_cutouts(torch.rand(1, 3, 32, 48, device="cuda"), cutouts, gen)
     assert out.is_cuda and out.shape == (8, 3, 16, 16)

@@ -12,12 +12,14 @@ import imageio.v3 as iio
 import pytest
 import torch
 
-from engine.animation import transform_2d
+from engine.animation import apply_motion, motion_grid
 from engine.factory import load_perceptor, load_vqgan
-from engine.outputs import RunFolderConflict
+from engine import runfolder
 from engine.registry import UnknownModelError
-from engine.run import (build_guide, clamp_latent, encode_codes, initial_latent, is_frame_start, quantise_8bit,
-                        render, run, start_frame, start_latent, step_loss)
+from engine.run import run
+from engine.runfolder import RunFolderConflict
+from engine.step import (build_guide, clamp_latent, encode_codes, initial_latent, is_frame_start, quantise_8bit,
+                         render, start_frame, start_latent, step_loss)
 from engine.settings import SettingsError, load_config
 
 TINY = ["vqgan_model=tiny", "perceptors=tiny-vit", "width=64", "height=32", "cutouts=4",
@@ -39,8 +41,8 @@ def test_thirty_steps_lower_the_loss(vqgan: str, perceptor: str) -> None:
     settings = load_config(None, [f"vqgan_model={vqgan}", f"perceptors={perceptor}", "width=64", "height=32",
                                   "cutouts=16", "augmentations=false", "scenes=a red apple"])
     guide = build_guide(settings, load_vqgan(vqgan), [load_perceptor(perceptor)])
-    generator = torch.Generator().manual_seed(0)
-    z = initial_latent(guide, generator).requires_grad_(True)
+    rng = torch.Generator().manual_seed(0)
+    z = initial_latent(guide, rng).requires_grad_(True)
 
     def evaluate() -> float:  # the same cutouts before and after
         with torch.no_grad():
@@ -49,7 +51,7 @@ def test_thirty_steps_lower_the_loss(vqgan: str, perceptor: str) -> None:
     before = evaluate()
     optimiser = torch.optim.Adam([z], lr=0.1)
     for step in range(30):
-        total, _ = step_loss(guide, z, step, generator, None)
+        total, _ = step_loss(guide, z, step, rng, None)
         optimiser.zero_grad()
         total.backward()
         optimiser.step()
@@ -63,13 +65,16 @@ def test_run_writes_complete_outputs(tmp_path: Path) -> None:
     frames = frame_bytes(folder)
     assert len(frames) == 4  # 2 scenes × 10 steps, saved every 5
     sidecar = json.loads((folder / "run_settings.json").read_text())
+    assert sidecar["format"] == runfolder.FORMAT == "vqgan-clip-run/2"
     assert sidecar["seed"] == 7 and sidecar["settings"]["vqgan_model"] == "tiny"
     assert sidecar["models"]["vqgan"]["untrained"] and len(sidecar["models"]["vqgan"]["sha256"]) == 64
     assert [p["label"] for p in sidecar["prompts"]] == ["s0p0", "s0p1", "s1p0"]
     assert sidecar["prompts"][1]["weight"] == -1 and sidecar["prompts"][1]["stop"] == -0.9
     assert {"torch", "open_clip", "engine"} <= set(sidecar["versions"]) and sidecar["device"] == "cpu"
+    assert sidecar["fp32_math"] == "ieee"  # precision=fp32 is true fp32 (TF32 off), as recorded
     rows = (folder / "losses.csv").read_text().splitlines()
     assert rows[0] == "step,scene,total,s0p0,s0p1,s1p0" and len(rows) == 21
+    assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(1, 21))  # steps done
     first, blended, last = rows[1].split(","), rows[13].split(","), rows[-1].split(",")
     assert float(first[5]) == 0 and float(last[3]) == 0  # scene 1 inactive at first, scene 0 at the end
     assert blended[1] == "1" and float(blended[3]) != 0 and float(blended[5]) != 0  # step 12: both
@@ -132,7 +137,8 @@ def test_two_d_animation_moves_the_averaged_image_and_re_encodes_it() -> None:
         before = quantise_8bit(render(guide, latent.ema.average))
     z_before = latent.z.clone()
     start_frame(guide, latent)
-    moved = quantise_8bit(transform_2d(before, translate_x=3, translate_y=-2, sampling_mode="bilinear"))
+    moved = quantise_8bit(apply_motion(before, motion_grid(32, 64, translate_x=3, translate_y=-2),
+                                       sampling_mode="bilinear"))
     assert torch.equal(latent.z, encode_codes(guide.vqgan, moved))  # quantised codes of the moved average
     assert not torch.equal(latent.z, z_before)
     torch.testing.assert_close(latent.ema.average, latent.z.detach())  # the average restarts at the new z
@@ -207,3 +213,53 @@ def test_image_prompts_and_init_image(tmp_path: Path) -> None:
                                       "stop": None, "label": "s-1p0"}
     assert len(sidecar["models"]["perceptors"]) == 2
     assert "s-1p0" in (folder / "losses.csv").read_text().splitlines()[0]
+
+
+def test_frames_and_losses_agree_when_steps_are_not_a_multiple_of_save_every(tmp_path: Path) -> None:
+    folder = run(tiny_settings(tmp_path, "steps_per_scene=7", "save_every=3", "steps_per_frame=3"), quiet=True)
+    record = runfolder.read_run(folder)
+    assert record.status == "complete", record.problems
+    assert [(f.n, f.step) for f in record.frames] == [(1, 3), (2, 6), (3, 7)]  # saved after steps 3, 6 and 7
+    assert record.losses["step"] == [1, 2, 3, 4, 5, 6, 7]
+    totals = dict(zip(record.losses["step"], record.losses["total"]))
+    assert [f.loss for f in record.frames] == [totals[3], totals[6], totals[7]]
+    assert json.loads((folder / "metrics.json").read_text())["final_loss"] == pytest.approx(totals[7], rel=1e-5)
+
+
+def test_final_out_dir_is_recorded_and_does_not_change_the_run(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    folder = run(tiny_settings(tmp_path / "partial", "steps_per_scene=5"), quiet=True,
+                 final_out_dir=str(tmp_path / "final"))
+    assert folder == tmp_path / "partial" / "run"
+    assert json.loads((folder / "run_settings.json").read_text())["settings"]["out_dir"] == str(tmp_path / "final")
+    run(tiny_settings(tmp_path / "partial", "steps_per_scene=5"), quiet=False)
+    assert "nothing to do" in capsys.readouterr().out  # out_dir is not a result setting
+
+
+def test_animation_mode_off_from_the_command_line_and_a_yaml_file(tmp_path: Path) -> None:
+    # YAML 1.1 reads off/no as false; pytti means the text "off" (and "no" for a true/false setting)
+    config = tmp_path / "still.yaml"
+    config.write_text("animation_mode: off\nreset_lr_each_frame: no\n")
+    assert (load_config(config).animation_mode, load_config(config).reset_lr_each_frame) == ("off", False)
+    result = subprocess.run([sys.executable, "-m", "engine", "run", "-q", "--config", str(config), *TINY,
+                             "steps_per_scene=2", "save_every=2", "animation_mode=off", f"out_dir={tmp_path}",
+                             "file_namespace=run"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    settings = json.loads((tmp_path / "run" / "run_settings.json").read_text())["settings"]
+    assert (settings["animation_mode"], settings["reset_lr_each_frame"]) == ("off", False)
+
+
+@pytest.mark.parametrize("args,names", [
+    (["run", "--config", "{tmp}/missing.yaml"], "{tmp}/missing.yaml"),
+    (["run", "vqgan_model=tiny", "perceptors=tiny-vit", "width=60", "out_dir={tmp}"], "use 64"),
+    (["fetch", "no-such-model"], "python -m engine models"),
+    (["models", "--bogus"], "unrecognized arguments: --bogus"),
+    (["run", "vqgan_model=tiny", "perceptors=tiny-vit", "out_dir=/proc/no-folder"], "/proc/no-folder: "),
+    (["bench", "--cells", "-1", "vqgan_model=tiny", "perceptors=tiny-vit"], "--cells -1: must be >= 0"),
+])
+def test_cli_errors_are_one_line_naming_what_to_fix(tmp_path: Path, args: list[str], names: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "engine", *(a.format(tmp=tmp_path) for a in args)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert names.format(tmp=tmp_path) in result.stderr

@@ -183,7 +183,20 @@ def test_cli_fetch_offline_fails_fast_with_the_urls() -> None:
     result = _cli("fetch", "imagenet_16384")
     assert time.monotonic() - t0 < 60
     assert result.returncode == 2
-    assert "heibox.uni-heidelberg.de" in result.stderr and "put the file by hand" in result.stderr
+    assert "heibox.uni-heidelberg.de" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "put both files, config.yaml and last.ckpt, by hand in" in result.stderr  # a VQGAN needs both
+    assert "vqgan_model=tiny" in result.stderr and "/tmp/demo-grid" in result.stderr  # as the README says
+
+
+def test_perceptor_sizes_come_from_the_architecture() -> None:
+    from engine.param_counts import count_parameters, parameters
+
+    rows = {r["name"]: r for r in model_table() if r["kind"] == "perceptor"}
+    for name in ("ViT-B-32:openai", "RN50:openai", "tiny-vit"):
+        assert rows[name]["size_mb"] and rows[name]["size_mb"] > 0, name
+    assert rows["ViT-B-32:openai"]["size_mb"] == pytest.approx(151.3e6 * 4 / 2**20, rel=0.01)
+    for arch in ("ViT-B-32", "RN50"):  # the shipped table is what a meta-device build counts
+        assert parameters(arch) == count_parameters(arch)
 
 
 # ---------------------------------------------------------------- trust and concurrency of the cache

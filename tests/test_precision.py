@@ -75,7 +75,7 @@ def test_other_precisions_are_refused_by_the_cli(tmp_path: Path, capsys: pytest.
     code = main(["run", *TINY, f"out_dir={tmp_path}", f"precision={value}"])
     err = capsys.readouterr().err
     assert code == 2
-    assert f"precision={value!r}" in err and "fp32, bf16" in err
+    assert f"precision={value!r}" in err and "fp32, tf32, bf16" in err
     assert not any(tmp_path.iterdir())
 
 
@@ -95,3 +95,11 @@ def test_the_cpu_check_refuses_an_unknown_override(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv(CPU_BF16_ENV, "yes")
     with pytest.raises(SettingsError, match=f"{CPU_BF16_ENV}='yes'.*detect, emulate, absent"):
         check_precision("bf16", torch.device("cpu"))
+
+
+def test_tf32_off_cuda_is_refused_clearly(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code = main(["run", *TINY, f"out_dir={tmp_path}", "device=cpu", "precision=tf32"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "precision=tf32" in err and "CUDA" in err and "precision=fp32" in err
+    assert not any(tmp_path.iterdir())

@@ -8,7 +8,7 @@ from engine.ema import LatentEMA
 from engine.factory import load_perceptor, load_vqgan
 from engine.losses import clamp_with_grad, latent_loss, tv_loss
 from engine.prompts import scene_blend
-from engine.run import build_guide, init_active, is_frame_start, learning_rate, step_loss
+from engine.step import build_guide, init_active, is_frame_start, learning_rate, step_loss
 from engine.settings import load_config
 
 TINY = ["vqgan_model=tiny", "width=32", "height=32", "cutouts=3", "augmentations=false", "smoothing_weight=0",

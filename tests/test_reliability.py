@@ -224,7 +224,7 @@ def test_a_video_cut_short_by_a_full_disk_is_an_error(mount, tmp_path: Path) -> 
     import numpy as np
     from PIL import Image
 
-    from engine.outputs import write_video
+    from engine.video import write_video
 
     frames = [tmp_path / f"{n}.png" for n in range(8)]
     noise = np.random.default_rng(0).integers(0, 256, (8, 128, 128, 3), dtype=np.uint8)
@@ -241,3 +241,68 @@ def test_too_long_name_and_unavailable_device_are_one_line(tmp_path: Path, capsy
     assert "x" * 300 in err and "File name too long (ENAMETOOLONG)" in err
     err = _cli_error(capsys, f"out_dir={tmp_path}", "device=mps")
     assert "device='mps'" in err and "not available" in err
+
+
+# ---------------------------------------------------------------- resume across devices (issue 19 items 1, 4)
+
+def _resumable(tmp_path: Path) -> tuple:
+    """A guide on the tiny models, and a folder whose resume state was written after 2 steps."""
+    import torch
+
+    from engine.factory import load_perceptor, load_vqgan
+    from engine.resume import host_copy, save_state_job
+    from engine.run import Progress, restore_or_start, resume_state
+    from engine.runfolder import RunFolder
+    from engine.step import build_guide, new_optimiser, start_latent, take_step
+
+    s = settings(tmp_path)
+    guide = build_guide(s, load_vqgan("tiny"), [load_perceptor("tiny-vit")])
+    folder = RunFolder(tmp_path, "run")
+    folder.path.mkdir()
+    rng = torch.Generator().manual_seed(7)
+    latent = start_latent(guide, rng)
+    optimiser = new_optimiser(guide, latent)
+    for step in range(2):
+        take_step(guide, latent, optimiser, step, rng)
+    state = resume_state(torch.device("cpu"), latent, optimiser, rng, Progress(), 2)
+    assert host_copy(optimiser.state_dict())["state"][0]["step"].item() == 2
+
+    def restore(changes: dict, drop: tuple[str, ...] = ()):
+        save_state_job(folder, {k: v for k, v in {**state, **changes}.items() if k not in drop}, [])()
+        fresh = start_latent(guide, torch.Generator().manual_seed(7))
+        fresh_optimiser = new_optimiser(guide, fresh)
+        progress = restore_or_start(folder, torch.device("cpu"), fresh, fresh_optimiser, torch.Generator())
+        return progress, fresh, fresh_optimiser
+    return latent, restore
+
+
+def test_resume_state_loads_on_the_host_and_adam_steps_stay_there(tmp_path: Path) -> None:
+    import torch
+
+    latent, restore = _resumable(tmp_path)
+    progress, fresh, optimiser = restore({})
+    assert progress.start == 2 and torch.equal(fresh.z, latent.z)
+    steps = [s["step"] for s in optimiser.state.values()]
+    assert steps and all(t.device.type == "cpu" and t.item() == 2 for t in steps)
+
+
+def test_resume_state_of_another_device_type_is_refused_saying_what_to_do(tmp_path: Path, capsys) -> None:
+    from engine.resume import ResumeDeviceMismatch
+
+    _, restore = _resumable(tmp_path)
+    with pytest.raises(ResumeDeviceMismatch) as info:
+        restore({"device_type": "cuda"})
+    message = str(info.value)
+    assert "resume.pt was written by this run on cuda" in message and "now runs on cpu" in message
+    assert "Resume with device=cuda" in message and "delete resume.pt and resume.prev.pt" in message
+    err = _cli_error(capsys, f"out_dir={tmp_path}")  # the CLI: one line, exit 2 (the grid does not retry it)
+    assert err.startswith("error: ") and "device=cuda" in err
+
+
+
+def test_resume_state_of_an_older_version_restarts_from_step_0(tmp_path: Path, capsys) -> None:
+    _, restore = _resumable(tmp_path)
+    progress, _, _ = restore({}, drop=("rng_state", "device_type", "stabilisation_target"))
+    err = capsys.readouterr().err
+    assert progress.start == 0 and "restarting from step 0" in err
+    assert "lacks rng_state, device_type, stabilisation_target (written by another version)" in err

@@ -25,7 +25,7 @@ TINY = ["vqgan_model=tiny", "perceptors=tiny-vit", "width=32", "height=32", "ste
     ("translate_y=40", "translate_y=40.0: must be within"),
     ("rotate_2d=720", "rotate_2d=720.0: must be within \\[-360, 360\\]"),
     ("file_namespace=" + "a" * 300, "300 characters\\): at most 200 characters"),
-    ("precision=fp16", "precision='fp16': allowed values are fp32, bf16"),
+    ("precision=fp16", "precision='fp16': allowed values are fp32, tf32, bf16"),
 ])
 def test_cli_refuses_before_writing(tmp_path: Path, capsys, override: str, message: str):
     assert main(["run", "--quiet", *TINY, f"out_dir={tmp_path / 'out'}", override]) == 2
