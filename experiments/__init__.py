@@ -1,4 +1,4 @@
-"""The DVC grid pipeline: VQGAN models × CLIP perceptors at one fixed seed (docs/grid.md).
+"""The DVC grid pipeline: VQGAN models × CLIP perceptors × seeds (docs/grid.md).
 
 Stage scripts, each run by dvc.yaml as `python -m experiments.<stage>` from the repository
 root and reading params.yaml: `fetch_models`, `run_cell`, `score`. `grid` validates params and

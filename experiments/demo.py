@@ -2,8 +2,8 @@
 
     python -m experiments.demo DIR [--no-run]
 
-Creates DIR as a new git + DVC repository holding this project's dvc.yaml, stage scripts and
-plot templates, with a params.yaml that keeps the study's shared settings but runs
+Creates DIR as a new git + DVC repository holding this project's dvc.yaml, stage scripts, plot
+templates and engine, with a params.yaml that keeps the study's shared settings but runs
 `tiny` and `tiny-gumbel` × `tiny-vit` and `tiny-rn` (random weights, generated offline) at
 64×32 px for 20 steps; then runs `dvc repro` there and commits the result. Every file, run
 folder and score it makes is labelled `demo_untrained`: the images and numbers say nothing
@@ -27,6 +27,7 @@ from experiments.grid import PARAMS_FILE, read_params
 
 PACKAGE = Path(__file__).resolve().parent
 PROJECT = PACKAGE.parent
+ENGINE = PROJECT / "engine"
 DEMO_EXPERIMENT = "demo_untrained"
 DEMO_GRID = {
     "vqgan_models": {"tiny": "tiny", "tiny-gumbel": "tiny-gumbel"},
@@ -54,12 +55,18 @@ tiny models with random weights, so that it runs offline in a few minutes. Nothi
 anything about a real VQGAN or CLIP checkpoint.
 
     dvc repro              # nothing to do: already run
-    dvc metrics show       # per-cell metrics, bias matrix, image statistics
+    dvc metrics show       # every metric in one wide table; by file:
+    dvc metrics show experiments/scores/self_preference.json
+    dvc metrics show --json   # all of them, nested by file
     dvc plots show         # writes dvc_plots/index.html
     python -m dashboard serve --root experiments/images_out
 
 See docs/grid.md in the project.
 """
+
+
+class DemoError(RuntimeError):
+    """The demo repository cannot be made where asked (the message says why and what to do)."""
 
 
 def demo_params(base: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -77,15 +84,21 @@ def write_params(path: Path, params: Mapping[str, Any], header: str = HEADER) ->
 
 
 def project_files() -> list[Path]:
-    """The files a grid repository needs, relative to the project root."""
-    files = [Path("dvc.yaml"), Path("experiments/.gitignore"), Path("experiments/inputs/README.md")]
-    files += sorted(p.relative_to(PROJECT) for p in PACKAGE.glob("*.py"))
-    files += sorted(p.relative_to(PROJECT) for p in (PACKAGE / "plots").glob("*.json"))
+    """The files a grid repository needs, relative to the project root: dvc.yaml, the stage
+    scripts, the plot templates and the engine (the score stage depends on engine code)."""
+    files = [Path("dvc.yaml"), Path(".dvcignore"), Path("experiments/.gitignore"), Path("experiments/inputs/README.md")]
+    files += _sources(PACKAGE, "*.py") + _sources(PACKAGE / "plots", "*.json") + _sources(ENGINE, "*")
     missing = [str(f) for f in files if not (PROJECT / f).is_file()]
     if missing:
-        raise FileNotFoundError(f"{PROJECT} lacks {', '.join(missing)}: run the demo from a source checkout "
-                                "of the project (pip install -e .)")
+        raise DemoError(f"{PROJECT} lacks {', '.join(missing)}: run the demo from a source checkout "
+                        "of the project (pip install -e .)")
     return files
+
+
+def _sources(folder: Path, pattern: str) -> list[Path]:
+    """The files matching `pattern` under `folder` (no bytecode), relative to the project root."""
+    return sorted(p.relative_to(PROJECT) for p in folder.rglob(pattern)
+                  if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
 
 
 def _env() -> dict[str, str]:
@@ -105,8 +118,10 @@ def create_demo(directory: str | Path, *, params: Mapping[str, Any] | None = Non
     """A fresh git + DVC repository at `directory` (which must not exist or be empty) holding the
     grid pipeline with `params` (default: `demo_params()`), committed; nothing run yet."""
     directory = Path(directory).resolve()
-    if directory.exists() and any(directory.iterdir()):
-        raise FileExistsError(f"{directory} exists and is not empty; pick a new folder")
+    if directory.is_dir() and any(directory.iterdir()):
+        raise DemoError(f"{directory} exists and is not empty; pick a new folder")
+    if directory.exists() and not directory.is_dir():
+        raise DemoError(f"{directory} is a file, not a folder; pick a new folder")
     directory.mkdir(parents=True, exist_ok=True)
     for rel in project_files():
         (directory / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -136,13 +151,14 @@ def run_demo(directory: str | Path) -> int:
           f"{len(DEMO_GRID['perceptors'])} cells; running `dvc repro`", flush=True)
     code = subprocess.run(["dvc", "repro"], cwd=directory, env=_env()).returncode
     if code:
-        print(f"demo: `dvc repro` failed (exit {code}); fix the error above and re-run it in {directory}",
-              file=sys.stderr)
+        print(f"error: `dvc repro` failed (exit {code}) in {directory}; fix the error above and run "
+              "`dvc repro` there again", file=sys.stderr)
         return code
     _git(directory, "add", "-A")
     _git(directory, "commit", "-q", "-m", "UNTRAINED demo grid: results")
     print(f"\ndemo: done in {time.perf_counter() - start:.0f} s. The frames and scores are from UNTRAINED "
-          f"models.\n  cd {directory}\n  dvc metrics show\n  dvc plots show\n"
+          f"models.\n  cd {directory}\n  dvc metrics show experiments/scores/self_preference.json   # or --json\n"
+          "  dvc plots show\n"
           "  python -m dashboard serve --root experiments/images_out")
     return 0
 
@@ -158,8 +174,18 @@ def main(argv: list[str] | None = None) -> int:
             print(create_demo(args.directory))
             return 0
         return run_demo(args.directory)
-    except (FileExistsError, FileNotFoundError) as err:
+    except DemoError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        from engine.fsutil import describe_os_error
+
+        print(f"error: cannot make the demo repository {args.directory}: {describe_os_error(err)}; "
+              "pick a folder you can write", file=sys.stderr)
+        return 1
+    except subprocess.CalledProcessError as err:
+        print(f"error: `{' '.join(map(str, err.cmd))}` failed (exit {err.returncode}) in {args.directory}; "
+              "check that git and dvc work there, then remove the folder and try again", file=sys.stderr)
         return 1
 
 

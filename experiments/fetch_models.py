@@ -17,6 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from engine.runfolder import parse_cell_name
 from experiments.grid import DEMO_COMMAND, PARAMS_FILE, STAMPS_DIR, Grid, GridError, Model, load_grid
 
 
@@ -47,9 +48,10 @@ def vqgan_factor(config: Path) -> int:
 
 
 def fetch_all(grid: Grid, *, progress: bool = True) -> dict[str, dict]:
-    """Fetch every distinct model; raise GridError listing every failure."""
+    """Fetch every distinct model, then check the sizes against each VQGAN's factor; GridError
+    lists every failure."""
+    from engine.checkpoint import CheckpointError
     from engine.download import DownloadError
-    from engine.vqgan import CheckpointError
 
     records, failures = {}, []
     for model in grid.models:
@@ -65,6 +67,12 @@ def fetch_all(grid: Grid, *, progress: bool = True) -> dict[str, dict]:
             + "\n".join("  - " + f.replace("\n", "\n      ") for f in failures)
             + "\nOffline? Put the files in place as the messages say, or try the pipeline end to end on "
             f"UNTRAINED tiny models with the offline demo grid:\n  {DEMO_COMMAND}")
+    check_sizes(grid, records)
+    return records
+
+
+def check_sizes(grid: Grid, records: dict[str, dict]) -> None:
+    """GridError unless the width and height are multiples of every VQGAN's downsampling factor."""
     from engine.settings import Settings
 
     problems = []
@@ -77,7 +85,6 @@ def fetch_all(grid: Grid, *, progress: bool = True) -> dict[str, dict]:
                                 f"factor of VQGAN {model.name!r}")
     if problems:
         raise GridError("\n".join(problems))
-    return records
 
 
 def write_stamps(grid: Grid, records: dict[str, dict], folder: Path = STAMPS_DIR) -> list[Path]:
@@ -95,8 +102,9 @@ def write_stamps(grid: Grid, records: dict[str, dict], folder: Path = STAMPS_DIR
 
 
 def _write(path: Path, data: dict) -> Path:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return path
+    from engine.fsutil import atomic_write
+
+    return atomic_write(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def stale_cells(grid: Grid) -> list[Path]:
@@ -105,8 +113,8 @@ def stale_cells(grid: Grid) -> list[Path]:
     if not out.is_dir():
         return []
     current = {c.name for c in grid.cells}
-    prefix = f"{grid.experiment}__"
-    return sorted(p for p in out.iterdir() if p.is_dir() and p.name.startswith(prefix) and p.name not in current)
+    return sorted(p for p in out.iterdir() if p.is_dir() and p.name not in current
+                  and (cell := parse_cell_name(p.name)) is not None and cell.experiment == grid.experiment)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,10 +126,15 @@ def main(argv: list[str] | None = None) -> int:
             print("fetch_models: this grid uses UNTRAINED tiny models (random weights); its images and scores "
                   "say nothing about real checkpoints", flush=True)
         records = fetch_all(grid, progress=sys.stderr.isatty())
+        stamps = write_stamps(grid, records)
     except GridError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    stamps = write_stamps(grid, records)
+    except OSError as err:
+        from engine.fsutil import describe_os_error
+
+        print(f"error: {describe_os_error(err)}", file=sys.stderr)
+        return 1
     print(f"fetch_models: {len(records)} models ready; {len(stamps)} stamps in {STAMPS_DIR}; "
           f"{len(grid.cells)} cells")
     for path in stale_cells(grid):

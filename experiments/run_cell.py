@@ -3,14 +3,16 @@
     python -m experiments.run_cell VQGAN_SLUG PERCEPTOR_KEY [--seed N]
 
 The cell's engine settings are params.yaml's `settings` plus its VQGAN, its perceptors, its seed
-(default settings.seed; N from grid.seeds for a replicate) and its file namespace
-`<experiment>__<vqgan>_<perceptors>` (`__seed-<N>` added for a replicate). The run works in
-experiments/.partial/<cell>/ and is moved to `<out_dir>/<cell>/` (the stage's DVC output)
-only when complete: DVC deletes a stage's outputs before running it, so an interrupted cell
-would otherwise lose its frames; this way the next `dvc repro` resumes it from its last saved
-frame. Its metrics.json is copied to experiments/metrics/<cell>.json, a DVC metric.
+(default settings.seed; N from grid.seeds for a replicate) and its file namespace, the cell's
+name (`<experiment>__<vqgan>_<perceptors>`, `__seed-<N>` added for a replicate). The run works
+in the partial folder (experiments/.partial/, or $VQCLIP_PARTIAL_DIR) and is moved to
+`<out_dir>/<cell>/` (the stage's DVC output) only when complete: DVC deletes a stage's outputs
+before running it, so an interrupted cell would otherwise lose its frames; this way the next
+`dvc repro` resumes it from its last saved frame. The engine records `<out_dir>` as the run's
+`out_dir` from the start, so the moved folder needs no edit. Its metrics.json is copied to
+experiments/metrics/<cell>.json, a DVC metric.
 
-One process per cell: the cell's lock (experiments/.partial/.<cell>.cell.lock) is held from
+One process per cell: the cell's lock (`.<cell>.cell.lock` in the partial folder) is held from
 before the run until the cell is in place, so a second `run_cell` of the same cell (say, from
 a new `dvc repro` while an orphaned one still runs) exits at once naming the holder's PID.
 The finished folder is replaced only by a partial run that is complete with verified frames.
@@ -18,14 +20,13 @@ The finished folder is replaced only by a partial run that is complete with veri
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from experiments.grid import PARAMS_FILE, PARTIAL_DIR, GridError, load_grid
+from experiments.grid import PARAMS_FILE, GridError, load_grid, partial_dir
 
 if TYPE_CHECKING:
     from engine.settings import Settings
@@ -39,11 +40,12 @@ def run_cell(vqgan: str, perceptor: str, params: str | Path = PARAMS_FILE, *, se
 
     grid = load_grid(params)
     cell = grid.cell(vqgan, perceptor, seed)
-    settings = resolve_settings({**grid.engine_settings(cell, out_dir=PARTIAL_DIR), "allow_overwrite": True})
-    untrained = " (UNTRAINED models)" if cell.vqgan.untrained or any(p.untrained for p in cell.perceptors) else ""
+    partial = partial_dir()
+    settings = resolve_settings({**grid.engine_settings(cell, out_dir=partial), "allow_overwrite": True})
+    untrained = " (UNTRAINED models)" if cell.untrained else ""
     print(f"cell {cell.name}: VQGAN {cell.vqgan.name} × perceptors {' + '.join(p.name for p in cell.perceptors)}, "
           f"seed {settings.seed}{untrained}", flush=True)
-    with exclusive_lock(PARTIAL_DIR / f".{cell.name}.cell.lock", what=f"grid cell {cell.name}"):
+    with exclusive_lock(partial / f".{cell.name}.cell.lock", what=f"grid cell {cell.name}"):
         final = _run_and_move(settings, grid.cell_dir(cell), grid.out_dir, quiet)
     metrics = grid.metrics_file(cell)
     metrics.parent.mkdir(parents=True, exist_ok=True)
@@ -54,18 +56,14 @@ def run_cell(vqgan: str, perceptor: str, params: str | Path = PARAMS_FILE, *, se
 
 def _run_and_move(settings: Settings, final: Path, out_dir: str, quiet: bool) -> Path:
     """Run (or resume) the cell in its partial folder; once complete and verified, move it to `final`."""
-    from engine.fsutil import atomic_write_json
-    from engine.outputs import RunFolder, RunFolderDamaged
     from engine.run import run
+    from engine.runfolder import RunFolder, RunFolderDamaged
 
     partial = RunFolder(settings.out_dir, settings.file_namespace)
-    run(settings, quiet=quiet)
+    run(settings, quiet=quiet, final_out_dir=out_dir)
     problems = partial.completion_problems()
     if problems:  # run() returns only complete runs; this guards the finished cell all the same
         raise RunFolderDamaged(f"{partial.path}: {'; '.join(problems)}; the finished cell was left as it was")
-    sidecar = json.loads(partial.sidecar.read_text())
-    sidecar["settings"]["out_dir"] = out_dir  # where the run will live (not a result setting)
-    atomic_write_json(partial.sidecar, sidecar)
     if final.exists():  # DVC removed it already; a manual run may not have
         shutil.rmtree(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -85,12 +83,15 @@ def main(argv: list[str] | None = None) -> int:
     from engine.download import DownloadError
     from engine.fsutil import describe_os_error
     from engine.locks import LockHeld
-    from engine.outputs import RunFolderConflict, RunFolderDamaged
+    from engine.registry import UnknownModelError
+    from engine.runfolder import RunFolderConflict, RunFolderDamaged
     from engine.settings import SettingsError
+    from engine.checkpoint import CheckpointError
 
     try:
         run_cell(args.vqgan, args.perceptor, args.params, seed=args.seed, quiet=quiet)
-    except (GridError, SettingsError, RunFolderConflict, RunFolderDamaged, DownloadError, LockHeld) as err:
+    except (GridError, SettingsError, UnknownModelError, RunFolderConflict, RunFolderDamaged, DownloadError,
+            CheckpointError, LockHeld) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except OSError as err:

@@ -7,9 +7,10 @@ the cosine similarity of its image embedding to its scene prompt:
 - the scene prompt is the scene's positive-weight prompts (`engine.prompts.parse_scenes` on
   the cell's own settings, so the scene suffix's negative `text`/`watermark` prompts are left
   out), their similarities averaged with the prompt weights;
-- the scene is the one active at the frame's last step (frame n is the image after step
-  n·save_every); inside a scene transition the two scenes' similarities are blended with the
-  engine's interpolation factors;
+- the scene is the one active at the frame's last step (frame n is the image after
+  min(n·save_every, total) steps: its step as `engine.runfolder.read_run` reads it); inside a
+  scene transition the two scenes' similarities are blended with the engine's interpolation
+  factors;
 - the image embedding is the mean of the unit embeddings of square windows that cover the
   frame (side = the frame's shorter side, ceil(long/short) windows evenly spaced: two for the
   study's 256×128), each resized to the judge's input size, renormalised.
@@ -37,6 +38,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -46,43 +48,55 @@ from experiments.bias import self_preference, standardise, summary
 from experiments.grid import PARAMS_FILE, SCORES_DIR, Cell, Grid, GridError, load_grid
 from experiments.imagestats import STATS, frame_stats
 
+if TYPE_CHECKING:
+    from engine.runfolder import RunRecord
+
 BIAS_COLUMNS = ["vqgan", "generator", "judge", "similarity", "seed", "z"]
 STATS_COLUMNS = ["cell", "vqgan", "generator", "frame", "step", *STATS, "palette"]
 BATCH = 32
 
 
 class CellFrames:
-    """A finished cell folder: its frames, each frame's step and scene weights, its scene prompts."""
+    """A finished cell as `engine.runfolder.read_run` reads it: its frames (each at its step), each
+    frame's scene weights, and the scene prompts."""
 
     def __init__(self, grid: Grid, cell: Cell):
-        from engine.outputs import RunFolder
         from engine.prompts import parse_scenes, scene_blend
 
         self.cell = cell
-        folder = RunFolder(grid.out_dir, cell.name)
-        sidecar = folder.read_sidecar()
-        if sidecar is None or not folder.is_complete():
-            raise GridError(f"cell {cell.name}: {folder.path} holds no complete run (missing settings or "
-                            "metrics.json); run `dvc repro` to make it")
-        s = sidecar["settings"]
-        self.frames = folder.frames()
-        if not self.frames:
-            raise GridError(f"cell {cell.name}: no frames in {folder.path}")
+        record = read_cell(grid, cell)
+        s = record.meta.settings
         scenes = parse_scenes(s["scenes"], s.get("scene_prefix", ""), s.get("scene_suffix", ""))
-        total = len(scenes) * s["steps_per_scene"]
+        self.frames = record.frames
+        self.paths = [record.folder / frame.name for frame in record.frames]
         # Per scene: the positive prompts' texts and weights.
         self.scene_prompts = [[(p.text, p.weight) for p in scene if p.weight > 0] for scene in scenes]
-        self.steps, self.blends = [], []
-        for path in self.frames:
-            n = int(path.stem.rsplit("_", 1)[1])
-            step = min(n * s["save_every"], total)
-            self.steps.append(step)
-            self.blends.append(scene_blend(step - 1, len(scenes), s["steps_per_scene"], s["interpolation_steps"]))
+        # The scenes active at each frame's last step (0-based index: steps done - 1).
+        self.blends = [scene_blend(frame.step - 1, len(scenes), s["steps_per_scene"], s["interpolation_steps"])
+                       for frame in record.frames]
 
     def pixels(self) -> list[np.ndarray]:
         from PIL import Image
 
-        return [np.asarray(Image.open(p).convert("RGB")) for p in self.frames]
+        return [np.asarray(Image.open(p).convert("RGB")) for p in self.paths]
+
+
+def read_cell(grid: Grid, cell: Cell) -> RunRecord:
+    """The complete run of a cell; GridError naming the cell, what is wrong and what to do."""
+    from engine.runfolder import read_run
+
+    folder = grid.cell_dir(cell)
+    if not folder.is_dir():
+        raise GridError(f"cell {cell.name}: no folder {folder}; run `dvc repro {cell.stage}` (or `dvc pull "
+                        f"{cell.stage}` where it was pushed) to make it")
+    record = read_run(folder)
+    if record.status == "damaged":
+        raise GridError(f"cell {cell.name}: {folder} is damaged ({record.reason}); restore it with "
+                        f"`dvc checkout {cell.stage}`, or re-run it with `dvc repro --force {cell.stage}`")
+    if record.status != "complete":
+        raise GridError(f"cell {cell.name}: {folder} holds no complete run ({record.reason}); run "
+                        f"`dvc repro {cell.stage}` to finish it")
+    return record
 
 
 def windows(height: int, width: int) -> list[tuple[int, int, int]]:
@@ -131,13 +145,31 @@ def frame_similarities(perceptor, cell: CellFrames, pixels: list[np.ndarray]) ->
 
 def score(grid: Grid, folder: Path = SCORES_DIR, *, device: str | None = None) -> dict[str, Path]:
     """Score every cell of the grid under every judge; write the score files."""
-    from engine.factory import load_perceptor
-    from engine.run import pick_device
-
     cells = [CellFrames(grid, c) for c in grid.cells]
     pixels = {c.cell.name: c.pixels() for c in cells}
+    similarity = judge_cells(grid, cells, pixels, device)
+    bias = standardise(pd.DataFrame(
+        [[c.cell.vqgan.slug, c.cell.generator, j.slug, similarity[c.cell.name, j.slug], c.cell.seed]
+         for c in cells for j in grid.judges], columns=BIAS_COLUMNS[:-1]))
+    stats_rows, stats_means = image_statistics(cells, pixels)
+    folder.mkdir(parents=True, exist_ok=True)
+    return {
+        "bias_matrix": _write_csv(folder / "bias_matrix.csv", BIAS_COLUMNS, bias[BIAS_COLUMNS].values.tolist()),
+        "bias": _write_json(folder / "bias.json", _nest(bias)),
+        "self_preference": _write_json(folder / "self_preference.json", _preference_metrics(bias)),
+        "image_stats": _write_csv(folder / "image_stats.csv", STATS_COLUMNS, stats_rows),
+        "image_stats_summary": _write_json(folder / "image_stats.json", stats_means),
+    }
+
+
+def judge_cells(grid: Grid, cells: list[CellFrames], pixels: dict[str, list[np.ndarray]],
+                device: str | None) -> dict[tuple[str, str], float]:
+    """(cell name, judge slug) → the cell's mean similarity under that judge, one judge loaded at a time."""
+    from engine.factory import load_perceptor
+    from engine.device import pick_device
+
     torch_device = pick_device(device or grid.settings.get("device", "auto"))
-    similarity: dict[tuple[str, str], dict[str, float]] = {}  # (cell, judge) → mean
+    similarity: dict[tuple[str, str], float] = {}
     for judge in grid.judges:
         print(f"score: judging {len(cells)} cells with {judge.name}", flush=True)
         perceptor = load_perceptor(judge.name, torch_device, progress=False)
@@ -145,31 +177,21 @@ def score(grid: Grid, folder: Path = SCORES_DIR, *, device: str | None = None) -
             values = [v for v in frame_similarities(perceptor, c, pixels[c.cell.name]) if not math.isnan(v)]
             similarity[c.cell.name, judge.slug] = float(np.mean(values)) if values else float("nan")
         del perceptor
+    return similarity
 
-    folder.mkdir(parents=True, exist_ok=True)
-    bias = standardise(pd.DataFrame(
-        [[c.cell.vqgan.slug, c.cell.generator, j.slug, similarity[c.cell.name, j.slug], c.cell.seed]
-         for c in cells for j in grid.judges], columns=BIAS_COLUMNS[:-1]))
-    stats_rows, frame_values = [], {}
+
+def image_statistics(cells: list[CellFrames], pixels: dict[str, list[np.ndarray]]) -> tuple[list[list], dict]:
+    """The image_stats.csv rows (one per frame) and {vqgan: {generator: {statistic: mean}}}."""
+    rows, by_cell_kind = [], {}
     for c in cells:
         per_frame = [frame_stats(p) for p in pixels[c.cell.name]]
-        for path, step, stats in zip(c.frames, c.steps, per_frame):
-            n = int(path.stem.rsplit("_", 1)[1])
-            stats_rows.append([c.cell.name, c.cell.vqgan.slug, c.cell.generator, n, step,
-                               *(stats[k] for k in STATS), stats["palette"]])
-        frame_values.setdefault(c.cell.vqgan.slug, {}).setdefault(c.cell.generator, []).extend(per_frame)
-    stats_means = {v: {g: {k: _round(float(np.mean([s[k] for s in frames]))) for k in STATS}
-                       for g, frames in by_generator.items()} for v, by_generator in frame_values.items()}
-
-    paths = {
-        "bias_matrix": _write_csv(folder / "bias_matrix.csv", BIAS_COLUMNS,
-                                  bias[BIAS_COLUMNS].values.tolist()),
-        "bias": _write_json(folder / "bias.json", _nest(bias)),
-        "self_preference": _write_json(folder / "self_preference.json", _preference_metrics(bias)),
-        "image_stats": _write_csv(folder / "image_stats.csv", STATS_COLUMNS, stats_rows),
-        "image_stats_summary": _write_json(folder / "image_stats.json", stats_means),
-    }
-    return paths
+        for frame, stats in zip(c.frames, per_frame):
+            rows.append([c.cell.name, c.cell.vqgan.slug, c.cell.generator, frame.n, frame.step,
+                         *(stats[k] for k in STATS), stats["palette"]])
+        by_cell_kind.setdefault(c.cell.vqgan.slug, {}).setdefault(c.cell.generator, []).extend(per_frame)
+    means = {v: {g: {k: _round(float(np.mean([s[k] for s in frames]))) for k in STATS}
+                 for g, frames in by_generator.items()} for v, by_generator in by_cell_kind.items()}
+    return rows, means
 
 
 def _round(value: float) -> float | None:
@@ -217,12 +239,19 @@ def _write_json(path: Path, data: dict) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from engine.download import DownloadError
+    from engine.fsutil import describe_os_error
+    from engine.registry import UnknownModelError
+
     args = sys.argv[1:] if argv is None else argv
     try:
         grid = load_grid(args[0] if args else PARAMS_FILE)
         paths = score(grid)
-    except GridError as err:
+    except (GridError, DownloadError, UnknownModelError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(f"error: {describe_os_error(err)}", file=sys.stderr)
         return 1
     judges = ", ".join(j.slug for j in grid.judges)
     print(f"score: {len(grid.cells)} cells × judges {judges} -> {', '.join(str(p) for p in paths.values())}")

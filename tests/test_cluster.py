@@ -105,7 +105,7 @@ def test_refuses_a_dirty_tree(grid_run) -> None:
     text = params.read_text()
     params.write_text(text.replace("seed: 12345", "seed: 7"))
     try:
-        with pytest.raises(cluster.ClusterError, match="uncommitted changes.*\n.*params.yaml"):
+        with pytest.raises(cluster.ClusterError, match=r"uncommitted changes \(params.yaml\)"):
             cluster.run_cluster(repo)
     finally:
         params.write_text(text)

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pytest
@@ -117,7 +118,7 @@ def test_grid_command_validates_and_lists_the_40_study_cells() -> None:
 
 
 def test_grid_command_names_bad_entries(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from experiments.grid import main
+    from experiments.grid.cli import main
 
     params = read_params(REPO / "params.yaml")
     params["grid"]["perceptors"]["RN50x5"] = "RN50x5:openai"
@@ -261,6 +262,51 @@ def test_dvc_yaml_agrees_with_grid_names(group: str, replicate: bool) -> None:
     assert dvc["stages"]["fetch_models"]["outs"] == ["experiments/model_stamps"]
 
 
+def test_cell_names_round_trip_through_dvcs_own_stages(tmp_path: Path) -> None:
+    """DVC's resolution of dvc.yaml (the study's grid plus a seed): every cell and replicate
+    stage's folder parses back to the VQGAN, perceptor key and seed of its command, formats to
+    the same text, and is the grid's name for that stage."""
+    from dvc.repo import Repo
+
+    from engine.runfolder import cell_name, parse_cell_name
+
+    params = read_params(REPO / "params.yaml")
+    params["grid"]["seeds"] = [7]
+    shutil.copyfile(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    Repo.init(str(tmp_path), no_scm=True)
+    with Repo(str(tmp_path)) as repo:
+        stages = [s for s in repo.index.stages if s.name.startswith(("cell@", "replicate@"))]
+    names = {c.stage: c.name for c in build_grid(params).cells}
+    assert sorted(s.name for s in stages) == sorted(names) and len(stages) == 80
+    for stage in stages:
+        args = stage.cmd.split()  # python -m experiments.run_cell V P [--seed N]
+        assert args[:3] == ["python", "-m", "experiments.run_cell"], stage.cmd
+        vqgan, key = args[3:5]
+        seed = int(args[6]) if args[5:6] == ["--seed"] else None
+        folder = PurePosixPath(next(o.def_path for o in stage.outs if not o.metric))
+        parsed = parse_cell_name(folder.name)
+        assert parsed is not None, folder
+        assert (parsed.experiment, parsed.vqgan, "_".join(parsed.perceptors), parsed.seed) == (
+            params["experiment"], vqgan, key, seed), stage.name
+        assert cell_name(parsed.experiment, parsed.vqgan, parsed.perceptors, parsed.seed) == folder.name
+        assert folder.name == names[stage.name] and str(folder.parent) == params["out_dir"]
+
+
+def test_partial_dir_is_read_when_needed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """VQCLIP_PARTIAL_DIR set after experiments.grid was imported still moves the partial runs
+    (here: an out_dir inside it is refused)."""
+    from experiments.grid import partial_dir
+
+    params = demo_params(out_dir="scratch/partial/out")
+    build_grid(params)
+    monkeypatch.setenv("VQCLIP_PARTIAL_DIR", "scratch/partial")
+    assert partial_dir() == Path("scratch/partial")
+    assert "out_dir='scratch/partial/out' overlaps scratch/partial" in grid_error(params)
+    monkeypatch.delenv("VQCLIP_PARTIAL_DIR")
+    assert partial_dir() == Path("experiments/.partial")
+
+
 def test_demo_keeps_the_studys_settings_but_not_its_init_photo() -> None:
     study = read_params(REPO / "params.yaml")
     study["settings"]["init_image"] = "experiments/inputs/GasWorksPark3.jpg"  # absent from a demo repository
@@ -279,7 +325,7 @@ def test_demo_params_are_labelled_untrained(tmp_path: Path) -> None:
     assert grid.experiment == "demo_untrained" and all(m.untrained for m in grid.models)
     assert (repo / "dvc.yaml").read_text() == (REPO / "dvc.yaml").read_text()
     assert (repo / ".dvc").is_dir() and (repo / "experiments" / "run_cell.py").is_file()
-    with pytest.raises(FileExistsError):
+    with pytest.raises(demo.DemoError, match="not empty"):
         demo.create_demo(repo)
 
 

@@ -133,6 +133,23 @@ def test_second_repro_runs_nothing(demo_repo) -> None:
     assert "up to date" in dvc(repo, "status")
 
 
+@pytest.mark.parametrize("code, stages", [
+    ("experiments/grid/checks.py", {"fetch_models", "score"}),  # validation: no cell
+    ("engine/runfolder/names.py", {"score"}),  # how the scores read a run folder
+    ("experiments/grid/model.py", {"fetch_models", *CELLS, "score"}),  # what a cell runs
+])
+def test_an_edit_to_the_code_a_stage_imports_makes_it_pending(demo_repo, code: str, stages: set[str]) -> None:
+    repo, _ = demo_repo
+    path = repo / code
+    text = path.read_text()
+    path.write_text(text + "# an edit\n")
+    try:
+        assert set(json.loads(dvc(repo, "status", "--json"))) == stages
+    finally:
+        path.write_text(text)
+    assert "up to date" in dvc(repo, "status")
+
+
 def test_bias_matrix_and_image_statistics(demo_repo) -> None:
     repo, _ = demo_repo
     scores = repo / "experiments/scores"

@@ -1,7 +1,12 @@
-"""Self-preference from a bias table: per-judge normalisation, the diagonal, intervals over seeds."""
+"""Scores: self-preference from a bias table (per-judge normalisation, the diagonal, intervals over
+seeds), and the score stage on hand-made cell folders read through engine.runfolder."""
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -87,28 +92,40 @@ def test_judges_without_their_own_cell_are_left_out() -> None:
     assert not math.isnan(summary(prefs, ["vqgan", "judge"])["mean"].iat[0])
 
 
-def test_score_stage_writes_seeds_z_and_self_preference(tmp_path, monkeypatch) -> None:
-    """The score stage on hand-made cell folders (two seeds) judged by the tiny perceptors."""
-    import json
+SETTINGS = {"scenes": "a red square || a blue sky", "width": 32, "height": 16, "save_every": 5,
+            "steps_per_scene": 5, "interpolation_steps": 0, "seed": 3}
 
+
+def _grid_of_cells(root: Path, settings: dict, seeds: list[int], frames: int, *, hashes: bool = False):
+    """A grid of tiny × (tiny-vit, tiny-rn) and hand-made complete cell folders under root/out
+    (frames 1..`frames`; `hashes`: metrics.json records their SHA-256, as the engine does)."""
     from dashboard_fixtures import write_frame
     from experiments.grid import build_grid
+
+    grid = build_grid({"experiment": "t", "out_dir": "out", "settings": settings,
+                       "grid": {"vqgan_models": {"tiny": "tiny"}, "seeds": seeds,
+                                "perceptors": {"tiny-vit": "tiny-vit", "tiny-rn": "tiny-rn"}}},
+                      root=root)
+    for i, cell in enumerate(grid.cells):
+        folder = root / "out" / cell.name
+        folder.mkdir(parents=True)
+        (folder / f"{cell.name}_settings.json").write_text(json.dumps({"settings": settings}))
+        paths = [folder / f"{cell.name}_{n}.png" for n in range(1, frames + 1)]
+        for n, path in enumerate(paths, 1):
+            write_frame(path, (40 * i, 200 - 50 * n, 90), (32, 16))
+        metrics = {"complete": True}
+        if hashes:
+            metrics["frame_sha256"] = [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    return grid
+
+
+def test_score_stage_writes_seeds_z_and_self_preference(tmp_path, monkeypatch) -> None:
+    """The score stage on hand-made cell folders (two seeds) judged by the tiny perceptors."""
     from experiments.score import score
 
     monkeypatch.chdir(tmp_path)
-    settings = {"scenes": "a red square || a blue sky", "width": 32, "height": 16, "save_every": 5,
-                "steps_per_scene": 5, "interpolation_steps": 0, "seed": 3}
-    grid = build_grid({"experiment": "t", "out_dir": "out", "settings": settings,
-                       "grid": {"vqgan_models": {"tiny": "tiny"}, "seeds": [7],
-                                "perceptors": {"tiny-vit": "tiny-vit", "tiny-rn": "tiny-rn"}}},
-                      root=tmp_path)
-    for i, cell in enumerate(grid.cells):
-        folder = tmp_path / "out" / cell.name
-        folder.mkdir(parents=True)
-        (folder / f"{cell.name}_settings.json").write_text(json.dumps({"settings": settings}))
-        for n in (1, 2):
-            write_frame(folder / f"{cell.name}_{n}.png", (40 * i, 200 - 50 * n, 90), (32, 16))
-        (folder / "metrics.json").write_text('{"complete": true}')
+    grid = _grid_of_cells(tmp_path, SETTINGS, [7], frames=2)
     score(grid, tmp_path / "scores", device="cpu")
 
     bias = pd.read_csv(tmp_path / "scores" / "bias_matrix.csv")
@@ -122,3 +139,37 @@ def test_score_stage_writes_seeds_z_and_self_preference(tmp_path, monkeypatch) -
     means = json.loads((tmp_path / "scores" / "bias.json").read_text())["tiny"]["tiny-rn"]
     assert means["tiny-vit"] == pytest.approx(
         bias.query("generator == 'tiny-rn' and judge == 'tiny-vit'")["similarity"].mean(), abs=1e-5)
+
+
+def test_frame_steps_are_the_steps_done_when_saved(tmp_path, monkeypatch) -> None:
+    """2 scenes × 6 steps saved every 5: frames at steps 5, 10 and 12 (the last one after the
+    final step), read through engine.runfolder; the last frame is judged in the second scene."""
+    from experiments.score import CellFrames
+
+    monkeypatch.chdir(tmp_path)
+    grid = _grid_of_cells(tmp_path, {**SETTINGS, "steps_per_scene": 6}, [], frames=3, hashes=True)
+    cell = CellFrames(grid, grid.cells[0])
+    assert [(f.n, f.step) for f in cell.frames] == [(1, 5), (2, 10), (3, 12)]
+    assert cell.blends == [[(0, 1.0)], [(1, 1.0)], [(1, 1.0)]]
+
+
+def test_damaged_incomplete_and_missing_cells_are_named(tmp_path, monkeypatch) -> None:
+    from experiments.grid import GridError
+    from experiments.score import score
+
+    monkeypatch.chdir(tmp_path)
+    grid = _grid_of_cells(tmp_path, SETTINGS, [], frames=2, hashes=True)
+    vit, rn = grid.cells
+    frame = tmp_path / "out" / vit.name / f"{vit.name}_2.png"
+    frame.write_bytes(frame.read_bytes()[:100])  # truncated after the run finished
+    with pytest.raises(GridError, match=rf"cell {vit.name}: out/{vit.name} is damaged \(.*{vit.name}_2.png.*"
+                                        rf"`dvc checkout cell@tiny-tiny-vit`"):
+        score(grid, tmp_path / "scores", device="cpu")
+    (tmp_path / "out" / vit.name / "metrics.json").unlink()
+    with pytest.raises(GridError, match=rf"cell {vit.name}: .* no complete run .*`dvc repro cell@tiny-tiny-vit`"):
+        score(grid, tmp_path / "scores", device="cpu")
+    shutil.rmtree(tmp_path / "out" / vit.name)
+    with pytest.raises(GridError, match=rf"cell {vit.name}: no folder out/{vit.name}; "
+                                        r"run `dvc repro cell@tiny-tiny-vit`"):
+        score(grid, tmp_path / "scores", device="cpu")
+    assert not (tmp_path / "scores").exists(), "nothing is written before every cell reads"

@@ -1,0 +1,117 @@
+"""The grid's data model: its models, its cells (names, stages) and each cell's engine settings.
+
+A cell's engine settings come from here (`Grid.engine_settings`), so dvc.yaml's cell stages
+depend on this module: keep it to what a cell is and runs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.runfolder import cell_name
+from experiments.grid.layout import METRICS_DIR
+
+# Engine settings that the grid sets per cell; `settings` may not set them.
+CELL_KEYS = ("vqgan_model", "perceptors", "file_namespace", "out_dir", "allow_overwrite")
+
+
+class GridError(ValueError):
+    """params.yaml describes a grid that cannot run, or a cell is not there; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Model:
+    """One registered model as the grid uses it."""
+
+    kind: str  # "vqgan" or "perceptor"
+    name: str  # canonical registry name
+    slug: str
+    untrained: bool
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One VQGAN × one perceptor entry (one or more perceptors guiding together) × one seed."""
+
+    experiment: str
+    vqgan: Model
+    perceptor_key: str  # the entry's key in grid.perceptors: its slugs joined by '_'
+    perceptors: tuple[Model, ...]
+    seed: int
+    replicate: bool = False  # False: settings.seed's cell; True: a seed of grid.seeds
+
+    @property
+    def name(self) -> str:
+        """The run folder and file namespace (engine.runfolder's cell name): `__seed-<n>` for a replicate."""
+        return cell_name(self.experiment, self.vqgan.slug, [p.slug for p in self.perceptors],
+                         self.seed if self.replicate else None)
+
+    @property
+    def stage(self) -> str:
+        """The DVC stage that makes this cell (DVC joins matrix keys with '-')."""
+        if self.replicate:
+            return f"replicate@{self.vqgan.slug}-{self.perceptor_key}-{self.seed}"
+        return f"cell@{self.vqgan.slug}-{self.perceptor_key}"
+
+    @property
+    def generator(self) -> str:
+        """The guiding perceptors, slugs joined by '+' (bias matrix rows)."""
+        return "+".join(p.slug for p in self.perceptors)
+
+    @property
+    def untrained(self) -> bool:
+        return self.vqgan.untrained or any(p.untrained for p in self.perceptors)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A validated grid."""
+
+    experiment: str
+    out_dir: str
+    settings: dict[str, Any]
+    vqgans: dict[str, Model]  # slug → model
+    perceptors: dict[str, tuple[Model, ...]]  # entry key → models
+    seeds: tuple[int, ...]  # settings.seed, then grid.seeds
+    cells: tuple[Cell, ...]  # by VQGAN, perceptor entry, seed
+
+    @property
+    def models(self) -> list[Model]:
+        """Every distinct model of the grid: VQGANs, then perceptors in order of appearance."""
+        return list(self.vqgans.values()) + self.judges
+
+    @property
+    def judges(self) -> list[Model]:
+        """Every distinct perceptor of the grid, in order of appearance: the bias matrix columns."""
+        seen: dict[str, Model] = {}
+        for models in self.perceptors.values():
+            for model in models:
+                seen.setdefault(model.name, model)
+        return list(seen.values())
+
+    @property
+    def untrained(self) -> bool:
+        return any(m.untrained for m in self.models)
+
+    def cell(self, vqgan: str, perceptor: str, seed: int | None = None) -> Cell:
+        """The cell of a VQGAN slug, a perceptor key and a seed (default: settings.seed)."""
+        seed = self.seeds[0] if seed is None else seed
+        for cell in self.cells:
+            if cell.vqgan.slug == vqgan and cell.perceptor_key == perceptor and cell.seed == seed:
+                return cell
+        raise GridError(f"no cell {vqgan!r} × {perceptor!r} × seed {seed} in the grid; VQGANs: "
+                        f"{', '.join(self.vqgans)}; perceptor entries: {', '.join(self.perceptors)}; "
+                        f"seeds: {', '.join(map(str, self.seeds))}")
+
+    def cell_dir(self, cell: Cell) -> Path:
+        return Path(self.out_dir) / cell.name
+
+    def metrics_file(self, cell: Cell) -> Path:
+        return METRICS_DIR / f"{cell.name}.json"
+
+    def engine_settings(self, cell: Cell, out_dir: str | Path | None = None) -> dict[str, Any]:
+        """The engine settings of one cell (validate with `engine.settings.resolve_settings`)."""
+        return {**self.settings, "vqgan_model": cell.vqgan.name,
+                "perceptors": [p.name for p in cell.perceptors], "file_namespace": cell.name,
+                "seed": cell.seed, "out_dir": str(out_dir if out_dir is not None else self.out_dir)}

@@ -1,0 +1,61 @@
+"""The experiments CLIs as real processes: bad input ends in one `error:` line naming the file or
+folder and what to do, exit 1, never a traceback."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments import demo
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def one_error(cwd: Path, *args: str) -> str:
+    """Run `python -m ARGS` in `cwd`; assert it failed with exactly one `error:` line; return it."""
+    result = subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("module, args", [("experiments.grid", ["--params", "missing.yaml"]),
+                                          ("experiments.run_cell", ["tiny", "tiny-vit", "--params", "missing.yaml"]),
+                                          ("experiments.fetch_models", ["missing.yaml"]),
+                                          ("experiments.score", ["missing.yaml"])])
+def test_a_missing_params_file_is_named(tmp_path: Path, module: str, args: list[str]) -> None:
+    assert one_error(tmp_path, module, *args) == (
+        "error: missing.yaml: no such file; run from the repository root (where dvc.yaml is) or name the params file")
+
+
+def test_score_names_a_missing_cell_and_the_stage_that_makes_it(tmp_path: Path) -> None:
+    demo.write_params(tmp_path / "params.yaml", demo.demo_params())
+    line = one_error(tmp_path, "experiments.score")
+    assert line == ("error: cell demo_untrained__tiny_tiny-vit: no folder experiments/images_out/"
+                    "demo_untrained__tiny_tiny-vit; run `dvc repro cell@tiny-tiny-vit` (or `dvc pull "
+                    "cell@tiny-tiny-vit` where it was pushed) to make it")
+
+
+def test_demo_names_a_target_it_cannot_make(tmp_path: Path) -> None:
+    target = tmp_path / "a-file"
+    target.write_text("")
+    line = one_error(tmp_path, "experiments.demo", str(target))
+    assert line == f"error: {target} is a file, not a folder; pick a new folder"
+    line = one_error(tmp_path, "experiments.demo", str(target / "demo"))
+    assert line.startswith(f"error: cannot make the demo repository {target / 'demo'}: ") and "pick a folder" in line
+
+
+def test_cluster_outside_a_checkout(tmp_path: Path) -> None:
+    line = one_error(tmp_path, "experiments.cluster", "--remote", "x")
+    assert line == (f"error: {tmp_path}: not inside a git checkout; run from your checkout of the project "
+                    "(a git + DVC repository)")
+
+
+def test_params_that_are_not_yaml_are_named_with_the_line(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text("experiment: demo\ngrid: [1\n")
+    line = one_error(tmp_path, "experiments.grid")
+    assert line.startswith("error: params.yaml is not valid YAML: ") and "at line 3, column 1; fix it there" in line
