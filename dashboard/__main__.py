@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .grid import AXES, SETTING
 
@@ -14,7 +15,8 @@ def axis(value: str) -> str:
     raise argparse.ArgumentTypeError(f"{value}: not {', '.join(AXES)} or {SETTING}<key>")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's three commands and their options."""
     parser = argparse.ArgumentParser(prog="python -m dashboard", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -44,8 +46,14 @@ def main(argv: list[str] | None = None) -> int:
 
     for sub in (catalog, serve, export):
         sub.add_argument("--root", required=True, help="folder of run folders")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not Path(args.root).is_dir():
+        return fail(f"--root {args.root}: no such folder; give the folder that holds the run "
+                    "folders (or one run folder)")
     if args.command == "catalog":
         from .catalog import load_catalog, to_json, to_table
 
@@ -63,10 +71,15 @@ def main(argv: list[str] | None = None) -> int:
             path = write_export(args.root, args.out, args.rows, args.cols, args.width,
                                 args.format, args.quality, args.title, args.compact)
         except ExportError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+            return fail(str(e))
         print(f"wrote {path} ({export_size(args.out) / 1e6:.1f} MB)")
     return 0
+
+
+def fail(message: str) -> int:
+    """Print `error: message` (one line, no traceback); the exit status of a refused command."""
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -1,42 +1,29 @@
 """The dashboard app: a synced player over the catalog's grid, with filters, losses and scores.
-
-    panel serve dashboard/app.py --args --root DIR [--scores DIR]
-    python -m dashboard serve --root DIR [--port P]
+Served by `python -m dashboard serve --root DIR` (dashboard/server.py).
 """
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
-
-if not __package__:  # run as a script by `panel serve dashboard/app.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from typing import NamedTuple
 
 import pandas as pd
 import panel as pn
-import param
 from bokeh.models import Span
 
 from dashboard import plots
 from dashboard.bias import bias_view
 from dashboard.catalog import perceptor_names, select
 from dashboard.context import cell_context, labels, slot_tags
+from dashboard.frames import frame_url
 from dashboard.grid import axis_options, grid_spec
-from dashboard.live import current_catalog
+from dashboard.live import Live, current_catalog
 from dashboard.player import GridPlayer
 from dashboard.scores import STATS, load_scores, scores_dir
-from dashboard.frames import frame_url, mount_frames
 
 TITLE = "VQGAN+CLIP bias dashboard"
 POLL_MS = 2000  # how often an open page looks for new frames and runs (a few stat calls)
 SIDEBAR_WIDTH = 250
 pn.extension()
-
-
-class Live(param.Parameterized):
-    """The catalog as last read; the poller replaces it when runs or frames change."""
-
-    catalog = param.DataFrame()
 
 
 def served_frames(run: pd.Series) -> dict[str, list[str]]:
@@ -69,10 +56,13 @@ def _update_checks(checks: pn.widgets.CheckBoxGroup, options: list[str]) -> None
 
 
 def _summary(catalog: pd.DataFrame, shown: pd.DataFrame) -> str:
-    incomplete = catalog[catalog["status"] != "complete"]
-    text = f"**{len(shown)}** of {len(catalog)} runs shown · {len(incomplete)} incomplete"
-    rows = "".join(f"\n| {r.run} | {r.reason} |" for r in incomplete.itertuples())
-    return text + (f"\n\n| run | why incomplete |\n|---|---|{rows}" if rows else "")
+    """How many runs are shown, and a table of those not complete (damaged or incomplete)."""
+    pending = catalog[catalog["status"] != "complete"]
+    counts = pending["status"].value_counts()
+    text = (f"**{len(shown)}** of {len(catalog)} runs shown · {counts.get('incomplete', 0)} "
+            f"incomplete · {counts.get('damaged', 0)} damaged")
+    rows = "".join(f"\n| {r.run} | {r.status} | {r.reason} |" for r in pending.itertuples())
+    return text + (f"\n\n| run | status | why |\n|---|---|---|{rows}" if rows else "")
 
 
 def _sidebar_toggle(sidebar: pn.Column) -> pn.widgets.Button:
@@ -82,14 +72,137 @@ def _sidebar_toggle(sidebar: pn.Column) -> pn.widgets.Button:
     return toggle
 
 
-def _sync_url(widgets: dict[str, pn.widgets.Widget], player: GridPlayer) -> None:
+def _sync_url(filters: Filters, player: GridPlayer) -> None:
     """Keep filters, axes, step and selection in the page's URL (query string)."""
     if pn.state.location is None:
         return
+    widgets = {"vqgan": filters.vqgans, "perceptors": filters.perceptors,
+               "experiments": filters.experiments, "rows": filters.rows, "cols": filters.cols}
     for name, widget in widgets.items():
         pn.state.location.sync(widget, {"value": name})
     pn.state.location.sync(player, {"step": "step", "selected": "selected",
                                      "baseline": "baseline"})
+
+
+class Filters(NamedTuple):
+    """The sidebar's widgets: which runs are shown and how the grid is laid out."""
+
+    vqgans: pn.widgets.CheckBoxGroup
+    perceptors: pn.widgets.CheckBoxGroup
+    experiments: pn.widgets.CheckBoxGroup
+    rows: pn.widgets.Select
+    cols: pn.widgets.Select
+    swap: pn.widgets.Button
+    baseline: pn.widgets.Select
+
+
+def _playable(catalog: pd.DataFrame) -> pd.DataFrame:
+    return catalog[catalog["n_frames"] > 0]
+
+
+def _baselines(ready: pd.DataFrame) -> dict[str, str]:
+    return {"(none)": "", **{r: r for r in ready["run"]}}
+
+
+def build_filters(ready: pd.DataFrame) -> Filters:
+    """The filter and layout widgets for the runs with frames, everything ticked."""
+    axes = axis_options(ready)
+    rows = pn.widgets.Select(label="Rows", options=axes, value="vqgan", sizing_mode="stretch_width")
+    cols = pn.widgets.Select(label="Columns", options=axes, value="generator",
+                             sizing_mode="stretch_width")
+    swap = pn.widgets.Button(label="⇅ swap rows and columns", sizing_mode="stretch_width")
+
+    def swap_axes(_: object) -> None:
+        rows.value, cols.value = cols.value, rows.value
+
+    swap.on_click(swap_axes)
+    return Filters(
+        _checks("VQGAN", sorted(ready["vqgan"].unique())),
+        _checks("Perceptors", perceptor_names(ready)),
+        _checks("Experiments", sorted(ready["experiment"].unique())), rows, cols, swap,
+        pn.widgets.Select(label="Baseline", sizing_mode="stretch_width", options=_baselines(ready)))
+
+
+def update_filters(filters: Filters, ready: pd.DataFrame) -> None:
+    """New options from a re-read catalog; what the user chose stays chosen."""
+    _update_checks(filters.vqgans, sorted(ready["vqgan"].unique()))
+    _update_checks(filters.perceptors, perceptor_names(ready))
+    _update_checks(filters.experiments, sorted(ready["experiment"].unique()))
+    filters.baseline.options = _baselines(ready)
+    axes = {**axis_options(ready), **filters.rows.options}
+    filters.rows.options, filters.cols.options = axes, dict(axes)
+
+
+def build_sidebar(root: str | Path, filters: Filters) -> pn.Column:
+    f = filters
+    return pn.Column(f"### {Path(root).resolve().name}", "#### Filters", f.vqgans, f.perceptors,
+                     f.experiments, "#### Layout", f.rows, f.cols, f.swap, f.baseline,
+                     width=SIDEBAR_WIDTH, styles={"overflow-wrap": "anywhere"})
+
+
+class StepMarkers:
+    """The dashed line at the player's step on every chart; it follows the player."""
+
+    def __init__(self, player: GridPlayer):
+        self.player = player
+        self.spans: dict[str, Span] = {}
+        player.param.watch(self.move, ["step"])
+
+    def step(self) -> int | None:
+        steps = self.player.grid["steps"]
+        return steps[self.player.step] if 0 <= self.player.step < len(steps) else None
+
+    def mark(self, kind: str, fig: object) -> object:
+        """`fig` with the marker of `kind` (a text in place of a figure is left as it is)."""
+        if not isinstance(fig, str):
+            self.spans[kind] = plots.step_marker(fig, self.step())
+        return fig
+
+    def move(self, *_: object) -> None:
+        step = self.step()
+        for span in self.spans.values():
+            span.location, span.visible = step or 0, step is not None
+
+
+def loss_panel(shown: object, markers: StepMarkers) -> pn.Column:
+    smoothing = pn.widgets.FloatSlider(label="Smoothing", start=0, end=0.99, step=0.01, value=0,
+                                       width=240)
+    figure = pn.bind(lambda df, s: markers.mark("loss", plots.loss_figure(df, labels(df), s)),
+                     shown, smoothing)
+    return pn.Column("## Loss", smoothing, figure, sizing_mode="stretch_width")
+
+
+def score_panels(score_dir: Path | None, shown: object, markers: StepMarkers) -> list:
+    """The bias matrix and image statistics panels, where `score_dir` holds their files."""
+    bias, stats = load_scores(score_dir)
+    panels: list = []
+    if bias is not None:
+        panels.append(pn.Column("## Bias matrix", pn.bind(bias_view, bias, shown),
+                                sizing_mode="stretch_width"))
+    if stats is not None:
+        stat = pn.widgets.Select(label="Statistic", options=STATS, width=200)
+        figure = pn.bind(
+            lambda df, s: markers.mark("stats", plots.stats_figure(stats, df, s, labels(df))),
+            shown, stat)
+        palettes = pn.bind(lambda df, _: plots.palettes_html(stats, df, markers.step()),
+                           shown, markers.player.param.step)
+        panels.append(pn.Column("## Image statistics", stat, figure, pn.pane.HTML(palettes),
+                                sizing_mode="stretch_width"))
+    return panels
+
+
+def refresh_on_change(root: str | Path, skip: list[Path], live: Live, filters: Filters,
+                      poll_ms: int) -> None:
+    """On a served page, re-read the catalog every `poll_ms` and show what changed."""
+    def refresh() -> None:
+        new = current_catalog(root, skip)
+        if new is live.catalog or signature(new) == signature(live.catalog):
+            return
+        update_filters(filters, _playable(new))
+        live.catalog = new
+
+    if pn.state.curdoc is not None and poll_ms:
+        pn.state.add_periodic_callback(refresh, period=poll_ms)
 
 
 def create_app(root: str | Path, scores: str | Path | None = None,
@@ -99,98 +212,18 @@ def create_app(root: str | Path, scores: str | Path | None = None,
     score_dir = scores_dir(root, scores)
     skip = [score_dir] if score_dir else []
     live = Live(catalog=current_catalog(root, skip))
-    playable = live.catalog[live.catalog["n_frames"] > 0]
-    bias, stats = load_scores(score_dir)
-
-    vqgans = _checks("VQGAN", sorted(playable["vqgan"].unique()))
-    perceptors = _checks("Perceptors", perceptor_names(playable))
-    experiments = _checks("Experiments", sorted(playable["experiment"].unique()))
-    axes = axis_options(playable)
-    rows = pn.widgets.Select(label="Rows", options=axes, value="vqgan", sizing_mode="stretch_width")
-    cols = pn.widgets.Select(label="Columns", options=axes, value="generator",
-                             sizing_mode="stretch_width")
-    swap = pn.widgets.Button(label="⇅ swap rows and columns", sizing_mode="stretch_width")
-    baseline = pn.widgets.Select(label="Baseline", sizing_mode="stretch_width",
-                                 options={"(none)": "", **{r: r for r in playable["run"]}})
-
-    def swap_axes(_: object) -> None:
-        rows.value, cols.value = cols.value, rows.value
-
-    swap.on_click(swap_axes)
-    shown = pn.bind(select, live.param.catalog, vqgans=vqgans, perceptors=perceptors,
-                    experiments=experiments)
-    player = GridPlayer(grid=pn.bind(player_grid, shown, rows=rows, cols=cols),
+    filters = build_filters(_playable(live.catalog))
+    shown = pn.bind(select, live.param.catalog, vqgans=filters.vqgans,
+                    perceptors=filters.perceptors, experiments=filters.experiments)
+    player = GridPlayer(grid=pn.bind(player_grid, shown, rows=filters.rows, cols=filters.cols),
                         sizing_mode="stretch_width")
-    baseline.link(player, value="baseline", bidirectional=True)
-    markers: dict[str, Span] = {}
-
-    def current_step() -> int | None:
-        steps = player.grid["steps"]
-        return steps[player.step] if 0 <= player.step < len(steps) else None
-
-    def marked(kind: str, fig: object) -> object:
-        if not isinstance(fig, str):
-            markers[kind] = plots.step_marker(fig, current_step())
-        return fig
-
-    def move_markers(*_: object) -> None:
-        step = current_step()
-        for span in markers.values():
-            span.location, span.visible = step or 0, step is not None
-
-    player.param.watch(move_markers, ["step"])
-    smoothing = pn.widgets.FloatSlider(label="Smoothing", start=0, end=0.99, step=0.01, value=0,
-                                       width=240)
-    panels: list = [player, pn.pane.Markdown(pn.bind(_summary, live.param.catalog, shown)),
-                    pn.Column("## Loss", smoothing, pn.bind(
-                        lambda df, s: marked("loss", plots.loss_figure(df, labels(df), s)),
-                        shown, smoothing), sizing_mode="stretch_width")]
-    if bias is not None:
-        panels.append(pn.Column("## Bias matrix", pn.bind(bias_view, bias, shown),
-                                sizing_mode="stretch_width"))
-    if stats is not None:
-        stat = pn.widgets.Select(label="Statistic", options=STATS, width=200)
-        panels.append(pn.Column(
-            "## Image statistics", stat,
-            pn.bind(lambda df, s: marked("stats", plots.stats_figure(stats, df, s, labels(df))),
-                    shown, stat),
-            pn.pane.HTML(pn.bind(lambda df, _: plots.palettes_html(stats, df, current_step()),
-                                 shown, player.param.step)),
-            sizing_mode="stretch_width"))
-    sidebar = pn.Column(f"### {Path(root).resolve().name}", "#### Filters", vqgans, perceptors,
-                        experiments, "#### Layout", rows, cols, swap, baseline,
-                        width=SIDEBAR_WIDTH, styles={"overflow-wrap": "anywhere"})
-
-    def refresh() -> None:
-        new = current_catalog(root, skip)
-        if new is live.catalog or signature(new) == signature(live.catalog):
-            return
-        ready = new[new["n_frames"] > 0]
-        _update_checks(vqgans, sorted(ready["vqgan"].unique()))
-        _update_checks(perceptors, perceptor_names(ready))
-        _update_checks(experiments, sorted(ready["experiment"].unique()))
-        baseline.options = {"(none)": "", **{r: r for r in ready["run"]}}
-        axes = {**axis_options(ready), **rows.options}
-        rows.options, cols.options = axes, dict(axes)
-        live.catalog = new
-
-    if pn.state.curdoc is not None and poll_ms:
-        pn.state.add_periodic_callback(refresh, period=poll_ms)
-    _sync_url({"vqgan": vqgans, "perceptors": perceptors, "experiments": experiments,
-               "rows": rows, "cols": cols}, player)
-    main = pn.Column(_sidebar_toggle(sidebar), *panels, sizing_mode="stretch_width",
+    filters.baseline.link(player, value="baseline", bidirectional=True)
+    markers = StepMarkers(player)
+    summary = pn.pane.Markdown(pn.bind(_summary, live.param.catalog, shown))
+    sidebar = build_sidebar(root, filters)
+    main = pn.Column(_sidebar_toggle(sidebar), player, summary, loss_panel(shown, markers),
+                     *score_panels(score_dir, shown, markers), sizing_mode="stretch_width",
                      styles={"min-width": "0"})
+    refresh_on_change(root, skip, live, filters, poll_ms)
+    _sync_url(filters, player)
     return pn.Row(sidebar, main, sizing_mode="stretch_width")
-
-
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="panel serve dashboard/app.py --args")
-    parser.add_argument("--root", required=True, help="folder of run folders")
-    parser.add_argument("--scores", help="folder of score files (default <root>/../scores)")
-    return parser.parse_args(argv)
-
-
-if pn.state.served:
-    args = parse_args(sys.argv[1:])
-    mount_frames(args.root)
-    create_app(args.root, args.scores).servable(title=TITLE)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,19 @@ def output_paths(out: str | Path) -> tuple[Path, Path]:
     if out.suffix == ".html":
         return out, out.with_name(f"{out.stem}_files")
     return out / "index.html", out / "assets"
+
+
+def make_folder(folder: Path, out: str | Path) -> None:
+    """Create `folder` (and its parents) for the export `--out out`; ExportError naming it where
+    it cannot be made or written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ExportError(f"--out {out}: cannot make the folder {e.filename or folder} "
+                          f"({e.strerror or e}); choose a folder you can write") from e
+    if not os.access(folder, os.W_OK):
+        raise ExportError(f"--out {out}: the folder {folder} is not writable; choose a folder "
+                          "you can write")
 
 
 def open_frame(path: Path) -> Image.Image:
@@ -117,10 +131,25 @@ def _padded(frame: Image.Image) -> Image.Image:
     return Image.fromarray(arr, "RGB")
 
 
+def decoded_frame(path: Path, size: tuple[int, int], damaged: bool = False) -> Image.Image | None:
+    """The frame at `path` as RGB, scaled to `size`. A frame that cannot be decoded is None in
+    a `damaged` run (the page marks the run), an ExportError in any other."""
+    with open_frame(path) as frame:
+        try:
+            frame = frame.convert("RGB")
+        except OSError as e:
+            if damaged:
+                return None
+            raise ExportError(f"{path}: not a readable image ({e}); mend or move its run out "
+                              "of --root") from e
+    return frame if frame.size == size else frame.resize(size, Image.Resampling.LANCZOS)
+
+
 def pack_sheets(root: Path, frames: list[str], size: tuple[int, int], dest: Path, fmt: str,
-                quality: int) -> dict[str, Any]:
+                quality: int, damaged: bool = False) -> dict[str, Any]:
     """Scale `frames` to `size`, pad each with a gutter and pack them row by row into sheets
-    `dest` (one sheet) or `dest` with `-1`, `-2`... before the suffix (several)."""
+    `dest` (one sheet) or `dest` with `-1`, `-2`... before the suffix (several). The frames of
+    a `damaged` run that cannot be decoded are left black."""
     w, h = size
     pw, ph = w + 2 * GUTTER, h + 2 * GUTTER
     layout = sheet_layout(len(frames), w, h)
@@ -130,10 +159,8 @@ def pack_sheets(root: Path, frames: list[str], size: tuple[int, int], dest: Path
         path = dest if len(layout) == 1 else dest.with_name(f"{dest.stem}-{s + 1}{dest.suffix}")
         sheet = Image.new("RGB", (cols * pw, rows * ph))
         for k, name in enumerate(frames[s * per:(s + 1) * per]):
-            with open_frame(root / name) as frame:
-                frame = frame.convert("RGB")
-                if frame.size != (w, h):
-                    frame = frame.resize((w, h), Image.Resampling.LANCZOS)
+            frame = decoded_frame(root / name, size, damaged)
+            if frame is not None:  # a damaged run's undecodable frame stays a black slot
                 sheet.paste(_padded(frame), ((k % cols) * pw, (k // cols) * ph))
         with atomic_path(path) as tmp:
             sheet.save(tmp, format=FORMATS[fmt][0], quality=quality, method=4)
@@ -184,9 +211,11 @@ def export(root: str | Path, out: str | Path, rows: str = "vqgan", cols: str = "
     for run in runs.itertuples():
         sheet_layout(run.n_frames, *sizes[run.run])
     check_budget({run.run: (run.n_frames, *sizes[run.run]) for run in runs.itertuples()}, width)
+    for folder in (html_path.parent, assets):
+        make_folder(folder, out)
     packed = {
         run.run: pack_sheets(root, run.frames, sizes[run.run], assets / names[run.run], fmt,
-                             quality)
+                             quality, damaged=run.status == "damaged")
         for run in tqdm(runs.itertuples(), total=len(runs), desc="packing", unit="cell")
     }
     tags = slot_tags(runs)

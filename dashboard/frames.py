@@ -1,4 +1,4 @@
-"""The frame route and the Host check of the dashboard's server (used by the app and the server).
+"""The frame route and the Host check of the dashboard's server (dashboard/server.py).
 
 Frames never travel over the websocket: the page gets `/frames/<path>` URLs and the browser
 fetches and caches the files. Every request whose Host header names a host the server does
@@ -6,7 +6,6 @@ not serve is refused (DNS rebinding: a foreign page whose name resolves to 127.0
 """
 from __future__ import annotations
 
-import gc
 import os
 from pathlib import Path
 from typing import Any, Iterable
@@ -49,7 +48,7 @@ def frame_url(path: str) -> str:
 
 
 def frame_routes(root: str | Path) -> list[tuple[str, type, dict[str, Any]]]:
-    """Tornado routes serving the frames under `root`."""
+    """Tornado routes serving the frames under `root` (`pn.serve(extra_patterns=...)`)."""
     return [(rf"{FRAMES_ROUTE}/(.*)", FrameHandler, {"path": str(Path(root).resolve())})]
 
 
@@ -92,15 +91,3 @@ def guard_hosts(app: Application, hosts: frozenset[str] | None) -> None:
     if hosts is not None:
         rule = app.default_router.process_rule(Rule(ForeignHost(hosts), HostRefused))
         app.default_router.rules.insert(0, rule)
-
-
-def mount_frames(root: str | Path) -> None:
-    """Add the frame route and the Host check to the Bokeh server running in this process
-    (once). The served hosts are those its websocket accepts (`--allow-websocket-origin`)."""
-    from bokeh.server.tornado import BokehTornado
-
-    for app in (o for o in gc.get_objects() if isinstance(o, BokehTornado)):
-        if not getattr(app, "dashboard_frames", None):
-            app.add_handlers(r".*", frame_routes(root))
-            guard_hosts(app, served_hosts(app.websocket_origins))
-            app.dashboard_frames = str(root)

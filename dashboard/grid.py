@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from .sidecars import PYTTI_PERCEPTORS
+from engine.runfolder import PYTTI_PERCEPTORS
 
 #: Catalog columns that can be an axis, with their labels.
 AXES = {"vqgan": "VQGAN", "generator": "perceptors", "experiment": "experiment", "seed": "seed",
@@ -83,7 +83,8 @@ def grid_spec(df: pd.DataFrame, rows: str, cols: str, frames: FrameSource) -> di
     cells = [
         {
             "id": run.run, "row": r, "col": c, "title": title(run, with_experiment),
-            "note": run.reason, "steps": run.frame_steps, "losses": run.frame_losses,
+            "note": run.reason, "status": run.status, "steps": run.frame_steps,
+            "losses": run.frame_losses,
             "width": None if pd.isna(run.width) else int(run.width),
             "height": None if pd.isna(run.height) else int(run.height),
             "at": [max(bisect_right(run.frame_steps, s) - 1, 0) for s in steps],

@@ -2,8 +2,9 @@
 
 A folder's modification time changes whenever a file in it is created, renamed or removed
 (frames are new files; sidecars and metrics are written by atomic rename), so comparing the
-times of the folders under the root tells, in a few stat calls, whether anything changed.
-Sessions of one server share the catalog they last read.
+times of the folders under the root, down to the catalog's `MAX_DEPTH`, tells in a few stat
+calls whether anything changed. Sessions of one server share the catalog they last read and
+one `HashCache`, so a re-read hashes only the frames that changed.
 """
 from __future__ import annotations
 
@@ -13,18 +14,27 @@ from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
+import param
 
-from .catalog import load_catalog
+from engine.runfolder import HashCache
 
-MAX_DEPTH = 4  # run folders sit at most this deep under the root
+from .catalog import MAX_DEPTH, load_catalog
+
 Stamp = tuple[tuple[str, int], ...]
 _lock = threading.Lock()
 _shared: dict[tuple[str, tuple[str, ...]], tuple[Stamp, pd.DataFrame]] = {}
+_hashes = HashCache()
+
+
+class Live(param.Parameterized):
+    """The catalog as last read; the poller replaces it when runs or frames change."""
+
+    catalog = param.DataFrame()
 
 
 def stamp(root: str | Path, depth: int = MAX_DEPTH) -> Stamp:
-    """(path, mtime in ns) of `root` and every folder under it, down to `depth`, hidden ones
-    and symlinks left out."""
+    """(path, mtime in ns) of `root` and every folder under it, down to `depth` levels (the
+    levels the catalog reads), hidden ones and symlinks left out."""
     found, todo = [], [(str(root), 0)]
     while todo:
         path, level = todo.pop()
@@ -49,7 +59,7 @@ def current_catalog(root: str | Path, skip: Iterable[Path] = ()) -> pd.DataFrame
         cached = _shared.get(key)
         if cached and cached[0] == now:
             return cached[1]
-    catalog = load_catalog(root, skip=[Path(p) for p in skip])
+    catalog = load_catalog(root, skip=[Path(p) for p in skip], hashes=_hashes)
     with _lock:
         _shared[key] = (now, catalog)
     return catalog

@@ -1,7 +1,8 @@
 """`python -m dashboard serve`: the app with its frames as files, on localhost by default.
 
-Frames come from a static route confined to the root (dashboard/frames.py); requests for any
-host but localhost, 127.0.0.1 and those given with `--allow-websocket-origin` are refused.
+Frames come from a static route confined to the root (dashboard/frames.py), added through
+`pn.serve(extra_patterns=...)`; requests for any host but localhost, 127.0.0.1 and those given
+with `--allow-websocket-origin` are refused, frames and pages alike.
 """
 from __future__ import annotations
 
@@ -11,22 +12,32 @@ from typing import Sequence
 import panel as pn
 
 from .app import TITLE, create_app
-from .frames import LOCAL_HOSTS, mount_frames
+from .frames import LOCAL_HOSTS, frame_routes, guard_hosts, served_hosts
 
 ANY_ADDRESS = {"", "0.0.0.0", "::"}
 
 
+def websocket_origins(port: int, address: str, origins: Sequence[str]) -> list[str]:
+    """The origins whose pages may open the app: localhost, 127.0.0.1, the bound `address`
+    (unless it is every interface) and `origins`."""
+    hosts = sorted(LOCAL_HOSTS) + ([] if address in LOCAL_HOSTS | ANY_ADDRESS else [address])
+    return [f"{h}:{port}" for h in hosts] + list(origins)
+
+
 def serve(root: str | Path, scores: str | Path | None = None, port: int = 5006,
           address: str = "127.0.0.1", origins: Sequence[str] = (), show: bool = False) -> None:
-    """Serve the dashboard for `root` until interrupted."""
+    """Serve the dashboard for `root` until interrupted. FileNotFoundError where `root` is not
+    a folder."""
     if not Path(root).is_dir():
-        raise SystemExit(f"no such folder: {root}")
-    hosts = sorted(LOCAL_HOSTS) + ([] if address in LOCAL_HOSTS | ANY_ADDRESS else [address])
+        raise FileNotFoundError(f"no such folder: {root}")
+    allowed = websocket_origins(port, address, origins)
     print(f"dashboard: serving {root} at http://{address}:{port}/", flush=True)
     server = pn.serve(
         lambda: create_app(root, scores), port=port, address=address, show=show, start=False,
-        websocket_origin=[f"{h}:{port}" for h in hosts] + list(origins), title=TITLE,
+        websocket_origin=allowed, title=TITLE, extra_patterns=frame_routes(root),
     )
-    mount_frames(root)  # before the first request: frames and the Host check
+    # Bokeh's Server keeps its Tornado application as `_tornado` (Panel reads it too); the
+    # Host rule goes first in its router, so it answers before any page, frame or asset route.
+    guard_hosts(server._tornado, served_hosts(allowed))
     server.start()
     server.io_loop.start()  # until Ctrl-C (panel stops the loop on SIGINT)

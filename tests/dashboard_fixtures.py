@@ -6,6 +6,7 @@ so a test can tell from a pixel which cell and frame it is looking at.
 from __future__ import annotations
 
 import colorsys
+import hashlib
 import http.client
 import json
 import os
@@ -19,6 +20,8 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
+
+from engine.runfolder import FORMAT, RunFolder, frame_count
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -58,32 +61,51 @@ def _frames(folder: Path, base: str, cell: int, n_frames: int, size: tuple[int, 
                     seed=cell * 10_000 + n)
 
 
+def fixture_loss(step: int, cell: int = 0) -> float:
+    """The total loss a fixture run of `cell` logs after `step` steps."""
+    return round(1.0 - 0.0002 * step - 0.1 * cell, 6)
+
+
 def make_our_run(root: Path, name: str, vqgan: str, perceptors: Sequence[str], *, cell: int = 0,
                  n_frames: int = 3, size: tuple[int, int] = (32, 16), save_every: int = 10,
-                 seed: int = 12345, complete: bool = True, noise: float = 0.0) -> Path:
-    """A run folder in our format (docs/run-folder-format.md)."""
-    folder = root / name
-    folder.mkdir(parents=True, exist_ok=True)
+                 steps: int | None = None, seed: int = 12345, complete: bool = True,
+                 noise: float = 0.0) -> Path:
+    """A run folder in our format (docs/run-folder-format.md), written through `RunFolder`: a
+    loss row per step, and, where `complete`, metrics.json with the frames' SHA-256. `steps`
+    (default `n_frames * save_every`) sets the run's length; its frames are then every
+    `save_every` steps plus the last."""
+    total = steps or n_frames * save_every
+    n_frames = frame_count(total, save_every)
+    scenes = SCENES if total % 2 == 0 else SCENES.split("||")[0].strip()
+    run = RunFolder(root, name)
+    run.path.mkdir(parents=True, exist_ok=True)
     settings = {"vqgan_model": vqgan, "perceptors": list(perceptors), "width": size[0],
-                "height": size[1], "seed": seed, "save_every": save_every, "scenes": SCENES,
-                "steps_per_scene": n_frames * save_every // 2}
+                "height": size[1], "seed": seed, "save_every": save_every, "scenes": scenes,
+                "steps_per_scene": total // len(scenes.split("||"))}
     sidecar = {
-        "format": "vqgan-clip-run/1", "settings": settings, "seed": seed,
+        "format": FORMAT, "settings": settings, "seed": seed,
         "models": {"vqgan": {"name": f"{vqgan}_16384", "slug": vqgan, "untrained": True},
                    "perceptors": [{"name": f"{p}:openai", "slug": p, "untrained": True}
                                   for p in perceptors]},
         "prompts": [{"scene": 0, "text": "a photograph", "weight": 1.0, "label": "s0p0"}],
     }
-    (folder / f"{name}_settings.json").write_text(json.dumps(sidecar), encoding="utf-8")
-    _frames(folder, name, cell, n_frames, size, noise)
-    rows = [f"{n * save_every},0,{1.0 - 0.01 * n - 0.1 * cell:.4f},{0.5 - 0.005 * n:.4f}"
-            for n in range(1, n_frames + 1)]
-    (folder / "losses.csv").write_text("step,scene,total,s0p0\n" + "\n".join(rows) + "\n")
+    run.sidecar.write_text(json.dumps(sidecar), encoding="utf-8")
+    _frames(run.path, name, cell, n_frames, size, noise)
+    run.write_losses(["s0p0"], [[step, 0, fixture_loss(step, cell), 0.5 - 0.0001 * step]
+                                for step in range(1, total + 1)])
     if complete:
-        metrics = {"complete": True, "steps": n_frames * save_every, "frames": n_frames,
-                   "final_loss": 1.0 - 0.01 * n_frames - 0.1 * cell, "steps_per_second": 3.5}
-        (folder / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
-    return folder
+        hashes = [hashlib.sha256(run.frame(n).read_bytes()).hexdigest()
+                  for n in range(1, n_frames + 1)]
+        run.write_metrics({"steps": total, "frames": n_frames, "frame_sha256": hashes,
+                           "final_loss": fixture_loss(total, cell), "steps_per_second": 3.5})
+    return run.path
+
+
+def damage_frame(folder: Path, n: int) -> Path:
+    """Truncate frame `n` of the run in `folder` (its recorded SHA-256 no longer matches)."""
+    path = folder / f"{folder.name}_{n}.png"
+    path.write_bytes(path.read_bytes()[:100])
+    return path
 
 
 def make_pytti_run(root: Path, name: str, vqgan: str, perceptors: Sequence[str], *, cell: int = 0,
@@ -132,7 +154,7 @@ def make_corrupt_run(root: Path, name: str, *, cell: int = 0, n_frames: int = 2)
     """Frames beside a truncated settings sidecar."""
     folder = root / name
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}_settings.json").write_text('{"format": "vqgan-clip-run/1", "settings": {')
+    (folder / f"{name}_settings.json").write_text('{"format": "%s", "settings": {' % FORMAT)
     _frames(folder, name, cell, n_frames, (32, 16), 0.0)
     return folder
 
@@ -233,11 +255,12 @@ def http_get(port: int, path: str, host: str = "127.0.0.1",
 
 
 @contextmanager
-def running(command: Sequence[str], port: int, ready_path: str = "/",
-            timeout: float = 90.0) -> Iterator[subprocess.Popen]:
-    """Run a server `command` from the repo root until `ready_path` answers 200; stop it after."""
+def running(command: Sequence[str], port: int, ready_path: str = "/", timeout: float = 90.0,
+            env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    """Run a server `command` from the repo root (in `env`) until `ready_path` answers 200;
+    stop it after."""
     proc = subprocess.Popen(list(command), cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, env=env)
     try:
         deadline = time.monotonic() + timeout
         while True:

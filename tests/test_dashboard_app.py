@@ -4,21 +4,28 @@ from __future__ import annotations
 from pathlib import Path
 
 import panel as pn
-from bokeh.plotting import figure
-
+import pytest
 from bokeh.models import Span
+from bokeh.plotting import figure
 
 from dashboard import plots
 from dashboard.app import create_app
 from dashboard.bias import bias_view
 from dashboard.catalog import load_catalog
 from dashboard.context import labels, schedule, slot_tags
+from dashboard.player import GridPlayer
 from dashboard.scores import load_scores
-from dashboard_fixtures import make_grid, make_pytti_run, make_scores
+from dashboard_fixtures import (
+    damage_frame, fixture_loss, make_grid, make_our_run, make_pytti_run, make_scores,
+)
 
 
 def _texts(app: pn.viewable.Viewable) -> str:
     return " ".join(str(o.object) for o in app.select(pn.pane.Markdown))
+
+
+def _player(app: pn.viewable.Viewable) -> GridPlayer:
+    return next(iter(app.select(GridPlayer)))
 
 
 def test_score_panels_only_where_score_files_exist(tmp_path: Path) -> None:
@@ -79,3 +86,27 @@ def test_context_scenes_weights_and_runs_sharing_a_slot(tmp_path: Path) -> None:
     assert sorted(tags.values()) == ["seed 12345", "seed 12346"]
     assert all(tags[run] in name for run, name in labels(df).items())
     assert schedule({"scenes": "a || || b"}) is None and schedule({}) is None
+
+
+def test_chart_and_player_use_the_steps_of_the_frames(tmp_path: Path) -> None:
+    make_our_run(tmp_path, "short", "coco", ["RN50"], cell=2, save_every=10, steps=25)
+    app = create_app(tmp_path, poll_ms=0)
+    cell = _player(app).grid["cells"][0]
+    assert _player(app).grid["steps"] == cell["steps"] == [10, 20, 25]
+    assert cell["losses"] == pytest.approx([fixture_loss(s, 2) for s in (10, 20, 25)])
+    loss = plots.loss_figure(load_catalog(tmp_path))
+    data = loss.renderers[0].data_source.data
+    by_step = dict(zip(data["x"], data["y"]))
+    assert (min(data["x"]), max(data["x"])) == (1, 25)  # steps done, as the frames count them
+    assert [by_step[s] for s in (10, 20, 25)] == pytest.approx(cell["losses"])
+
+
+def test_a_damaged_run_shows_on_the_page(tmp_path: Path) -> None:
+    make_our_run(tmp_path, "good", "coco", ["RN50"], n_frames=2)
+    damage_frame(make_our_run(tmp_path, "hurt", "coco", ["RN101"], cell=1, n_frames=2), 1)
+    app = create_app(tmp_path, poll_ms=0)
+    assert "1 damaged" in _texts(app)
+    assert "| hurt | damaged | frame 1 (hurt_1.png) is damaged" in _texts(app)
+    cells = {c["id"]: c for c in _player(app).grid["cells"]}
+    assert (cells["hurt"]["status"], cells["good"]["status"]) == ("damaged", "complete")
+    assert "frame 1" in cells["hurt"]["note"] and not cells["good"]["note"]

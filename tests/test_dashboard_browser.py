@@ -21,6 +21,7 @@ VQGANS = ["imagenet", "openimages", "wikiart", "coco", "sflckr"]
 PERCEPTORS = ["ViT-B32", "ViT-B16", "RN50", "RN101", "RN50x4", "ViT-B32_ViT-B16", "ViT-B32_RN50",
               "RN50_RN101"]
 FRAMES, SIZE = 5, (64, 32)
+DAMAGED = cell_name("sflckr", ["RN50"])  # its frame 3 replaced after the run finished
 ARTIFACTS = REPO / "test-artifacts"
 READY = "window.gridPlayer && window.gridPlayer.tiles.length > 0"
 # Every tile's <img>: its cell, whether it loaded and the frame number in its src (one JS task).
@@ -61,6 +62,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]
         for j, p in enumerate(PERCEPTORS):
             make_our_run(runs, cell_name(v, _perceptors(p)), v, _perceptors(p),
                          cell=i * len(PERCEPTORS) + j, n_frames=FRAMES, size=SIZE, save_every=50)
+    write_frame(runs / DAMAGED / f"{DAMAGED}_3.png", (0, 0, 0), SIZE)  # decodes, but not as recorded
     with dashboard_server(runs) as url:
         yield url, runs
 
@@ -96,6 +98,9 @@ def test_study_grid_fits_and_compares_in_place(chromium_browser, study) -> None:
     _assert_fits(page, len(VQGANS) * len(PERCEPTORS))
     shown = page.evaluate(SHOWN)
     assert all(s["loaded"] and s["n"] == 2 for s in shown)
+    assert page.locator(".dp-tile .dp-badge").count() == 1  # the damaged run, and only it
+    assert page.locator(f'.dp-tile[data-id="{DAMAGED}"] .dp-badge').inner_text() == "damaged"
+    assert page.get_by_text("0 incomplete · 1 damaged").count() == 1  # the summary
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard_1366x768.png"))
 
@@ -204,15 +209,16 @@ def test_keys_after_a_sidebar_click_context_url_and_live_updates(chromium_browse
     shown_vqgans = parse_qs(urlsplit(page.url).query)["vqgan"][0]
     assert "imagenet" not in shown_vqgans.replace("openimages", "") and "sflckr" in shown_vqgans
 
-    # a frame written into a run folder and a new run appear without a reload
-    grown = runs / cell_name("coco", ["RN50"])
-    write_frame(grown / f"{grown.name}_{FRAMES + 1}.png", (250, 250, 250), SIZE)
+    # a new run, then its next frame, appear without a reload
     new = make_our_run(runs, cell_name("coco", ["RN50"], "exp_seed2"), "coco", ["RN50"],
-                       n_frames=2, size=SIZE, save_every=50, seed=7)
-    page.wait_for_function(f"gridPlayer.grid.steps.length === {FRAMES + 1}", timeout=30_000)
+                       n_frames=FRAMES + 1, size=SIZE, save_every=50, seed=7, complete=False)
+    last = new / f"{new.name}_{FRAMES + 1}.png"
+    last.unlink()  # still running: frames 1-5 of 6
     page.wait_for_function(f"gridPlayer.cells.has({new.name!r})", timeout=30_000)
+    write_frame(last, (250, 250, 250), SIZE)
+    page.wait_for_function(f"gridPlayer.grid.steps.length === {FRAMES + 1}", timeout=30_000)
     page.keyboard.press("End")
     shown = {s["id"]: s["n"] for s in page.evaluate(SHOWN)}
-    assert shown[grown.name] == FRAMES + 1 and shown[new.name] == 2
+    assert shown[new.name] == FRAMES + 1 and shown[cell_name("coco", ["RN50"])] == FRAMES
     page.close()
     assert not errors

@@ -11,12 +11,13 @@ import pytest
 from PIL import Image
 
 from dashboard.catalog import load_catalog, select, to_json
-from dashboard.sidecars import parse_cell_name, parse_setting_name
+from engine.runfolder import HashCache
 from dashboard.grid import axis_options, grid_spec
 from dashboard.scores import load_scores, scores_dir
 from dashboard_fixtures import (
-    MALFORMED, NOT_UTF8, REPO, STUDY, cell_name, frame_colour, make_corrupt_run, make_empty_run,
-    make_grid, make_malformed_runs, make_our_run, make_pytti_run, make_scores,
+    MALFORMED, NOT_UTF8, REPO, STUDY, cell_name, damage_frame, fixture_loss, frame_colour,
+    make_corrupt_run, make_empty_run, make_grid, make_malformed_runs, make_our_run,
+    make_pytti_run, make_scores,
 )
 
 PYTTI = cell_name("wikiart", ["ViT-B32", "RN50"])  # a pair cell
@@ -61,8 +62,46 @@ def test_our_sidecar_gives_the_metadata(cat: pd.DataFrame) -> None:
     assert (run.seed, run["size"], run.n_frames, run.status, run.reason) == (
         12345, "32x16", 3, "complete", "")
     assert run.frame_steps == [50, 100, 150]
-    assert run.losses["total"] == pytest.approx(run.frame_losses)
-    assert run.final_loss == pytest.approx(0.97 - 0.1 * 1)  # metrics.json of cell 1
+    assert run.frame_losses == pytest.approx([fixture_loss(s, 1) for s in (50, 100, 150)])
+    assert run.losses["step"] == list(range(1, 151))  # steps done
+    assert run.final_loss == pytest.approx(fixture_loss(150, 1))  # metrics.json of cell 1
+
+
+def test_frame_steps_and_losses_when_steps_are_not_a_multiple_of_save_every(
+        tmp_path: Path) -> None:
+    make_our_run(tmp_path, "short", "coco", ["RN50"], cell=3, save_every=10, steps=25)
+    run = load_catalog(tmp_path).iloc[0]
+    assert (run.status, run.n_frames, run.frame_steps) == ("complete", 3, [10, 20, 25])
+    by_step = dict(zip(run.losses["step"], run.losses["total"]))  # losses.csv rows, steps done
+    assert run.frame_losses == pytest.approx([by_step[10], by_step[20], by_step[25]])
+    assert run.frame_losses == pytest.approx([fixture_loss(s, 3) for s in (10, 20, 25)])
+    spec = grid_spec(load_catalog(tmp_path), "vqgan", "generator", lambda run: {})
+    assert spec["steps"] == [10, 20, 25] and spec["cells"][0]["losses"] == run.frame_losses
+
+
+def test_a_frame_damaged_after_completion_makes_the_run_damaged(tmp_path: Path) -> None:
+    make_our_run(tmp_path, "good", "coco", ["RN50"], n_frames=2)
+    damage_frame(make_our_run(tmp_path, "hurt", "coco", ["RN101"], cell=1, n_frames=3), 2)
+    cat = load_catalog(tmp_path).set_index("run", drop=False)
+    assert cat.loc["good", "status"] == "complete"
+    hurt = cat.loc["hurt"]
+    assert hurt.status == "damaged" and "frame 2 (hurt_2.png) is damaged" in hurt.reason
+    assert str(tmp_path) not in hurt.reason  # the frame is named relative to its run folder
+    spec = grid_spec(cat.loc[["hurt"]], "vqgan", "generator", lambda run: {})
+    assert spec["cells"][0]["status"] == "damaged"
+    table = _cli("catalog", "--root", str(tmp_path))
+    assert "damaged" in next(line for line in table.splitlines() if line.split()[0] == "hurt")
+
+
+def test_the_frames_of_a_served_catalog_are_hashed_again_only_when_changed(tmp_path: Path) -> None:
+    make_our_run(tmp_path, "a", "coco", ["RN50"], n_frames=3)
+    make_our_run(tmp_path, "b", "coco", ["RN101"], n_frames=2)
+    hashes = HashCache()
+    load_catalog(tmp_path, hashes=hashes)
+    assert hashes.hashed == 5
+    damage_frame(tmp_path / "b", 1)
+    assert load_catalog(tmp_path, hashes=hashes).set_index("run").loc["b", "status"] == "damaged"
+    assert hashes.hashed == 6
 
 
 def test_frames_sorted_numerically_and_counted_from_disk(root: Path, cat: pd.DataFrame) -> None:
@@ -124,14 +163,6 @@ def test_broken_folders_are_listed_with_a_reason(cat: pd.DataFrame) -> None:
     assert corrupt.status == "incomplete" and "unreadable" in corrupt.reason
     assert corrupt.n_frames == 2 and corrupt.source == "folder name"
     assert (corrupt.experiment, corrupt.vqgan, corrupt.perceptors) == ("exp", "ffhq", ["RN101"])
-
-
-def test_folder_names_split_on_the_last_double_underscore() -> None:
-    assert parse_cell_name("exp_vqgan_base_perceptors__sflckr_ViT-B32_RN50") == (
-        "exp_vqgan_base_perceptors", "sflckr", ["ViT-B32", "RN50"])
-    assert parse_cell_name("a__b__imagenet_RN50(2)") == ("a__b", "imagenet", ["RN50"])
-    assert parse_cell_name("plain_name") == ("", None, [])
-    assert parse_cell_name("exp__sflckr_RN50__seed-7") == ("exp", "sflckr", ["RN50"])  # a replicate
 
 
 def test_replicates_join_their_cells_experiment(tmp_path: Path) -> None:
@@ -244,14 +275,18 @@ def test_axes_vary_within_an_experiment(families: pd.DataFrame) -> None:
     assert set(study.values()) == {"vqgan", "generator"}
 
 
-def test_setting_names_parse() -> None:
-    keys = ["cutouts", "steps_per_frame", "translate_x", "frame"]
-    assert parse_setting_name("m_x_cutouts-10_steps_per_frame-20(2)", keys) == (
-        "m_x", {"cutouts": "10", "steps_per_frame": "20"})
-    assert parse_setting_name("m_translate_x--1.5", keys) == ("m", {"translate_x": "-1.5"})
-    assert parse_setting_name("exp__sflckr_RN50", keys) is None
-    assert parse_setting_name("cutouts-10", keys) is None  # no experiment
-    assert parse_setting_name("m_cutouts-", keys) is None
+def test_the_pytti_video_family_takes_its_experiment_and_settings(tmp_path: Path) -> None:
+    names = [f"exp_video_basic_stability_modes_ref-{ref}_dsw-{dsw}_ssw-0.0"
+             for ref in ("True", "False") for dsw in ("1.0", "5.0")]
+    for i, name in enumerate(names):
+        make_pytti_run(tmp_path, name, "imagenet", ["ViT-B32"], cell=i, n_frames=2,
+                       settings={"animation_mode": "Video Source"})
+    cat = load_catalog(tmp_path).set_index("run", drop=False)
+    assert set(cat["experiment"]) == {"exp_video_basic_stability_modes"}
+    assert cat.loc[names[1], "settings"]["dsw"] == "5.0"
+    assert {k: cat.loc[names[2], "settings"][k] for k in ("ref", "dsw", "ssw")} == {
+        "ref": "False", "dsw": "1.0", "ssw": "0.0"}
+    assert {"setting:ref", "setting:dsw"} <= set(axis_options(cat).values())
 
 
 # ---------------------------------------------------------------- folders that once crashed it
@@ -285,7 +320,9 @@ def test_each_bad_folder_says_why(malformed: tuple[Path, pd.DataFrame], name: st
 def test_non_numeric_step_drops_only_that_row(malformed: tuple[Path, pd.DataFrame]) -> None:
     run = malformed[1].loc["text_step"]
     assert "1 row(s) without a numeric step ignored" in run.reason
-    assert run.losses["step"] == [10, 20] and run.frame_losses == pytest.approx(run.losses["total"])
+    assert run.losses["step"] == list(range(1, 21))
+    cell = 20 + list(MALFORMED).index("text_step")  # as make_malformed_runs numbers it
+    assert run.frame_losses == pytest.approx([fixture_loss(s, cell) for s in (10, 20)])
 
 
 def test_a_name_that_is_not_utf8(malformed: tuple[Path, pd.DataFrame]) -> None:

@@ -276,8 +276,10 @@ export class GridPlayer {
     const pic = picture(cell);
     const cap = h("span", { class: "dp-cap" });
     const name = [cell.title, cell.tag].filter(Boolean).join(" · ");
-    const el = h("figure", { class: cls + (cell.note ? " dp-incomplete" : ""), "data-id": cell.id, title: [name, cell.note].filter(Boolean).join("\n") },
-      pic.el, h("figcaption", {}, h("span", { class: "dp-name" }, cell.title),
+    const damaged = cell.status === "damaged";
+    const el = h("figure", { class: cls + (cell.note ? " dp-incomplete" : "") + (damaged ? " dp-damaged" : ""), "data-id": cell.id, title: [name, cell.note].filter(Boolean).join("\n") },
+      pic.el, h("figcaption", {}, damaged ? h("span", { class: "dp-badge" }, "damaged") : "",
+        h("span", { class: "dp-name" }, cell.title),
         cell.tag ? h("span", { class: "dp-tag" }, cell.tag) : "", cap));
     return { cell, pic, cap, el };
   }
