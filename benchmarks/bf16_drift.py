@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.bench import load_models  # noqa: E402
 from engine.device import pick_device, set_determinism  # noqa: E402
 from engine.precision import prepare_models  # noqa: E402
-from engine.run import optimise  # noqa: E402
+from engine.loop import optimise  # noqa: E402
 from engine.runfolder import RunFolder  # noqa: E402
 from engine.settings import Settings, load_config  # noqa: E402
 from engine.step import build_guide  # noqa: E402

@@ -50,7 +50,7 @@ def cmd_fetch(args: argparse.Namespace) -> None:
 
 def cmd_run(args: argparse.Namespace) -> None:
     """Run one optimisation (resuming it if it was interrupted)."""
-    from engine.run import run
+    from engine.loop import run
     from engine.settings import load_config
 
     print(run(load_config(args.config, args.overrides), quiet=args.quiet))

@@ -58,7 +58,7 @@ def load_models(settings: Settings, device: torch.device, precision: str) -> tup
 
 
 def engine_step(settings: Settings, vqgan: VQGAN, perceptors: list[Perceptor]) -> Callable[[], None]:
-    """One step of the engine's loop (`engine.run.optimise`) as a function of nothing."""
+    """One step of the engine's loop (`engine.loop.optimise`) as a function of nothing."""
     guide = build_guide(settings, vqgan, perceptors)
     rng = torch.Generator(vqgan.codebook.device).manual_seed(max(settings.seed, 0))
     latent = start_latent(guide, rng)

@@ -38,7 +38,7 @@ def cuda_device(name: str) -> torch.device:
 
 def tiny_run(out_dir: Path, name: str, device: torch.device, *extra: str) -> Path:
     """A tiny UNTRAINED run on `device` (no download); its folder."""
-    from engine.run import run
+    from engine.loop import run
     from engine.settings import load_config
     return run(load_config(None, [*TINY, f"out_dir={out_dir}", f"file_namespace={name}", f"device={device}",
                                   *extra]), quiet=True)

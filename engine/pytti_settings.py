@@ -5,7 +5,7 @@ lines repeat `scenes` and are only checked for form). Values are not always type
 numbers, `""` for unset weights, `null` for `learning_rate`. Here `null` and `""` mean "the
 default", numeric strings are numbers. Perceptors follow pytti's `load_clip`: with `use_mmc` the
 `mmc_models` entries, and the switches (`ViTB32`, …) are ignored; without it the switches that are true.
-Keys that change nothing in VQGAN mode (palette, 3D, video, audio, display, …) are kept, as written,
+Keys that change nothing in VQGAN mode (palette, 3D, video, audio, …) are kept, as written,
 in the setting `pytti_unused`; settings of pytti features that would change the frames but are
 not implemented here are refused with the key and value.
 """
@@ -23,7 +23,8 @@ SHARED = ("scenes", "scene_prefix", "scene_suffix", "init_image", "direct_init_w
           "steps_per_frame", "save_every", "interpolation_steps", "learning_rate", "reset_lr_each_frame", "seed",
           "cutouts", "cut_pow", "cutout_border", "border_mode", "smoothing_weight", "animation_mode",
           "pre_animation_steps", "translate_x", "translate_y", "rotate_2d", "zoom_x_2d", "zoom_y_2d",
-          "sampling_mode", "infill_mode", "frames_per_second", "file_namespace", "allow_overwrite")
+          "sampling_mode", "infill_mode", "frames_per_second", "file_namespace", "allow_overwrite",
+          "display_every", "clear_every", "display_scale")
 # pytti's perceptor switches; each is also a perceptor alias in our registry.
 SWITCHES = ("ViTB32", "ViTB16", "ViTL14", "ViTL14_336px", "RN50", "RN101", "RN50x4", "RN50x16", "RN50x64")
 # Settings of features not implemented here that change the frames unless empty or zero.
@@ -34,13 +35,13 @@ INERT = ("pixel_size", "random_initial_palette", "palette_size", "palettes", "ga
          "palette_normalization_weight", "show_palette", "target_palette", "lock_palette",
          "field_of_view", "near_plane", "far_plane", "translate_z_3d", "rotate_3d", "lock_camera",
          "flow_stabilization_weight", "video_path", "frame_stride", "reencode_each_frame", "flow_long_term_samples",
-         "input_audio", "input_audio_offset", "input_audio_filters", "display_every", "clear_every",
-         "display_scale", "backups", "show_graphs", "approximate_vram_usage", "models_parent_dir",
+         "input_audio", "input_audio_offset", "input_audio_filters", "backups", "show_graphs", "approximate_vram_usage", "models_parent_dir",
          "gradient_accumulation_steps", "use_mmc", "mmc_models", "device", *SWITCHES)
 _NUMERIC = ("direct_init_weight", "semantic_init_weight", "direct_stabilization_weight", "width", "height",
             "steps_per_scene", "steps_per_frame", "save_every", "interpolation_steps", "learning_rate", "seed",
             "cutouts", "cut_pow", "cutout_border", "smoothing_weight", "pre_animation_steps", "translate_x",
-            "translate_y", "rotate_2d", "zoom_x_2d", "zoom_y_2d", "frames_per_second")
+            "translate_y", "rotate_2d", "zoom_x_2d", "zoom_y_2d", "frames_per_second", "display_every",
+            "clear_every", "display_scale")
 _SCENE_LINE = re.compile(r"""^b(['"]).*\1$""")
 _SEED_RANGE = 2 ** 64
 

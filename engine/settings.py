@@ -60,6 +60,9 @@ class Settings:
     infill_mode: str = "wrap"  # mirror | smear | black | wrap
     clamp_latent: bool = False  # not in pytti: clamp z to the codebook's bounds after each step (Crowson)
     frames_per_second: int = 12  # of the video
+    display_every: int = 0  # pytti: in a notebook, show the current image every N steps (0: never)
+    clear_every: int = 0  # pytti: in a notebook, clear the earlier previews every N steps (0: never)
+    display_scale: float = 1.0  # pytti: the previews' size relative to the image
     file_namespace: str = "default"
     out_dir: str = "images_out"
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
@@ -80,7 +83,7 @@ IMAGE_MODELS = ("VQGAN",)
 BORDER_MODES = ("clamp", "mirror", "smear", "wrap", "black")
 PRECISIONS = ("fp32", "tf32", "bf16")
 # Settings that change where or how a run is stored, not what it computes.
-NON_RESULT_KEYS = ("out_dir", "allow_overwrite", "device")
+NON_RESULT_KEYS = ("out_dir", "allow_overwrite", "device", "display_every", "clear_every", "display_scale")
 _NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+()=-]*$")
 MAX_NAMESPACE = 200  # characters; the folder and file names built from it must fit NAME_MAX (255)
 SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes 0 .. 2**64 - 1 (negatives wrap around)
@@ -194,6 +197,9 @@ def _check_ranges(s: Settings) -> None:
                        ("translate_y", s.height)):
         need(abs(getattr(s, name)) < size, f"setting {name}={getattr(s, name)}: must be within (-{size}, {size}) "
              "pixels per frame (the image's size along that axis)")
+    for name in ("display_every", "clear_every"):
+        need(getattr(s, name) >= 0, f"setting {name}={getattr(s, name)}: must be >= 0 steps (0: never)")
+    need(0 < s.display_scale <= 16, f"setting display_scale={s.display_scale}: must be > 0 and <= 16")
     need(abs(s.rotate_2d) <= 360, f"setting rotate_2d={s.rotate_2d}: must be within [-360, 360] degrees per frame")
     for name in ("direct_init_weight", "semantic_init_weight"):
         need(s.init_image is not None or getattr(s, name) == 0, f"setting {name}={getattr(s, name)} needs init_image")
@@ -284,26 +290,27 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Setti
 
     The file is YAML/JSON, or a pytti `_settings.txt` (any `.txt`; see `engine.pytti_settings`).
     """
-    values: dict[str, Any] = {}
-    if path and is_pytti_file(path):
+    return resolve_settings({**(file_settings(path) if path else {}), **parse_overrides(overrides)})
+
+
+def file_settings(path: str | Path) -> dict[str, Any]:
+    """The settings a YAML/JSON file or a pytti `_settings.txt` (any `.txt`) holds, unvalidated."""
+    if is_pytti_file(path):
         try:
-            values.update(read_pytti_settings(path))
+            return read_pytti_settings(path)
         except PyttiSettingsError as err:
             raise SettingsError(str(err)) from None
-    elif path:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise SettingsError(f"config file {path} does not exist; give the path of a YAML/JSON settings "
-                                "file or a pytti _settings.txt") from None
-        except (OSError, UnicodeDecodeError) as err:
-            raise SettingsError(f"config file {path}: {err}") from err
-        loaded = parse_yaml(text, f"config file {path}") or {}
-        if not isinstance(loaded, dict):
-            raise SettingsError(f"config file {path}: expected a mapping of settings, got {type(loaded).__name__}")
-        values.update(loaded)
-    values.update(parse_overrides(overrides))
-    return resolve_settings(values)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SettingsError(f"config file {path} does not exist; give the path of a YAML/JSON settings "
+                            "file or a pytti _settings.txt") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SettingsError(f"config file {path}: {err}") from err
+    loaded = parse_yaml(text, f"config file {path}") or {}
+    if not isinstance(loaded, dict):
+        raise SettingsError(f"config file {path}: expected a mapping of settings, got {type(loaded).__name__}")
+    return loaded
 
 
 def result_settings(settings: Mapping[str, Any]) -> dict[str, Any]:

@@ -56,7 +56,7 @@ def run_cell(vqgan: str, perceptor: str, params: str | Path = PARAMS_FILE, *, se
 
 def _run_and_move(settings: Settings, final: Path, out_dir: str, quiet: bool) -> Path:
     """Run (or resume) the cell in its partial folder; once complete and verified, move it to `final`."""
-    from engine.run import run
+    from engine.loop import run
     from engine.runfolder import RunFolder, RunFolderDamaged
 
     partial = RunFolder(settings.out_dir, settings.file_namespace)

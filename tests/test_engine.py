@@ -16,7 +16,7 @@ from engine.animation import apply_motion, motion_grid
 from engine.factory import load_perceptor, load_vqgan
 from engine import runfolder
 from engine.registry import UnknownModelError
-from engine.run import run
+from engine.loop import run
 from engine.runfolder import RunFolderConflict
 from engine.step import (build_guide, clamp_latent, encode_codes, initial_latent, is_frame_start, quantise_8bit,
                          render, start_frame, start_latent, step_loss)

@@ -12,7 +12,7 @@ import torch
 from engine.__main__ import main
 from engine.factory import load_perceptor, load_vqgan
 from engine.precision import CPU_BF16_ENV, check_precision, cpu_has_bf16, prepare_models
-from engine.run import run
+from engine.loop import run
 from engine.settings import SettingsError, load_config
 
 TINY = ["vqgan_model=tiny", "perceptors=tiny-vit", "width=32", "height=16", "cutouts=2", "seed=3",

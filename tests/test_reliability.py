@@ -16,7 +16,7 @@ from typing import Iterator
 import pytest
 
 from engine.__main__ import main as engine_main
-from engine.run import run
+from engine.loop import run
 from engine.settings import load_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -251,7 +251,7 @@ def _resumable(tmp_path: Path) -> tuple:
 
     from engine.factory import load_perceptor, load_vqgan
     from engine.resume import host_copy, save_state_job
-    from engine.run import Progress, restore_or_start, resume_state
+    from engine.loop import Progress, restore_or_start, resume_state
     from engine.runfolder import RunFolder
     from engine.step import build_guide, new_optimiser, start_latent, take_step
 

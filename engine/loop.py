@@ -16,7 +16,7 @@ from pathlib import Path
 
 import open_clip
 import torch
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 import engine
 from engine import runfolder
@@ -24,6 +24,7 @@ from engine.device import keep_freed_memory, peak_memory_mb, pick_device, reset_
 from engine.factory import load_perceptor, load_vqgan
 from engine.fsutil import atomic_write_json
 from engine.locks import exclusive_lock
+from engine.notebook import Preview
 from engine.perceptor import Perceptor
 from engine.precision import check_precision, fp32_math, prepare_models
 from engine.resume import host_copy, load_resume_state, save_state_job
@@ -72,7 +73,7 @@ def run(settings: Settings, *, quiet: bool = False, final_out_dir: str | None = 
         if mode == "new":
             folder.path.mkdir(parents=True, exist_ok=True)
             atomic_write_json(folder.sidecar, sidecar(settings, guide, device, final_out_dir))
-        return optimise(guide, folder, device, quiet=quiet)
+        return optimise(guide, folder, device, quiet=quiet, preview=Preview.for_settings(settings))
 
 
 def prepare_device(settings: Settings) -> torch.device:
@@ -137,8 +138,10 @@ def sidecar(settings: Settings, guide: Guide, device: torch.device, final_out_di
     }
 
 
-def optimise(guide: Guide, folder: RunFolder, device: torch.device, *, quiet: bool = False) -> Path:
-    """The loop. Resumes from `folder`'s resume state when there is one."""
+def optimise(guide: Guide, folder: RunFolder, device: torch.device, *, quiet: bool = False,
+             preview: Preview | None = None) -> Path:
+    """The loop. Resumes from `folder`'s resume state when there is one; `preview`: a notebook's
+    inline previews (`display_every`), which read the device only when one is due."""
     s, steps = guide.settings, len(guide.schedule)
     rng = torch.Generator(device).manual_seed(s.seed)
     latent = start_latent(guide, rng)
@@ -158,6 +161,8 @@ def optimise(guide: Guide, folder: RunFolder, device: torch.device, *, quiet: bo
             pending.append(torch.cat([total.detach()[None], per_prompt.detach()]))
             bar.update()
             done = step + 1
+            if preview is not None and preview.due(done):
+                show_preview(guide, latent, preview, done, total)
             if runfolder.is_save_point(done, s.save_every, steps):  # the only place the loop waits
                 log_losses(guide, progress, pending, done)
                 bar.set_postfix(loss=f"{progress.rows[-1][2]:.4f}")
@@ -168,6 +173,13 @@ def optimise(guide: Guide, folder: RunFolder, device: torch.device, *, quiet: bo
         bar.close()
         writer.close()
     return finish(guide, folder, device, progress)
+
+
+def show_preview(guide: Guide, latent: Latent, preview: Preview, done: int, total: torch.Tensor) -> None:
+    """Show the image (the averaged one, as saved) after `done` steps with that step's loss."""
+    with torch.no_grad():
+        pixels = to_uint8(render(guide, latent.ema.average))
+    preview.show(done, pixels, float(total))
 
 
 def restore_or_start(folder: RunFolder, device: torch.device, latent: Latent, optimiser: torch.optim.Optimizer,

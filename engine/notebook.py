@@ -1,0 +1,98 @@
+"""The engine in a notebook: `engine.run(...)` and pytti's inline previews.
+
+pytti's `display_every` (steps between previews of the current image), `clear_every` (steps
+between clearing the earlier previews) and `display_scale` (the previews' size) act only in a
+Jupyter kernel (JupyterLab, Notebook 7, VS Code, Colab); elsewhere they are only recorded.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+from PIL import Image
+
+from engine.settings import Settings, file_settings, resolve_settings
+from engine.writer import png_bytes
+
+Config = str | Path | Mapping[str, Any] | Settings | None
+
+
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (IPython with a kernel attached)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return getattr(shell, "kernel", None) is not None
+
+
+@dataclass
+class Preview:
+    """Inline previews every `every` steps, scaled by `scale`; all shown ones are blanked every
+    `clear` steps (their display handles are emptied, so the progress bar stays)."""
+
+    every: int
+    clear: int = 0
+    scale: float = 1.0
+    shown: list[Any] = field(default_factory=list)
+
+    @classmethod
+    def for_settings(cls, s: Settings) -> Preview | None:
+        """The previews `s` asks for, where this is a notebook; else None."""
+        if not s.display_every or not in_notebook():
+            return None
+        return cls(s.display_every, s.clear_every, s.display_scale)
+
+    def due(self, done: int) -> bool:
+        return done % self.every == 0
+
+    def show(self, done: int, pixels: np.ndarray, loss: float) -> None:
+        """Show the image after `done` steps, with the step and loss, clearing earlier ones when due."""
+        from IPython.display import HTML, Image as IPyImage, display
+
+        if self.clear and done % self.clear == 0:
+            for handle in self.shown:
+                handle.update(HTML(""))
+            self.shown.clear()
+        self.shown.append(display(IPyImage(png_bytes(scaled(pixels, self.scale))), display_id=True))
+        self.shown.append(display(HTML(f"<code>step {done} · loss {loss:.4f}</code>"), display_id=True))
+
+
+def scaled(pixels: np.ndarray, scale: float) -> np.ndarray:
+    """`pixels` (H, W, 3) resized by `scale` (nearest pixels when enlarged, as pytti shows them)."""
+    if scale == 1:
+        return pixels
+    h, w = pixels.shape[:2]
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    method = Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS
+    return np.asarray(Image.fromarray(pixels).resize(size, method))
+
+
+def settings_for(config: Config, overrides: Mapping[str, Any]) -> Settings:
+    """`config` (a YAML/JSON or pytti `_settings.txt` path, a mapping or `Settings`) with
+    `overrides` (Python values) on top, validated."""
+    if isinstance(config, Settings):
+        values = config.to_dict()
+    elif isinstance(config, Mapping):
+        values = dict(config)
+    else:
+        values = file_settings(config) if config is not None else {}
+    return resolve_settings({**values, **overrides})
+
+
+def run(config: Config = None, /, **overrides: Any) -> Path:
+    """Run (or resume) one optimisation from `config` and `overrides`; return its folder.
+    An interrupt (KeyboardInterrupt) stops at once and says how to resume."""
+    from engine.loop import run as run_settings
+    from engine.runfolder import RunFolder
+
+    settings = settings_for(config, overrides)
+    try:
+        return run_settings(settings)
+    except KeyboardInterrupt:
+        folder = RunFolder(settings.out_dir, settings.file_namespace).path
+        print(f"interrupted: {folder} keeps its frames up to the last save point (every "
+              f"{settings.save_every} steps); run the same engine.run(...) call again to resume "
+              "from there", file=sys.stderr, flush=True)
+        raise
