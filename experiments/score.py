@@ -28,6 +28,8 @@ Writes experiments/scores/:
                    (DVC metrics; low/high null with one seed)
 - image_stats.csv  `cell,vqgan,generator,frame,step,colourfulness,saturation,contrast,edge_density,palette`
 - image_stats.json {vqgan: {generator: {statistic: mean over frames and seeds}}} (DVC metrics)
+- effects.json     each measure's VQGAN, perceptor, interaction and residual shares of variance
+                   (experiments/effects.py: the final frame's statistics and the similarities; DVC metrics)
 Statistics: experiments/imagestats.py.
 """
 from __future__ import annotations
@@ -45,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.bias import self_preference, standardise, summary
+from experiments.effects import analyse, with_similarities
 from experiments.grid import PARAMS_FILE, SCORES_DIR, Cell, Grid, GridError, load_grid
 from experiments.imagestats import STATS, frame_stats
 
@@ -159,6 +162,8 @@ def score(grid: Grid, folder: Path = SCORES_DIR, *, device: str | None = None) -
         "self_preference": _write_json(folder / "self_preference.json", _preference_metrics(bias)),
         "image_stats": _write_csv(folder / "image_stats.csv", STATS_COLUMNS, stats_rows),
         "image_stats_summary": _write_json(folder / "image_stats.json", stats_means),
+        "effects": _write_json(folder / "effects.json", analyse(
+            with_similarities(final_frame_stats(cells, stats_rows), bias), grid.experiment)),
     }
 
 
@@ -192,6 +197,13 @@ def image_statistics(cells: list[CellFrames], pixels: dict[str, list[np.ndarray]
     means = {v: {g: {k: _round(float(np.mean([s[k] for s in frames]))) for k in STATS}
                  for g, frames in by_generator.items()} for v, by_generator in by_cell_kind.items()}
     return rows, means
+
+
+def final_frame_stats(cells: list[CellFrames], stats_rows: list[list]) -> pd.DataFrame:
+    """One row per cell: `run, vqgan, perceptors, seed` and the statistics of its final frame."""
+    last = pd.DataFrame(stats_rows, columns=STATS_COLUMNS).groupby("cell", sort=False).tail(1).set_index("cell")
+    return pd.DataFrame([{"run": c.cell.name, "vqgan": c.cell.vqgan.slug, "perceptors": c.cell.generator,
+                          "seed": c.cell.seed, **last.loc[c.cell.name, list(STATS)].to_dict()} for c in cells])
 
 
 def _round(value: float) -> float | None:
