@@ -21,7 +21,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     catalog = commands.add_parser("catalog", help="list the runs under a root folder")
-    catalog.add_argument("--json", action="store_true", help="print every field as JSON")
+    catalog.add_argument("--json", action="store_true",
+                         help="print every field as JSON (loss tables only with --losses)")
+    catalog.add_argument("--losses", action="store_true",
+                         help="read each run's losses.csv (the loss tables, the loss at each "
+                              "frame, the last loss of unfinished runs)")
 
     serve = commands.add_parser("serve", help="serve the dashboard")
     serve.add_argument("--port", type=int, default=5006)
@@ -43,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--title", help="page title (default: VQGAN+CLIP grid: <root folder>)")
     export.add_argument("--compact", action="store_true",
                         help="fit a docs column of about 760 px: tiles scale to the page width")
+    for option, what in (("--experiment", "experiment"), ("--vqgan", "VQGAN"),
+                         ("--perceptor", "perceptor")):
+        export.add_argument(option, action="append", metavar=what.upper(),
+                            help=f"export only runs of this {what} (repeat for several; "
+                                 "as the page's filters: default all)")
 
     for sub in (catalog, serve, export):
         sub.add_argument("--root", required=True, help="folder of run folders")
@@ -55,10 +64,12 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"--root {args.root}: no such folder; give the folder that holds the run "
                     "folders (or one run folder)")
     if args.command == "catalog":
-        from .catalog import load_catalog, to_json, to_table
+        from .catalog import Index, load_catalog, losses, to_json, to_table
 
-        df = load_catalog(args.root)
-        print(to_json(df) if args.json else to_table(df))
+        df = load_catalog(args.root, index=Index.for_root(args.root))
+        if args.losses:
+            df = losses(df, args.root)
+        print(to_json(df, args.losses) if args.json else to_table(df))
     elif args.command == "serve":
         from .server import serve as run_server
 
@@ -69,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             path = write_export(args.root, args.out, args.rows, args.cols, args.width,
-                                args.format, args.quality, args.title, args.compact)
+                                args.format, args.quality, args.title, args.compact,
+                                experiments=args.experiment, vqgans=args.vqgan,
+                                perceptors=args.perceptor)
         except ExportError as e:
             return fail(str(e))
         print(f"wrote {path} ({export_size(args.out) / 1e6:.1f} MB)")

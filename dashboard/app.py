@@ -12,8 +12,9 @@ from bokeh.models import Span
 
 from dashboard import plots
 from dashboard.bias import bias_view
-from dashboard.catalog import perceptor_names, select
+from dashboard.catalog import losses, perceptor_names, select
 from dashboard.context import cell_context, labels, slot_tags
+from dashboard.effects import look_panels
 from dashboard.frames import frame_url
 from dashboard.grid import axis_options, grid_spec
 from dashboard.live import Live, current_catalog
@@ -23,6 +24,7 @@ from dashboard.scores import STATS, load_scores, scores_dir
 TITLE = "VQGAN+CLIP bias dashboard"
 POLL_MS = 2000  # how often an open page looks for new frames and runs (a few stat calls)
 SIDEBAR_WIDTH = 250
+FIRST_VIEW_RUNS = 64  # more runs than this in several experiments: the page opens on the newest
 pn.extension()
 
 
@@ -56,12 +58,15 @@ def _update_checks(checks: pn.widgets.CheckBoxGroup, options: list[str]) -> None
 
 
 def _summary(catalog: pd.DataFrame, shown: pd.DataFrame) -> str:
-    """How many runs are shown, and a table of those not complete (damaged or incomplete)."""
+    """How many runs are shown, and a table of those with a problem: not complete (damaged or
+    incomplete), or shown with a reason (a losses.csv read in part: `shown` has its losses)."""
     pending = catalog[catalog["status"] != "complete"]
     counts = pending["status"].value_counts()
     text = (f"**{len(shown)}** of {len(catalog)} runs shown · {counts.get('incomplete', 0)} "
             f"incomplete · {counts.get('damaged', 0)} damaged")
-    rows = "".join(f"\n| {r.run} | {r.status} | {r.reason} |" for r in pending.itertuples())
+    noted = shown[(shown["status"] == "complete") & (shown["reason"] != "")]
+    rows = "".join(f"\n| {r.run} | {r.status} | {r.reason} |"
+                   for r in pd.concat([pending, noted]).itertuples())
     return text + (f"\n\n| run | status | why |\n|---|---|---|{rows}" if rows else "")
 
 
@@ -104,8 +109,18 @@ def _baselines(ready: pd.DataFrame) -> dict[str, str]:
     return {"(none)": "", **{r: r for r in ready["run"]}}
 
 
+def first_experiments(ready: pd.DataFrame) -> list[str]:
+    """The experiments ticked on opening: all, or where there are more than FIRST_VIEW_RUNS runs
+    in several, the one with the newest file (the URL's `experiments` overrides it)."""
+    experiments = sorted(ready["experiment"].unique())
+    if len(ready) <= FIRST_VIEW_RUNS or len(experiments) < 2:
+        return experiments
+    return [ready.loc[pd.to_numeric(ready["modified"]).idxmax(), "experiment"]]
+
+
 def build_filters(ready: pd.DataFrame) -> Filters:
-    """The filter and layout widgets for the runs with frames, everything ticked."""
+    """The filter and layout widgets for the runs with frames, everything ticked but, in a big
+    root, other experiments than the newest (`first_experiments`)."""
     axes = axis_options(ready)
     rows = pn.widgets.Select(label="Rows", options=axes, value="vqgan", sizing_mode="stretch_width")
     cols = pn.widgets.Select(label="Columns", options=axes, value="generator",
@@ -116,10 +131,11 @@ def build_filters(ready: pd.DataFrame) -> Filters:
         rows.value, cols.value = cols.value, rows.value
 
     swap.on_click(swap_axes)
+    experiments = _checks("Experiments", sorted(ready["experiment"].unique()))
+    experiments.value = first_experiments(ready)
     return Filters(
         _checks("VQGAN", sorted(ready["vqgan"].unique())),
-        _checks("Perceptors", perceptor_names(ready)),
-        _checks("Experiments", sorted(ready["experiment"].unique())), rows, cols, swap,
+        _checks("Perceptors", perceptor_names(ready)), experiments, rows, cols, swap,
         pn.widgets.Select(label="Baseline", sizing_mode="stretch_width", options=_baselines(ready)))
 
 
@@ -215,14 +231,16 @@ def create_app(root: str | Path, scores: str | Path | None = None,
     filters = build_filters(_playable(live.catalog))
     shown = pn.bind(select, live.param.catalog, vqgans=filters.vqgans,
                     perceptors=filters.perceptors, experiments=filters.experiments)
-    player = GridPlayer(grid=pn.bind(player_grid, shown, rows=filters.rows, cols=filters.cols),
+    detailed = pn.bind(losses, shown, root)  # loss tables read for the runs shown only
+    player = GridPlayer(grid=pn.bind(player_grid, detailed, rows=filters.rows, cols=filters.cols),
                         sizing_mode="stretch_width")
     filters.baseline.link(player, value="baseline", bidirectional=True)
     markers = StepMarkers(player)
-    summary = pn.pane.Markdown(pn.bind(_summary, live.param.catalog, shown))
+    summary = pn.pane.Markdown(pn.bind(_summary, live.param.catalog, detailed))
     sidebar = build_sidebar(root, filters)
-    main = pn.Column(_sidebar_toggle(sidebar), player, summary, loss_panel(shown, markers),
-                     *score_panels(score_dir, shown, markers), sizing_mode="stretch_width",
+    main = pn.Column(_sidebar_toggle(sidebar), player, summary, loss_panel(detailed, markers),
+                     *score_panels(score_dir, shown, markers),
+                     *look_panels(score_dir, select(live.catalog, experiments=filters.experiments.value), root, player), sizing_mode="stretch_width",
                      styles={"min-width": "0"})
     refresh_on_change(root, skip, live, filters, poll_ms)
     _sync_url(filters, player)

@@ -3,18 +3,29 @@
 The scan never crashes on a bad folder and always ends: symbolic links to folders are not
 followed (they may leave the root or loop back into it), nesting is bounded, names that are
 not UTF-8 are not read. A folder that cannot be read is a row whose reason says why.
+
+The catalog is a summary (identity, models, settings, frames and their steps, status): loss
+tables are read only for the runs asked for (`losses`). An `Index` keeps each folder's rows with
+the size and modification time of its files, so a re-read reads only the folders that changed;
+`Index.for_root` keeps it on disk in a cache folder outside the runs (`DASHBOARD_CACHE`, else
+`$XDG_CACHE_HOME/vqgan-clip-dashboard`), rebuilt silently when stale or damaged.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
-from pathlib import Path
-from typing import Any, Iterable, Iterator, NamedTuple
+import threading
+from collections import OrderedDict
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import pandas as pd
 
+from engine.fsutil import atomic_write
 from engine.runfolder import HashCache, RunRecord, is_run_folder, read_run, run_bases, split_rerun
+from engine.runfolder.record import losses_at, read_meta, read_run_losses
 
 log = logging.getLogger(__name__)
 MAX_DEPTH = 8  # folder levels searched below the root
@@ -22,8 +33,15 @@ COLUMNS = [
     "run", "cell", "rerun", "folder", "experiment", "vqgan", "perceptors", "generator", "seed",
     "width", "height", "size", "save_every", "n_frames", "frames", "frame_steps", "frame_losses",
     "losses", "final_loss", "metrics", "settings", "settings_file", "source", "untrained",
-    "status", "reason",
+    "status", "reason", "modified",
 ]
+LAZY = ["losses", "frame_losses"]  # filled by `losses` for the runs asked for
+INDEX_VERSION = 2
+SAVE_DELAY = 5.0  # s from a change to the background write of the index
+LOSS_CACHE = 256  # loss tables kept in memory (the runs on screen, and some)
+Stamp = tuple[tuple[str, int, int], ...]  # (file name, size, mtime in ns) of a folder's files
+Entry = tuple[Stamp, list[dict[str, Any]], int]  # a folder's stamp, rows and own mtime
+Known = Callable[[Path], "Listing | None"]
 SUMMARY = ["run", "experiment", "vqgan", "generator", "seed", "size", "n_frames", "final_loss",
            "source", "untrained", "status", "reason"]
 
@@ -34,6 +52,8 @@ class Listing(NamedTuple):
     folder: Path
     files: set[str]
     problem: str | None = None  # set where the folder itself cannot be read
+    stamp: Stamp = ()
+    mtime: int = 0  # the folder's own modification time (ns), taken before listing it
 
 
 def _utf8(name: str) -> bool:
@@ -56,37 +76,40 @@ def _inside(path: Path, root: Path) -> bool:
         return False
 
 
-def _entries(folder: Path, root: Path) -> tuple[set[str], list[Path], list[Listing]]:
-    """(file names, sub-folders to search, sub-folders listed as unreadable) of `folder`.
-    Hidden entries are left out; a link to a file counts only where it stays in `root`."""
-    files: set[str] = set()
+def _entries(folder: Path, root: Path) -> tuple[dict[str, tuple[int, int]], list[Path], list[Listing]]:
+    """(file name -> (size, mtime in ns), sub-folders to search, sub-folders listed as
+    unreadable) of `folder`. Hidden entries are left out; a link to a file counts only where it
+    stays in `root`."""
+    files: dict[str, tuple[int, int]] = {}
     subdirs: list[Path] = []
     bad: list[Listing] = []
     with os.scandir(folder) as scan:
         for entry in scan:
-            path = folder / entry.name
             if entry.name.startswith("."):
                 continue
+            path = entry.path  # text: a Path per file costs more than the stat
             if entry.is_dir(follow_symlinks=False):
                 if _utf8(entry.name):
-                    subdirs.append(path)
+                    subdirs.append(Path(path))
                 else:
-                    bad.append(Listing(path, set(), "the folder name is not UTF-8: rename it"))
+                    bad.append(Listing(Path(path), set(), "the folder name is not UTF-8: rename it"))
             elif entry.is_symlink() and entry.is_dir():
-                bad.append(Listing(path, set(), "a link to a folder: links to folders are not "
-                                                f"followed (this one points to {printable(os.readlink(path))})"))
+                bad.append(Listing(Path(path), set(), "a link to a folder: links to folders are not "
+                                                      f"followed (this one points to {printable(os.readlink(path))})"))
             elif not _utf8(entry.name):
-                log.warning("catalog: ignoring %s: the name is not UTF-8", printable(str(path)))
-            elif entry.is_file() and (not entry.is_symlink() or _inside(path, root)):
-                files.add(entry.name)
+                log.warning("catalog: ignoring %s: the name is not UTF-8", printable(path))
+            elif entry.is_file() and (not entry.is_symlink() or _inside(Path(path), root)):
+                stat = entry.stat()
+                files[entry.name] = (stat.st_size, stat.st_mtime_ns)
     return files, sorted(subdirs), sorted(bad)
 
 
 def run_folders(root: Path, skip: Iterable[Path] = (), depth: int = 1,
-                top: Path | None = None) -> Iterator[Listing]:
+                top: Path | None = None, known: Known | None = None) -> Iterator[Listing]:
     """Folders under `root` holding run files, or empty ones (listed as incomplete), and
     folders that cannot be read (with the problem); others are searched for nested runs, at
-    most `MAX_DEPTH` levels down. `skip` is left out."""
+    most `MAX_DEPTH` levels down. `skip` is left out. `known(folder)` gives the listing of a
+    run folder known unchanged (not listed again), else None."""
     top = top or root
     skip = {p.resolve() for p in skip}
     try:
@@ -96,20 +119,29 @@ def run_folders(root: Path, skip: Iterable[Path] = (), depth: int = 1,
         return
     yield from bad
     for folder in subdirs:
-        if folder.resolve() in skip:
+        if skip and folder.resolve() in skip:
+            continue
+        if known and (listing := known(folder)):
+            yield listing
             continue
         try:
+            mtime = os.stat(folder).st_mtime_ns
             files, inner, inner_bad = _entries(folder, top)
         except OSError as e:
             yield Listing(folder, set(), f"cannot list the folder: {e.strerror or e}")
             continue
         if is_run_folder(files) or not (inner or inner_bad):
-            yield Listing(folder, files)
+            yield _listing(folder, files, mtime)
         elif depth >= MAX_DEPTH:
             log.warning("catalog: not searching %s: more than %d levels below the root",
                         folder, MAX_DEPTH)
         else:
-            yield from run_folders(folder, skip, depth + 1, top)
+            yield from run_folders(folder, skip, depth + 1, top, known)
+
+
+def _listing(folder: Path, files: dict[str, tuple[int, int]], mtime: int = 0) -> Listing:
+    return Listing(folder, set(files), stamp=tuple(sorted((n, *st) for n, st in files.items())),
+                   mtime=mtime)
 
 
 def _json_safe(df: pd.DataFrame) -> pd.DataFrame:
@@ -129,7 +161,7 @@ def _blank_row(root: Path, folder: Path, base: str) -> dict[str, Any]:
         "height": None, "size": "?", "save_every": 1, "n_frames": 0, "frames": [],
         "frame_steps": [], "frame_losses": [], "losses": None, "final_loss": None,
         "metrics": None, "settings": {}, "settings_file": None, "source": "folder name",
-        "untrained": False, "status": "incomplete", "reason": "",
+        "untrained": False, "status": "incomplete", "reason": "", "modified": None,
     }
 
 
@@ -164,28 +196,168 @@ def _rows(root: Path, listing: Listing, hashes: HashCache | None) -> list[dict[s
         return [unreadable_row(root, listing.folder, listing.problem)]
     group = listing.folder.relative_to(root).parent.as_posix()
     default = "" if group == "." else printable(group)  # the experiment of a run without one
+    modified = max((mtime for _, _, mtime in listing.stamp), default=None)
     try:
-        return [record_row(root, read_run(listing.folder, base, listing.files, hashes=hashes,
-                                          default_experiment=default))
+        return [{**record_row(root, read_run(listing.folder, base, listing.files, hashes=hashes,
+                                             default_experiment=default, with_losses=False)),
+                 "modified": None if modified is None else modified / 1e9}
                 for base in run_bases(listing.folder, listing.files)]
     except Exception as e:  # noqa: BLE001 - one bad folder must never hide the others
         log.exception("catalog: cannot read %s", printable(str(listing.folder)))
         return [unreadable_row(root, listing.folder, f"{type(e).__name__}: {e}")]
 
 
-def load_catalog(root: str | Path, skip: Iterable[Path] = (),
-                 hashes: HashCache | None = None) -> pd.DataFrame:
+def cache_dir() -> Path:
+    """Where on-disk indexes live: `$DASHBOARD_CACHE`, else the user's cache folder."""
+    if os.environ.get("DASHBOARD_CACHE"):
+        return Path(os.environ["DASHBOARD_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "vqgan-clip-dashboard"
+
+
+class Index:
+    """Each folder's rows with the stamp of its files: `rows` reads a folder only where its
+    stamp changed (`reads` counts the folders read). With a `path`, kept in that file (written
+    by a thread of its own `SAVE_DELAY` s later where `background`: a served page does not wait
+    for it)."""
+
+    def __init__(self, path: Path | None = None, background: bool = False):
+        self.path = path
+        self.background = background
+        self.hashes = HashCache()
+        self.reads = 0
+        self._writing = threading.Lock()
+        self._pending: dict[str, Any] | None = None
+        self.folders: dict[str, Entry] = self._load()
+
+    @classmethod
+    def for_root(cls, root: str | Path, background: bool = False) -> Index:
+        """The on-disk index of `root`, in `cache_dir()`."""
+        key = hashlib.sha256(os.fsencode(Path(root).resolve())).hexdigest()[:24]
+        return cls(cache_dir() / f"catalog-{key}.json", background)
+
+    def _load(self) -> dict[str, Entry]:
+        """The saved folders; none where the file is missing, stale or damaged."""
+        try:
+            doc = json.loads(self.path.read_text(encoding="utf-8")) if self.path else {}
+            if doc.get("version") != INDEX_VERSION:
+                return {}
+            return {k: (tuple(tuple(f) for f in stamp), rows, int(mtime))
+                    for k, (stamp, rows, mtime) in doc["folders"].items()}
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return {}
+
+    def save(self) -> None:
+        """Write the index (atomically); an unwritable cache folder is not an error."""
+        if self.path is None:
+            return
+        doc = {"version": INDEX_VERSION, "folders": self.folders}
+        if not self.background:
+            self._write(doc)
+            return
+        with self._writing:
+            waiting, self._pending = self._pending is not None, doc
+        if not waiting:  # one write, SAVE_DELAY after the first change, of the latest state
+            timer = threading.Timer(SAVE_DELAY, lambda: self._write(None))
+            timer.daemon = True
+            timer.start()
+
+    def _write(self, doc: dict[str, Any] | None) -> None:
+        with self._writing:
+            doc, self._pending = doc or self._pending, None
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(self.path, json.dumps(doc, separators=(",", ":"), default=str))
+            except OSError as e:
+                log.debug("catalog: not saving the index %s: %s", self.path, e)
+
+    def rows(self, root: Path, listings: Iterable[Listing]) -> list[dict[str, Any]]:
+        """The rows of `listings`, read again only where a folder's stamp changed."""
+        fresh: dict[str, Entry] = {}
+        for listing in listings:
+            key = str(listing.folder)
+            known = self.folders.get(key)
+            if listing.problem or known is None or known[0] != listing.stamp:
+                self.reads += 1
+                known = (listing.stamp, _rows(root, listing, self.hashes), listing.mtime)
+            fresh[key] = known
+        changed = fresh != self.folders
+        self.folders = fresh
+        if changed:
+            self.save()
+        return [row for _, rows, _ in fresh.values() for row in rows]
+
+    def unchanged(self, folder: Path) -> Listing | None:
+        """The listing of a run folder whose own modification time is the one it was read at
+        (no file made, renamed or removed since; a file rewritten in place is not seen)."""
+        entry = self.folders.get(str(folder))
+        try:
+            if entry is None or not entry[2] or os.stat(folder).st_mtime_ns != entry[2]:
+                return None
+        except OSError:
+            return None
+        return Listing(folder, {name for name, _, _ in entry[0]}, stamp=entry[0], mtime=entry[2])
+
+
+def load_catalog(root: str | Path, skip: Iterable[Path] = (), index: Index | None = None,
+                 quick: bool = False) -> pd.DataFrame:
     """The catalog of every run under `root` (or of `root`, itself a run folder): one row per
-    run, columns `COLUMNS`. Frames of finished runs are verified through `hashes` (keep one
-    cache to re-read cheaply). FileNotFoundError where `root` is not a folder."""
+    run, columns `COLUMNS`, loss tables not read (see `losses`). Frames of finished runs are
+    verified; pass one `index` to re-read only what changed (`quick`: only the folders whose
+    own modification time changed, as a served page polls). FileNotFoundError where `root` is
+    not a folder."""
     root = Path(root).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"no such folder: {root}")
     files = _entries(root, root)[0]
-    listings = [Listing(root, files)] if is_run_folder(files) else run_folders(root, skip)
-    rows = [row for listing in listings for row in _rows(root, listing, hashes)]
+    index = index or Index()
+    known = index.unchanged if quick else None
+    listings = ([_listing(root, files)] if is_run_folder(files)
+                else run_folders(root, skip, known=known))
+    rows = index.rows(root, listings)
     df = pd.DataFrame(rows, columns=COLUMNS)
     return df.astype({"seed": "Int64", "width": "Int64", "height": "Int64"})
+
+
+_loss_tables: OrderedDict[tuple, tuple[Any, list[str]]] = OrderedDict()
+
+
+def _run_losses(root: Path, row: Any) -> tuple[Any, list[str]]:
+    """(loss table, problems) of a catalog row, cached while losses.csv is unchanged."""
+    folder = root / row.folder
+    try:
+        listed = set(os.listdir(folder))
+        stat = os.stat(folder / "losses.csv") if "losses.csv" in listed else None
+    except OSError as e:
+        return None, [f"unreadable losses.csv: {e}"]
+    base = PurePosixPath(row.run).name
+    key = (str(folder), base, stat and (stat.st_size, stat.st_mtime_ns))
+    if key not in _loss_tables:
+        meta = read_meta(folder, base, listed)[0]
+        problems: list[str] = []
+        table = None if meta.source == "pytti" else read_run_losses(folder, listed, meta, problems)
+        _loss_tables[key] = (table, problems)
+        while len(_loss_tables) > LOSS_CACHE:
+            _loss_tables.popitem(last=False)
+    _loss_tables.move_to_end(key)
+    return _loss_tables[key]
+
+
+def losses(df: pd.DataFrame, root: str | Path) -> pd.DataFrame:
+    """`df` (catalog rows of `root`) with each run's loss table (`losses`), the loss at each
+    frame (`frame_losses`) and, where metrics.json has none, the last frame's as `final_loss`;
+    problems reading losses.csv join the run's `reason`."""
+    root = Path(root).resolve()
+    out = df.copy()
+    read = [_run_losses(root, row) for row in df.itertuples()]
+    out["losses"] = [table for table, _ in read]
+    out["frame_losses"] = [losses_at(table, list(steps))
+                           for (table, _), steps in zip(read, df["frame_steps"])]
+    last = [next((v for v in reversed(fl) if v is not None), None) for fl in out["frame_losses"]]
+    out["final_loss"] = [f if f is not None and not pd.isna(f) else x
+                         for f, x in zip(df["final_loss"], last)]
+    out["reason"] = ["; ".join(filter(None, [r, *p])) for r, (_, p) in zip(df["reason"], read)]
+    return out
 
 
 def select(df: pd.DataFrame, vqgans: Iterable[str] | None = None,
@@ -217,7 +389,8 @@ def to_table(df: pd.DataFrame) -> str:
     return table.where(table.notna(), "-").to_string(index=False, max_colwidth=60)
 
 
-def to_json(df: pd.DataFrame) -> str:
-    """The full catalog as a JSON list of runs."""
-    records = _json_safe(df).to_dict("records")
+def to_json(df: pd.DataFrame, with_losses: bool = False) -> str:
+    """The catalog as a JSON list of runs; loss tables (`LAZY`) only `with_losses` (read them
+    first with `losses`)."""
+    records = _json_safe(df if with_losses else df.drop(columns=LAZY)).to_dict("records")
     return json.dumps(records, indent=2, default=str)

@@ -22,10 +22,12 @@ from tqdm import tqdm
 
 from engine.fsutil import atomic_path
 
-from .catalog import load_catalog
+from .catalog import Index, load_catalog, losses, perceptor_names, select
 from .context import cell_context, slot_tags
+from .effects import effects_html, load_effects
 from .grid import grid_spec
 from .player import STATIC
+from .scores import scores_dir
 
 MAX_SIDE = 4096  # per sheet side: every browser decodes it, and a sheet stays under 64 MB
 MAX_PIXELS = 400_000_000  # decoded pixels of all the sheets together: 1.6 GB in a browser
@@ -122,7 +124,8 @@ def check_budget(sizes: dict[str, tuple[int, int, int]], width: int) -> None:
     frames = sum(n for n, _, _ in sizes.values())
     raise ExportError(f"the export would hold {total / 1e6:.0f} Mpx ({frames} frames of "
                       f"{len(sizes)} runs), over the {MAX_PIXELS / 1e6:.0f} Mpx a browser page "
-                      f"can decode; use --width {fits} or less")
+                      f"can decode; use --width {fits} or less, or export fewer runs "
+                      "(--experiment, --vqgan, --perceptor)")
 
 
 def _padded(frame: Image.Image) -> Image.Image:
@@ -169,9 +172,10 @@ def pack_sheets(root: Path, frames: list[str], size: tuple[int, int], dest: Path
     return {"sheets": sheets, "per": per, "width": w, "height": h}
 
 
-def page(spec: dict, title: str, compact: bool = False) -> str:
-    """The HTML page: the player's CSS and JS inline, the grid as JSON. `compact` fits a docs
-    column (tiles scale to the page width, smaller controls)."""
+def page(spec: dict, title: str, compact: bool = False, extra: str = "") -> str:
+    """The HTML page: the player's CSS and JS inline, the grid as JSON, then `extra` HTML (the
+    "What drives the look" panel). `compact` fits a docs column (tiles scale to the page width,
+    smaller controls)."""
     css = (STATIC / "player.css").read_text(encoding="utf-8")
     js = (STATIC / "player.js").read_text(encoding="utf-8")
     data = json.dumps(spec, separators=(",", ":")).replace("</", "<\\/")
@@ -188,19 +192,44 @@ def page(spec: dict, title: str, compact: bool = False) -> str:
         '<script type="module">', js,
         'const data = JSON.parse(document.getElementById("dp-data").textContent);',
         f'mount(document.getElementById("dp-root"), data, {options});',
-        "</script>", "</body>", "</html>", "",
+        "</script>", extra, "</body>", "</html>", "",
     ])
+
+
+def _known(option: str, given: list[str] | None, allowed: list[str]) -> None:
+    """ExportError naming a value of `--option` that no run has, and those allowed."""
+    for value in given or ():
+        if value not in allowed:
+            raise ExportError(f"{option} {value}: no run with frames has it; choose from "
+                              f"{', '.join(allowed) or '(none)'}")
+
+
+def chosen_runs(root: Path, experiments: list[str] | None = None,
+                vqgans: list[str] | None = None, perceptors: list[str] | None = None) -> pd.DataFrame:
+    """The runs with frames under `root` that the page's filters would show (None: all), with
+    their losses; ExportError for a name no run has, or where nothing is left."""
+    runs = load_catalog(root, index=Index.for_root(root)).query("n_frames > 0")
+    _known("--experiment", experiments, sorted(runs["experiment"].unique()))
+    _known("--vqgan", vqgans, sorted(runs["vqgan"].unique()))
+    _known("--perceptor", perceptors, perceptor_names(runs))
+    runs = select(runs, vqgans, perceptors, experiments)
+    if runs.empty:
+        raise ExportError("no run with frames is left by --experiment, --vqgan and --perceptor "
+                          "together; widen the selection")
+    return losses(runs, root)
 
 
 def export(root: str | Path, out: str | Path, rows: str = "vqgan", cols: str = "generator",
            width: int = 256, fmt: str = "webp", quality: int = 80, title: str | None = None,
-           compact: bool = False) -> Path:
-    """Write the static page for the runs under `root` to `out`; return the page's path.
+           compact: bool = False, *, experiments: list[str] | None = None,
+           vqgans: list[str] | None = None, perceptors: list[str] | None = None) -> Path:
+    """Write the static page for the runs under `root` (those of `experiments`, `vqgans` and
+    `perceptors`, as the page filters them; None: all) to `out`; return the page's path.
     ExportError, before anything is written, where the sheets would be too large."""
     if width < 1:
         raise ExportError(f"--width {width}: must be at least 1 px")
     root = Path(root).resolve()
-    runs = load_catalog(root).query("n_frames > 0")
+    runs = chosen_runs(root, experiments, vqgans, perceptors)
     html_path, assets = output_paths(out)
     ext = FORMATS[fmt][1]
     names = {run: f"{i:03d}-{re.sub(r'[^A-Za-z0-9._-]+', '-', run)[:80]}{ext}"
@@ -211,6 +240,7 @@ def export(root: str | Path, out: str | Path, rows: str = "vqgan", cols: str = "
     for run in runs.itertuples():
         sheet_layout(run.n_frames, *sizes[run.run])
     check_budget({run.run: (run.n_frames, *sizes[run.run]) for run in runs.itertuples()}, width)
+    look = effects_html(load_effects(scores_dir(root), runs, root))
     for folder in (html_path.parent, assets):
         make_folder(folder, out)
     packed = {
@@ -229,7 +259,7 @@ def export(root: str | Path, out: str | Path, rows: str = "vqgan", cols: str = "
 
     spec = grid_spec(runs, rows, cols, sheet_frames)
     with atomic_path(html_path) as tmp:
-        tmp.write_text(page(spec, title or f"VQGAN+CLIP grid: {root.name}", compact),
+        tmp.write_text(page(spec, title or f"VQGAN+CLIP grid: {root.name}", compact, look),
                        encoding="utf-8")
         tmp.chmod(PUBLIC)
     written = {s["name"] for p in packed.values() for s in p["sheets"]}

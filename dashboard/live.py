@@ -4,7 +4,7 @@ A folder's modification time changes whenever a file in it is created, renamed o
 (frames are new files; sidecars and metrics are written by atomic rename), so comparing the
 times of the folders under the root, down to the catalog's `MAX_DEPTH`, tells in a few stat
 calls whether anything changed. Sessions of one server share the catalog they last read and
-one `HashCache`, so a re-read hashes only the frames that changed.
+one `catalog.Index`, so a re-read reads only the run folders whose files changed.
 """
 from __future__ import annotations
 
@@ -16,14 +16,13 @@ from typing import Iterable
 import pandas as pd
 import param
 
-from engine.runfolder import HashCache
-
-from .catalog import MAX_DEPTH, load_catalog
+from .catalog import MAX_DEPTH, Index, load_catalog
 
 Stamp = tuple[tuple[str, int], ...]
 _lock = threading.Lock()
+_reading = threading.Lock()
 _shared: dict[tuple[str, tuple[str, ...]], tuple[Stamp, pd.DataFrame]] = {}
-_hashes = HashCache()
+_indexes: dict[str, Index] = {}
 
 
 class Live(param.Parameterized):
@@ -59,7 +58,12 @@ def current_catalog(root: str | Path, skip: Iterable[Path] = ()) -> pd.DataFrame
         cached = _shared.get(key)
         if cached and cached[0] == now:
             return cached[1]
-    catalog = load_catalog(root, skip=[Path(p) for p in skip], hashes=_hashes)
+    with _reading:  # one re-read at a time: sessions share the index
+        if key[0] not in _indexes:
+            _indexes[key[0]] = Index.for_root(key[0], background=True)
+        index = _indexes[key[0]]
+        catalog = load_catalog(root, skip=[Path(p) for p in skip], index=index,
+                               quick=cached is not None)
     with _lock:
         _shared[key] = (now, catalog)
     return catalog

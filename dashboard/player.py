@@ -18,6 +18,7 @@ class GridPlayer(JSComponent):
     step = param.Integer(default=0, doc="Index into grid['steps'], synced when the player stops.")
     selected = param.String(default="", doc="Run shown large.")
     baseline = param.String(default="", doc="Run pinned beside the selected one.")
+    heads = param.Dict(default={}, doc="Header colours: {axis label: {header: {colour, title}}}.")
 
     _esm = STATIC / "player.js"
     _stylesheets = [str(STATIC / "player.css")]

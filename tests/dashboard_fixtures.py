@@ -16,12 +16,12 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
 
-from engine.runfolder import FORMAT, RunFolder, frame_count
+from engine.runfolder import FORMAT, RunFolder, frame_count, parse_cell_name
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -69,11 +69,11 @@ def fixture_loss(step: int, cell: int = 0) -> float:
 def make_our_run(root: Path, name: str, vqgan: str, perceptors: Sequence[str], *, cell: int = 0,
                  n_frames: int = 3, size: tuple[int, int] = (32, 16), save_every: int = 10,
                  steps: int | None = None, seed: int = 12345, complete: bool = True,
-                 noise: float = 0.0) -> Path:
+                 noise: float = 0.0, draw: Callable[[int], np.ndarray] | None = None) -> Path:
     """A run folder in our format (docs/run-folder-format.md), written through `RunFolder`: a
     loss row per step, and, where `complete`, metrics.json with the frames' SHA-256. `steps`
     (default `n_frames * save_every`) sets the run's length; its frames are then every
-    `save_every` steps plus the last."""
+    `save_every` steps plus the last. `draw(n)`, where given, is frame n's (H, W, 3) uint8 pixels."""
     total = steps or n_frames * save_every
     n_frames = frame_count(total, save_every)
     scenes = SCENES if total % 2 == 0 else SCENES.split("||")[0].strip()
@@ -90,7 +90,11 @@ def make_our_run(root: Path, name: str, vqgan: str, perceptors: Sequence[str], *
         "prompts": [{"scene": 0, "text": "a photograph", "weight": 1.0, "label": "s0p0"}],
     }
     run.sidecar.write_text(json.dumps(sidecar), encoding="utf-8")
-    _frames(run.path, name, cell, n_frames, size, noise)
+    if draw is None:
+        _frames(run.path, name, cell, n_frames, size, noise)
+    else:
+        for n in range(1, n_frames + 1):
+            Image.fromarray(draw(n), "RGB").save(run.frame(n))
     run.write_losses(["s0p0"], [[step, 0, fixture_loss(step, cell), 0.5 - 0.0001 * step]
                                 for step in range(1, total + 1)])
     if complete:
@@ -141,6 +145,25 @@ def make_pytti_run(root: Path, name: str, vqgan: str, perceptors: Sequence[str],
         (folder / f"{base}_settings.txt").write_text(text + "\n", encoding="utf-8")
     _frames(folder, base, cell, n_frames, size, noise)
     return folder
+
+
+def copy_run(template: Path, root: Path, experiment: str, vqgan: str | None = None) -> Path:
+    """A copy of the grid cell `template` as a cell of `experiment` (and `vqgan`, default the
+    same) under `root`: sidecar, losses and metrics written through RunFolder, frames
+    hard-linked under the new name."""
+    cell = parse_cell_name(template.name)
+    name = cell_name(cell.vqgan if vqgan is None else vqgan, list(cell.perceptors), experiment)
+    run, old = RunFolder(root, name), RunFolder(template.parent, template.name)
+    run.path.mkdir(parents=True)
+    run.sidecar.write_text(old.sidecar.read_text(encoding="utf-8"), encoding="utf-8")
+    for n, path in old.frame_paths().items():
+        os.link(path, run.frame(n))
+    header, *rows = old.losses.read_text().splitlines()
+    run.write_losses(header.split(",")[3:], [[float(v) for v in row.split(",")] for row in rows])
+    if old.metrics.exists():
+        metrics = json.loads(old.metrics.read_text())
+        run.write_metrics({k: v for k, v in metrics.items() if k != "complete"})
+    return run.path
 
 
 def make_empty_run(root: Path, name: str) -> Path:
@@ -305,3 +328,10 @@ def open_offline(browser, url: str, width: int, height: int):
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(url)
     return page, requests, errors
+
+
+def with_losses(root: Path):
+    """The catalog of `root` with its runs' loss tables read (`dashboard.catalog.losses`)."""
+    from dashboard.catalog import load_catalog, losses
+
+    return losses(load_catalog(root), root)

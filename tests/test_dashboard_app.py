@@ -16,7 +16,7 @@ from dashboard.context import labels, schedule, slot_tags
 from dashboard.player import GridPlayer
 from dashboard.scores import load_scores
 from dashboard_fixtures import (
-    damage_frame, fixture_loss, make_grid, make_our_run, make_pytti_run, make_scores,
+    damage_frame, fixture_loss, make_grid, make_our_run, make_pytti_run, make_scores, with_losses,
 )
 
 
@@ -41,7 +41,7 @@ def test_figures_for_a_large_grid(tmp_path: Path) -> None:
     make_grid(tmp_path / "runs", vqgans, perceptors, 2)
     make_pytti_run(tmp_path / "runs", "exp__wikiart_RN50", "wikiart", ["RN50"])
     bias, stats = load_scores(make_scores(tmp_path / "scores", vqgans, perceptors, 2))
-    shown = load_catalog(tmp_path / "runs")
+    shown = with_losses(tmp_path / "runs")
     names = labels(shown)
     losses = plots.loss_figure(shown, names)
     assert isinstance(losses, figure) and len(losses.renderers) == 16  # pytti logs no loss
@@ -63,8 +63,8 @@ def test_smoothing_and_the_step_marker(tmp_path: Path) -> None:
     smoothed = plots.smooth([1.0, 0.0, None, 0.0], 0.5)
     assert smoothed[0] == 1.0 and 0 < smoothed[3] < smoothed[1] < 1 and smoothed[2] is None
     make_grid(tmp_path / "runs", ["sflckr"], ["RN50"], 3)
-    fig = plots.loss_figure(load_catalog(tmp_path / "runs"), smoothing=0.9)
-    raw = plots.loss_figure(load_catalog(tmp_path / "runs"))
+    fig = plots.loss_figure(with_losses(tmp_path / "runs"), smoothing=0.9)
+    raw = plots.loss_figure(with_losses(tmp_path / "runs"))
     assert fig.renderers[0].data_source.data["y"] != raw.renderers[0].data_source.data["y"]
     span = plots.step_marker(fig, 100)
     assert span in fig.center and span.location == 100 and span.visible
@@ -76,7 +76,7 @@ def test_context_scenes_weights_and_runs_sharing_a_slot(tmp_path: Path) -> None:
     make_pytti_run(runs, "exp__wikiart_RN50", "wikiart", ["RN50"],
                    settings={"interpolation_steps": 30})
     make_pytti_run(runs, "exp__wikiart_RN50", "wikiart", ["RN50"], rerun=1)  # seed 12346
-    df = load_catalog(runs)
+    df = with_losses(runs)
     plan = schedule(df.settings.iloc[0])
     assert plan["steps_per_scene"] == 75 and plan["interpolation_steps"] == 30
     first, second = plan["scenes"]  # the suffix ` | text:-1:-.9` adds a prompt to each scene
@@ -94,7 +94,7 @@ def test_chart_and_player_use_the_steps_of_the_frames(tmp_path: Path) -> None:
     cell = _player(app).grid["cells"][0]
     assert _player(app).grid["steps"] == cell["steps"] == [10, 20, 25]
     assert cell["losses"] == pytest.approx([fixture_loss(s, 2) for s in (10, 20, 25)])
-    loss = plots.loss_figure(load_catalog(tmp_path))
+    loss = plots.loss_figure(with_losses(tmp_path))
     data = loss.renderers[0].data_source.data
     by_step = dict(zip(data["x"], data["y"]))
     assert (min(data["x"]), max(data["x"])) == (1, 25)  # steps done, as the frames count them

@@ -10,14 +10,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dashboard.catalog import load_catalog, select, to_json
-from engine.runfolder import HashCache
+from dashboard.catalog import Index, load_catalog, select, to_json
 from dashboard.grid import axis_options, grid_spec
 from dashboard.scores import load_scores, scores_dir
 from dashboard_fixtures import (
     MALFORMED, NOT_UTF8, REPO, STUDY, cell_name, damage_frame, fixture_loss, frame_colour,
     make_corrupt_run, make_empty_run, make_grid, make_malformed_runs, make_our_run,
-    make_pytti_run, make_scores,
+    make_pytti_run, make_scores, with_losses,
 )
 
 PYTTI = cell_name("wikiart", ["ViT-B32", "RN50"])  # a pair cell
@@ -44,7 +43,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def cat(root: Path) -> pd.DataFrame:
-    return load_catalog(root).set_index("run", drop=False)
+    return with_losses(root).set_index("run", drop=False)
 
 
 def test_one_row_per_run(cat: pd.DataFrame) -> None:
@@ -70,12 +69,12 @@ def test_our_sidecar_gives_the_metadata(cat: pd.DataFrame) -> None:
 def test_frame_steps_and_losses_when_steps_are_not_a_multiple_of_save_every(
         tmp_path: Path) -> None:
     make_our_run(tmp_path, "short", "coco", ["RN50"], cell=3, save_every=10, steps=25)
-    run = load_catalog(tmp_path).iloc[0]
+    run = with_losses(tmp_path).iloc[0]
     assert (run.status, run.n_frames, run.frame_steps) == ("complete", 3, [10, 20, 25])
     by_step = dict(zip(run.losses["step"], run.losses["total"]))  # losses.csv rows, steps done
     assert run.frame_losses == pytest.approx([by_step[10], by_step[20], by_step[25]])
     assert run.frame_losses == pytest.approx([fixture_loss(s, 3) for s in (10, 20, 25)])
-    spec = grid_spec(load_catalog(tmp_path), "vqgan", "generator", lambda run: {})
+    spec = grid_spec(with_losses(tmp_path), "vqgan", "generator", lambda run: {})
     assert spec["steps"] == [10, 20, 25] and spec["cells"][0]["losses"] == run.frame_losses
 
 
@@ -96,12 +95,12 @@ def test_a_frame_damaged_after_completion_makes_the_run_damaged(tmp_path: Path) 
 def test_the_frames_of_a_served_catalog_are_hashed_again_only_when_changed(tmp_path: Path) -> None:
     make_our_run(tmp_path, "a", "coco", ["RN50"], n_frames=3)
     make_our_run(tmp_path, "b", "coco", ["RN101"], n_frames=2)
-    hashes = HashCache()
-    load_catalog(tmp_path, hashes=hashes)
-    assert hashes.hashed == 5
+    index = Index()
+    load_catalog(tmp_path, index=index)
+    assert index.hashes.hashed == 5
     damage_frame(tmp_path / "b", 1)
-    assert load_catalog(tmp_path, hashes=hashes).set_index("run").loc["b", "status"] == "damaged"
-    assert hashes.hashed == 6
+    assert load_catalog(tmp_path, index=index).set_index("run").loc["b", "status"] == "damaged"
+    assert index.hashes.hashed == 6
 
 
 def test_frames_sorted_numerically_and_counted_from_disk(root: Path, cat: pd.DataFrame) -> None:
@@ -254,7 +253,7 @@ def families(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
     for v in ("sflckr", "coco"):
         for p in ("ViT-B32", "RN50"):
             make_pytti_run(root, cell_name(v, [p]), v, [p])
-    return load_catalog(root).set_index("run", drop=False)
+    return with_losses(root).set_index("run", drop=False)
 
 
 def test_key_value_names_give_experiment_and_settings(families: pd.DataFrame) -> None:
@@ -296,7 +295,7 @@ def malformed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFr
     root = tmp_path_factory.mktemp("malformed")
     make_grid(root, ["sflckr"], ["RN50"], 2)
     make_malformed_runs(root)
-    return root, load_catalog(root).set_index("run", drop=False)
+    return root, with_losses(root).set_index("run", drop=False)
 
 
 def test_bad_folders_do_not_hide_the_rest(malformed: tuple[Path, pd.DataFrame]) -> None:

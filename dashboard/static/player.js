@@ -3,6 +3,7 @@
 // server's static route) and the static export calls `mount` (frames are sprite sheets).
 
 const SPEEDS = [1, 2, 5, 10, 15, 25, 40];
+const EAGER = 64;  // cells whose frames all preload at once; a larger grid preloads what is seen
 const SIZES = ["fit", "64", "96", "128", "192", "256", "384", "512", "actual"];
 const COMPARE = { side: "side by side", flicker: "A/B flicker", slider: "A/B slider" };
 const FLICKER_MS = 600;
@@ -85,6 +86,7 @@ function picture(cell) {
   }
   const el = h("img", {
     class: "dp-frame", alt: cell.title, width: cell.width, height: cell.height, draggable: "false",
+    loading: "lazy",  // a tile off-screen fetches its frame when scrolled to
   });
   return {
     el,
@@ -162,6 +164,9 @@ export class GridPlayer {
     this.baseline = null;
     this.preloader = new Preloader();
     this.tick = this.tick.bind(this);
+    // In a grid of more than EAGER cells, a tile's frames are preloaded once it nears the view.
+    this.seen = new Set();
+    this.watcher = new IntersectionObserver((entries) => this.onSeen(entries), { rootMargin: "200px" });
 
     this.playButton = h("button", { class: "dp-play", title: "play / pause (space)", "aria-label": "play", onclick: () => this.toggle() }, icon("play"));
     const stepButton = (delta, name) =>
@@ -224,6 +229,7 @@ export class GridPlayer {
     window.removeEventListener("keyup", this.onKeyUp, true);
     window.removeEventListener("resize", this.onResize);
     this.resizer.disconnect();
+    this.watcher.disconnect();
     this.el.remove();
   }
 
@@ -233,13 +239,43 @@ export class GridPlayer {
     this.perSlot = Math.max(1, ...this.slotCounts(grid).values());
     this.gridEl.style.gridTemplateColumns = `min-content repeat(${grid.cols.length}, auto)`;
     this.gridEl.replaceChildren(...this.layout(grid));
+    this.paintHeads(this.heads);
     this.slider.max = Math.max(grid.steps.length - 1, 0);
     const schedules = new Set(grid.cells.map((c) => JSON.stringify(c.schedule ?? null)));
     this.sharedSchedule = schedules.size === 1;
-    this.preloader.load(grid.cells, this.i);
+    this.lazy = grid.cells.length > EAGER;
+    this.seen.clear();
+    this.watcher.disconnect();
+    if (this.lazy) for (const tile of this.tiles) this.watcher.observe(tile.el);
+    else this.preloader.load(grid.cells, this.i);
     this.renderDetail();
     this.show(this.i);
     this.fit();
+  }
+
+  // Tiles coming into view: preload their frames from the current step on.
+  onSeen(entries) {
+    const cells = [];
+    for (const entry of entries) {
+      const tile = entry.target.dpTile;
+      if (!entry.isIntersecting || !tile || this.seen.has(tile)) continue;
+      this.seen.add(tile);
+      cells.push(tile.cell);
+    }
+    if (cells.length) this.preloader.load(cells, this.i);
+  }
+
+  // Colour the row and column headers: heads = {axis label: {header: {colour, title}}} (the
+  // "What drives the look" panel's pick); {} clears them.
+  paintHeads(heads = {}) {
+    this.heads = heads;
+    for (const [cls, axis] of [["dp-rowhead", this.grid.row_axis], ["dp-colhead", this.grid.col_axis]]) {
+      for (const el of this.gridEl.getElementsByClassName(cls)) {
+        const head = heads[axis]?.[el.textContent];
+        el.style.background = head?.colour ?? "";
+        el.title = head?.title ?? "";
+      }
+    }
   }
 
   slotCounts(grid) {
@@ -262,6 +298,7 @@ export class GridPlayer {
     }
     this.tiles = grid.cells.map((cell) => this.view(cell, "dp-tile"));
     for (const tile of this.tiles) {
+      tile.el.dpTile = tile;
       tile.el.addEventListener("click", () => this.setSelected(tile.cell.id, true));
       tile.el.append(h("button", {
         class: "dp-pin", title: "pin as baseline",
@@ -470,7 +507,8 @@ export class GridPlayer {
 
   // Whether every tile's frame at step index i has loaded, so showing it leaves no blank.
   ready(i) {
-    return this.tiles.every((t) => this.preloader.ready(urlOf(t.cell, t.cell.at[i] ?? 0)));
+    const tiles = this.lazy ? [...this.seen] : this.tiles;
+    return tiles.every((t) => this.preloader.ready(urlOf(t.cell, t.cell.at[i] ?? 0)));
   }
 
   // The step index after this one, and the direction after it, under loop or reflect.
@@ -564,11 +602,13 @@ export function render({ model, el }) {
   player.selected = model.selected || null;
   player.baseline = model.baseline || null;
   player.i = model.step;
+  player.heads = model.heads;
   player.setGrid(model.grid);
   window.gridPlayer = player;
   model.on("grid", () => player.setGrid(model.grid));
   model.on("step", () => model.step !== player.i && player.show(model.step));
   model.on("selected", () => model.selected !== (player.selected ?? "") && player.setSelected(model.selected));
   model.on("baseline", () => model.baseline !== (player.baseline ?? "") && player.setBaseline(model.baseline));
+  model.on("heads", () => player.paintHeads(model.heads));
   model.on("remove", () => player.destroy());
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,16 @@ def loss_at(losses: Losses | None, step: int) -> float | None:
     return None if best is None else best[1]
 
 
+def losses_at(losses: Losses | None, steps: list[int]) -> list[float | None]:
+    """`loss_at` for each of `steps`, in one pass over the table's sorted steps."""
+    if not losses or "step" not in losses or "total" not in losses:
+        return [None] * len(steps)
+    logged = sorted((s, k) for k, s in enumerate(losses["step"]) if s is not None)
+    keys = [s for s, _ in logged]
+    at = [bisect_right(keys, step) - 1 for step in steps]
+    return [losses["total"][logged[i][1]] if i >= 0 else None for i in at]
+
+
 def read_meta(folder: Path, base: str, files: set[str]) -> tuple[Meta, str | None, list[str]]:
     """The run's metadata, the settings file it came from and what went wrong. A `(k)` re-run
     without a settings file of its own reads the folder's; without any readable settings file,
@@ -147,10 +158,12 @@ def _experiment(base: str, meta: Meta, default: str, known_keys: list[str]) -> t
 
 
 def read_run(folder: Path, base: str | None = None, files: set[str] | None = None, *,
-             hashes: HashCache | None = None, default_experiment: str = "") -> RunRecord:
+             hashes: HashCache | None = None, default_experiment: str = "",
+             with_losses: bool = True) -> RunRecord:
     """The run named `base` (default: the folder's name) in `folder`, whose file names are
     `files` (default: listed here). Frames of a finished run are checked against their recorded
-    SHA-256 through `hashes` (pass one cache to re-read cheaply)."""
+    SHA-256 through `hashes` (pass one cache to re-read cheaply). Without `with_losses`,
+    losses.csv is not read (`losses` None, frame losses None: a cheap summary)."""
     from engine.settings import FIELDS
 
     base = base or folder.name
@@ -160,9 +173,11 @@ def read_run(folder: Path, base: str | None = None, files: set[str] | None = Non
     meta, settings_file, problems = read_meta(folder, base, files)
     losses, metrics = None, None
     if meta.source != "pytti":  # pytti writes neither file
-        losses, metrics = _read_run_files(folder, files, meta, problems)
-    frames = [Frame(n, f, step := names.frame_step(n, meta.save_every, meta.total_steps), loss_at(losses, step))
-              for n, f in numbered]
+        losses = read_run_losses(folder, files, meta, problems) if with_losses else None
+        metrics = _read_metrics(folder, files, problems)
+    steps = [names.frame_step(n, meta.save_every, meta.total_steps) for n, _ in numbered]
+    frames = [Frame(n, f, step, loss)
+              for (n, f), step, loss in zip(numbered, steps, losses_at(losses, steps))]
     status = "incomplete"
     if not frames:
         problems.insert(0, "no frames")
@@ -182,20 +197,27 @@ def read_run(folder: Path, base: str | None = None, files: set[str] | None = Non
     return RunRecord(folder, base, meta, experiment, named, frames, losses, metrics, settings_file, status, problems)
 
 
-def _read_run_files(folder: Path, files: set[str], meta: Meta,
-                    problems: list[str]) -> tuple[Losses | None, dict[str, Any] | None]:
-    """losses.csv and metrics.json where present (only plain files: a FIFO would block the read)."""
-    losses = metrics = None
-    if names.LOSSES_FILE in files:
-        try:
-            losses, dropped = read_losses(folder / names.LOSSES_FILE, meta.zero_based_losses)
-            if dropped:
-                problems.append(f"losses.csv: {dropped} row(s) without a numeric step ignored")
-        except (OSError, csv.Error) as e:
-            problems.append(f"unreadable losses.csv: {e}")
-    if names.METRICS_FILE in files:
-        try:
-            metrics = read_json_object(folder / names.METRICS_FILE)
-        except MetadataError as e:
-            problems.append(str(e))
-    return losses, metrics
+def read_run_losses(folder: Path, files: set[str], meta: Meta, problems: list[str]) -> Losses | None:
+    """losses.csv where present (only a plain file: a FIFO would block the read); what goes
+    wrong is appended to `problems`."""
+    if names.LOSSES_FILE not in files:
+        return None
+    try:
+        losses, dropped = read_losses(folder / names.LOSSES_FILE, meta.zero_based_losses)
+    except (OSError, csv.Error) as e:
+        problems.append(f"unreadable losses.csv: {e}")
+        return None
+    if dropped:
+        problems.append(f"losses.csv: {dropped} row(s) without a numeric step ignored")
+    return losses
+
+
+def _read_metrics(folder: Path, files: set[str], problems: list[str]) -> dict[str, Any] | None:
+    """metrics.json where present."""
+    if names.METRICS_FILE not in files:
+        return None
+    try:
+        return read_json_object(folder / names.METRICS_FILE)
+    except MetadataError as e:
+        problems.append(str(e))
+        return None
