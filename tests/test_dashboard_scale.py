@@ -124,7 +124,8 @@ def test_a_big_root_opens_on_one_experiment_switches_and_shows_new_runs(
         assert page.evaluate("gridPlayer.tiles.length") == 40
         page.get_by_role("checkbox", name="exp4").click()
         page.get_by_role("checkbox", name="exp1").click()
-        page.wait_for_function(f"{ids}.every(i => i.startsWith('exp1__'))", timeout=30_000)
+        page.wait_for_function(f"{ids}.length > 0 && {ids}.every(i => i.startsWith('exp1__'))",
+                               timeout=30_000)  # not the empty grid between the two clicks
         assert page.evaluate("gridPlayer.tiles.length") == 40
         page.keyboard.press("ArrowRight")
         assert page.evaluate("gridPlayer.state().index") == 1
