@@ -4,7 +4,7 @@ Served by `python -m dashboard serve --root DIR` (dashboard/server.py).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, Mapping, NamedTuple
 
 import pandas as pd
 import panel as pn
@@ -16,7 +16,7 @@ from dashboard.catalog import losses, perceptor_names, select
 from dashboard.context import cell_context, labels, slot_tags
 from dashboard.effects import look_panels
 from dashboard.frames import frame_url
-from dashboard.grid import axis_options, grid_spec
+from dashboard.grid import FrameSource, axis_options, grid_spec
 from dashboard.live import Live, current_catalog
 from dashboard.player import GridPlayer
 from dashboard.scores import STATS, load_scores, scores_dir
@@ -25,7 +25,6 @@ TITLE = "VQGAN+CLIP bias dashboard"
 POLL_MS = 2000  # how often an open page looks for new frames and runs (a few stat calls)
 SIDEBAR_WIDTH = 250
 FIRST_VIEW_RUNS = 64  # more runs than this in several experiments: the page opens on the newest
-pn.extension()
 
 
 def served_frames(run: pd.Series) -> dict[str, list[str]]:
@@ -33,11 +32,12 @@ def served_frames(run: pd.Series) -> dict[str, list[str]]:
     return {"frames": [frame_url(f) for f in run.frames]}
 
 
-def player_grid(shown: pd.DataFrame, rows: str, cols: str) -> dict:
-    """The player's grid spec for the shown runs: served frames plus each cell's context."""
+def player_grid(shown: pd.DataFrame, rows: str, cols: str,
+                frames: FrameSource = served_frames) -> dict:
+    """The player's grid spec for the shown runs: their `frames` plus each cell's context."""
     tags = slot_tags(shown)
     return grid_spec(shown, rows, cols,
-                     lambda run: {**served_frames(run), **cell_context(run, tags.get(run.run))})
+                     lambda run: {**frames(run), **cell_context(run, tags.get(run.run))})
 
 
 def signature(catalog: pd.DataFrame) -> list[tuple]:
@@ -139,6 +139,23 @@ def build_filters(ready: pd.DataFrame) -> Filters:
         pn.widgets.Select(label="Baseline", sizing_mode="stretch_width", options=_baselines(ready)))
 
 
+def choose(filters: Filters, chosen: Mapping[str, str | list[str]]) -> None:
+    """Set filters by field name: `vqgans`, `perceptors`, `experiments` to names (one or a list),
+    `rows`, `cols` to an axis. ValueError naming a value no run has, and those allowed."""
+    for name, value in chosen.items():
+        widget = getattr(filters, name)
+        options = widget.options
+        allowed = list(options.values()) if isinstance(options, dict) else list(options)
+        values = [value] if isinstance(value, str) else list(value)
+        what = "an axis of these runs" if isinstance(widget, pn.widgets.Select) else \
+            "a name any run with frames has"
+        for v in values:
+            if v not in allowed:
+                raise ValueError(f"{name}={v!r} is not {what}; choose from "
+                                 f"{', '.join(map(repr, allowed)) or '(none)'}")
+        widget.value = value if isinstance(widget, pn.widgets.Select) else values
+
+
 def update_filters(filters: Filters, ready: pd.DataFrame) -> None:
     """New options from a re-read catalog; what the user chose stays chosen."""
     _update_checks(filters.vqgans, sorted(ready["vqgan"].unique()))
@@ -208,40 +225,54 @@ def score_panels(score_dir: Path | None, shown: object, markers: StepMarkers) ->
 
 
 def refresh_on_change(root: str | Path, skip: list[Path], live: Live, filters: Filters,
-                      poll_ms: int) -> None:
-    """On a served page, re-read the catalog every `poll_ms` and show what changed."""
+                      poll_ms: int, embedded: bool = False,
+                      stop_when: Callable[[], bool] = lambda: False) -> None:
+    """On a served page (or, `embedded`, in a notebook's kernel), re-read the catalog every
+    `poll_ms` and show what changed; stop once `stop_when()` is true."""
     def refresh() -> None:
+        if stop_when():
+            callback.stop()
+            return
         new = current_catalog(root, skip)
         if new is live.catalog or signature(new) == signature(live.catalog):
             return
         update_filters(filters, _playable(new))
         live.catalog = new
 
-    if pn.state.curdoc is not None and poll_ms:
-        pn.state.add_periodic_callback(refresh, period=poll_ms)
+    if poll_ms and (embedded or pn.state.curdoc is not None):
+        callback = pn.state.add_periodic_callback(refresh, period=poll_ms)
 
 
-def create_app(root: str | Path, scores: str | Path | None = None,
-               poll_ms: int = POLL_MS) -> pn.viewable.Viewable:
+def create_app(root: str | Path, scores: str | Path | None = None, poll_ms: int = POLL_MS, *,
+               frames: FrameSource = served_frames,
+               chosen: Mapping[str, str | list[str]] | None = None, embedded: bool = False,
+               stop_when: Callable[[], bool] = lambda: False) -> pn.viewable.Viewable:
     """The dashboard for the runs under `root`; score panels where `scores` (default
-    `<root>/../scores`) holds score files. A served page re-reads the catalog every `poll_ms`."""
+    `<root>/../scores`) holds score files. A served page re-reads the catalog every `poll_ms`.
+    `frames` gives a run's frames to the player (default: URLs on the server's route);
+    `chosen` sets filters (`choose`); `embedded` (a notebook output) scopes the keys to the
+    player, leaves the page's URL alone and re-reads the catalog in the kernel, until
+    `stop_when()` is true."""
     score_dir = scores_dir(root, scores)
     skip = [score_dir] if score_dir else []
     live = Live(catalog=current_catalog(root, skip))
     filters = build_filters(_playable(live.catalog))
+    choose(filters, chosen or {})
     shown = pn.bind(select, live.param.catalog, vqgans=filters.vqgans,
                     perceptors=filters.perceptors, experiments=filters.experiments)
     detailed = pn.bind(losses, shown, root)  # loss tables read for the runs shown only
-    player = GridPlayer(grid=pn.bind(player_grid, detailed, rows=filters.rows, cols=filters.cols),
-                        sizing_mode="stretch_width")
+    player = GridPlayer(grid=pn.bind(player_grid, detailed, rows=filters.rows, cols=filters.cols,
+                                     frames=frames), scoped=embedded, sizing_mode="stretch_width")
     filters.baseline.link(player, value="baseline", bidirectional=True)
     markers = StepMarkers(player)
     summary = pn.pane.Markdown(pn.bind(_summary, live.param.catalog, detailed))
     sidebar = build_sidebar(root, filters)
+    opened = select(live.catalog, experiments=filters.experiments.value)
     main = pn.Column(_sidebar_toggle(sidebar), player, summary, loss_panel(detailed, markers),
                      *score_panels(score_dir, shown, markers),
-                     *look_panels(score_dir, select(live.catalog, experiments=filters.experiments.value), root, player), sizing_mode="stretch_width",
+                     *look_panels(score_dir, opened, root, player), sizing_mode="stretch_width",
                      styles={"min-width": "0"})
-    refresh_on_change(root, skip, live, filters, poll_ms)
-    _sync_url(filters, player)
+    refresh_on_change(root, skip, live, filters, poll_ms, embedded, stop_when)
+    if not embedded:
+        _sync_url(filters, player)
     return pn.Row(sidebar, main, sizing_mode="stretch_width")

@@ -126,7 +126,7 @@ def effects_panel(effects: list[dict[str, Any]], paint: Callable[[dict], None]) 
     measures = list(dict.fromkeys(m for doc in effects for m in doc["measures"]))
     if not measures:
         return None
-    choice = pn.widgets.Select(name="Colour the grid's headers by", options=[NONE, *measures], width=260)
+    choice = pn.widgets.Select(label="Colour the grid's headers by", options=[NONE, *measures], width=260)
     choice.param.watch(lambda e: paint({} if e.new == NONE else head_colours(effects, e.new)), "value")
 
     def pick(measure: str) -> None:

@@ -13,7 +13,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -148,28 +148,47 @@ def decoded_frame(path: Path, size: tuple[int, int], damaged: bool = False) -> I
     return frame if frame.size == size else frame.resize(size, Image.Resampling.LANCZOS)
 
 
-def pack_sheets(root: Path, frames: list[str], size: tuple[int, int], dest: Path, fmt: str,
-                quality: int, damaged: bool = False) -> dict[str, Any]:
-    """Scale `frames` to `size`, pad each with a gutter and pack them row by row into sheets
-    `dest` (one sheet) or `dest` with `-1`, `-2`... before the suffix (several). The frames of
-    a `damaged` run that cannot be decoded are left black."""
+def sheets(root: Path, frames: list[str], size: tuple[int, int],
+           damaged: bool = False) -> tuple[int, Iterator[tuple[Image.Image, int, int]]]:
+    """(frames per sheet, the sheets as (image, columns, rows)): `frames` scaled to `size`, each
+    padded with a gutter and packed row by row, made one at a time as they are iterated. The
+    frames of a `damaged` run that cannot be decoded are left black."""
     w, h = size
     pw, ph = w + 2 * GUTTER, h + 2 * GUTTER
     layout = sheet_layout(len(frames), w, h)
     per = layout[0][0] * layout[0][1] if len(layout) > 1 else len(frames)
-    sheets = []
-    for s, (cols, rows) in enumerate(layout):
-        path = dest if len(layout) == 1 else dest.with_name(f"{dest.stem}-{s + 1}{dest.suffix}")
-        sheet = Image.new("RGB", (cols * pw, rows * ph))
-        for k, name in enumerate(frames[s * per:(s + 1) * per]):
-            frame = decoded_frame(root / name, size, damaged)
-            if frame is not None:  # a damaged run's undecodable frame stays a black slot
-                sheet.paste(_padded(frame), ((k % cols) * pw, (k // cols) * ph))
+
+    def made() -> Iterator[tuple[Image.Image, int, int]]:
+        for s, (cols, rows) in enumerate(layout):
+            sheet = Image.new("RGB", (cols * pw, rows * ph))
+            for k, name in enumerate(frames[s * per:(s + 1) * per]):
+                frame = decoded_frame(root / name, size, damaged)
+                if frame is not None:  # a damaged run's undecodable frame stays a black slot
+                    sheet.paste(_padded(frame), ((k % cols) * pw, (k // cols) * ph))
+            yield sheet, cols, rows
+
+    return per, made()
+
+
+def sprite(sheet_list: list[dict[str, Any]], per: int, size: tuple[int, int]) -> dict[str, Any]:
+    """A cell's frames in the player's grid spec: its sheets (`url`, `cols`, `rows`)."""
+    return {"sprite": {"sheets": sheet_list, "per": per, "gutter": GUTTER},
+            "width": size[0], "height": size[1]}
+
+
+def pack_sheets(root: Path, frames: list[str], size: tuple[int, int], dest: Path, fmt: str,
+                quality: int, damaged: bool = False) -> tuple[int, list[dict[str, Any]]]:
+    """Write the `sheets` of `frames` to `dest` (one sheet) or `dest` with `-1`, `-2`... before
+    the suffix (several); (frames per sheet, each sheet's `name`, `cols` and `rows`)."""
+    per, made = sheets(root, frames, size, damaged)
+    written = []
+    for s, (sheet, cols, rows) in enumerate(made):
+        path = dest if per >= len(frames) else dest.with_name(f"{dest.stem}-{s + 1}{dest.suffix}")
         with atomic_path(path) as tmp:
             sheet.save(tmp, format=FORMATS[fmt][0], quality=quality, method=4)
             tmp.chmod(PUBLIC)
-        sheets.append({"name": path.name, "cols": cols, "rows": rows})
-    return {"sheets": sheets, "per": per, "width": w, "height": h}
+        written.append({"name": path.name, "cols": cols, "rows": rows})
+    return per, written
 
 
 def page(spec: dict, title: str, compact: bool = False, extra: str = "") -> str:
@@ -251,18 +270,17 @@ def export(root: str | Path, out: str | Path, rows: str = "vqgan", cols: str = "
     tags = slot_tags(runs)
 
     def sheet_frames(run: pd.Series) -> dict:
-        p = packed[run.run]
-        sheets = [{"url": f"{assets.name}/{s['name']}", "cols": s["cols"], "rows": s["rows"]}
-                  for s in p["sheets"]]
-        return {"sprite": {"sheets": sheets, "per": p["per"], "gutter": GUTTER},
-                "width": p["width"], "height": p["height"], **cell_context(run, tags.get(run.run))}
+        per, written = packed[run.run]
+        urls = [{"url": f"{assets.name}/{s['name']}", "cols": s["cols"], "rows": s["rows"]}
+                for s in written]
+        return {**sprite(urls, per, sizes[run.run]), **cell_context(run, tags.get(run.run))}
 
     spec = grid_spec(runs, rows, cols, sheet_frames)
     with atomic_path(html_path) as tmp:
         tmp.write_text(page(spec, title or f"VQGAN+CLIP grid: {root.name}", compact, look),
                        encoding="utf-8")
         tmp.chmod(PUBLIC)
-    written = {s["name"] for p in packed.values() for s in p["sheets"]}
+    written = {s["name"] for _, sheet_list in packed.values() for s in sheet_list}
     for stale in assets.iterdir() if assets.is_dir() else ():
         if ASSET.match(stale.name) and stale.name not in written:
             stale.unlink()

@@ -145,10 +145,12 @@ class Preloader {
 
 export class GridPlayer {
   // options: hooks {onStep, onSelect, onBaseline}, compact (fit a docs column), fitHeight
-  // (in "fit" size, also fit the grid into the window's height).
+  // (in "fit" size, also fit the grid into the window's height), scoped (a page shared with
+  // other things, such as a notebook: keys act only while the focus is inside the player).
   constructor(root, options = {}) {
     this.hooks = options.hooks || {};
     this.fitHeight = options.fitHeight ?? true;
+    this.scoped = options.scoped ?? false;
     this.grid = { rows: [], cols: [], steps: [], cells: [] };
     this.cells = new Map();
     this.tiles = [];
@@ -190,6 +192,7 @@ export class GridPlayer {
       h("div", { class: "dp-controls" }, this.playButton, stepButton(-1, "prev"), stepButton(1, "next"),
         this.slider, this.label, this.speed, this.modeSelect, this.sizeSelect),
       this.context, h("div", { class: "dp-scroller" }, this.gridEl), this.panel);
+    if (this.scoped) this.el.tabIndex = 0;  // a click inside gives the player the focus
     root.append(this.el);
 
     this.onKey = (event) => this.key(event);
@@ -207,9 +210,12 @@ export class GridPlayer {
     window.addEventListener("resize", this.onResize);
   }
 
-  // Space, ←/→, Home/End and Esc, whatever has focus, except where keys type text.
+  // Space, ←/→, Home/End and Esc, whatever has focus (scoped: whatever inside the player),
+  // except where keys type text.
   key(event) {
-    if (event.ctrlKey || event.metaKey || event.altKey || typing(event.composedPath()[0])) return;
+    const target = event.composedPath()[0];
+    if (event.ctrlKey || event.metaKey || event.altKey || typing(target)) return;
+    if (this.scoped && !this.el.contains(target)) return;
     const n = this.grid.steps.length;
     if (event.key === " ") {
       if (!event.repeat) this.toggle();
@@ -593,6 +599,8 @@ export function mount(el, grid, options = {}) {
 // Panel JSComponent entry point: the grid, step, selection and baseline sync with Python.
 export function render({ model, el }) {
   const player = new GridPlayer(el, {
+    scoped: model.scoped,
+    fitHeight: !model.scoped,
     hooks: {
       onStep: (i) => { model.step = i; },
       onSelect: (id) => { model.selected = id; },
