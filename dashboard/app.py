@@ -57,13 +57,23 @@ def _update_checks(checks: pn.widgets.CheckBoxGroup, options: list[str]) -> None
                         value=[v for v in checks.value if v in options] + new)
 
 
-def _summary(catalog: pd.DataFrame, shown: pd.DataFrame) -> str:
-    """How many runs are shown, and a table of those with a problem: not complete (damaged or
-    incomplete), or shown with a reason (a losses.csv read in part: `shown` has its losses)."""
+def at_most(shown: pd.DataFrame, limit: int | None) -> pd.DataFrame:
+    """The first `limit` of the runs (all where `limit` is None)."""
+    return shown if limit is None else shown.head(limit)
+
+
+def _summary(catalog: pd.DataFrame, shown: pd.DataFrame, ticked: pd.DataFrame) -> str:
+    """How many runs are shown (and where fewer than the `ticked` ones, why), and a table of
+    those with a problem: not complete (damaged or incomplete), or shown with a reason (a
+    losses.csv read in part: `shown` has its losses)."""
     pending = catalog[catalog["status"] != "complete"]
     counts = pending["status"].value_counts()
     text = (f"**{len(shown)}** of {len(catalog)} runs shown · {counts.get('incomplete', 0)} "
             f"incomplete · {counts.get('damaged', 0)} damaged")
+    if len(ticked) > len(shown):
+        text += (f"\n\n{len(ticked)} runs are ticked, but an output holds the frames of "
+                 f"{len(shown)} at most: untick some, or open them all with "
+                 "`python -m dashboard serve`")
     noted = shown[(shown["status"] == "complete") & (shown["reason"] != "")]
     rows = "".join(f"\n| {r.run} | {r.status} | {r.reason} |"
                    for r in pd.concat([pending, noted]).itertuples())
@@ -246,13 +256,14 @@ def refresh_on_change(root: str | Path, skip: list[Path], live: Live, filters: F
 def create_app(root: str | Path, scores: str | Path | None = None, poll_ms: int = POLL_MS, *,
                frames: FrameSource = served_frames,
                chosen: Mapping[str, str | list[str]] | None = None, embedded: bool = False,
-               stop_when: Callable[[], bool] = lambda: False) -> pn.viewable.Viewable:
+               stop_when: Callable[[], bool] = lambda: False,
+               max_runs: int | None = None) -> pn.viewable.Viewable:
     """The dashboard for the runs under `root`; score panels where `scores` (default
     `<root>/../scores`) holds score files. A served page re-reads the catalog every `poll_ms`.
     `frames` gives a run's frames to the player (default: URLs on the server's route);
     `chosen` sets filters (`choose`); `embedded` (a notebook output) scopes the keys to the
     player, leaves the page's URL alone and re-reads the catalog in the kernel, until
-    `stop_when()` is true."""
+    `stop_when()` is true. The player shows `max_runs` of the ticked runs at most."""
     score_dir = scores_dir(root, scores)
     skip = [score_dir] if score_dir else []
     live = Live(catalog=current_catalog(root, skip))
@@ -260,12 +271,13 @@ def create_app(root: str | Path, scores: str | Path | None = None, poll_ms: int 
     choose(filters, chosen or {})
     shown = pn.bind(select, live.param.catalog, vqgans=filters.vqgans,
                     perceptors=filters.perceptors, experiments=filters.experiments)
-    detailed = pn.bind(losses, shown, root)  # loss tables read for the runs shown only
+    kept = pn.bind(at_most, shown, max_runs)
+    detailed = pn.bind(losses, kept, root)  # loss tables read for the runs shown only
     player = GridPlayer(grid=pn.bind(player_grid, detailed, rows=filters.rows, cols=filters.cols,
                                      frames=frames), scoped=embedded, sizing_mode="stretch_width")
     filters.baseline.link(player, value="baseline", bidirectional=True)
     markers = StepMarkers(player)
-    summary = pn.pane.Markdown(pn.bind(_summary, live.param.catalog, detailed))
+    summary = pn.pane.Markdown(pn.bind(_summary, live.param.catalog, detailed, shown))
     sidebar = build_sidebar(root, filters)
     opened = select(live.catalog, experiments=filters.experiments.value)
     main = pn.Column(_sidebar_toggle(sidebar), player, summary, loss_panel(detailed, markers),

@@ -25,6 +25,7 @@ from .app import POLL_MS, create_app
 from .export import ExportError, frame_size, sheets, sprite
 
 QUALITY = 80  # WebP quality of the inline sheets, as the export's default
+MAX_RUNS = 200  # runs whose frames one output holds: 40-frame runs at 192 px are ~22 MB
 _latest: dict[str, object] = {}  # notebook cell id -> a token for its newest output
 
 
@@ -101,7 +102,8 @@ def show(root: str | Path, *, experiments: str | list[str] | None = None,
 
     `experiments`, `vqgans`, `perceptors`: the runs ticked at first (names; None: as the
     served page opens); `rows`, `cols`: the grid's axes; `width`: px a frame is shown at most
-    (the output, and a saved notebook, hold every shown frame at this size); `scores`: the
+    (the output, and a saved notebook, hold every shown frame at this size, of MAX_RUNS runs
+    at most: the summary says when more are ticked); `scores`: the
     score files' folder (default `<root>/../scores`); `poll_ms`: how often to look for new
     frames (0: never). FileNotFoundError where `root` is not a folder, ValueError for a name
     no run has.
@@ -116,5 +118,6 @@ def show(root: str | Path, *, experiments: str | list[str] | None = None,
         "rows": rows, "cols": cols}.items() if value is not None}
     pn.extension(inline=True)  # Bokeh's and Panel's JS inside the output: no CDN, no network
     app = create_app(root, scores, poll_ms, frames=InlineFrames(root.resolve(), width),
-                     chosen=chosen, embedded=True, stop_when=replaced_when_rerun())
+                     chosen=chosen, embedded=True, stop_when=replaced_when_rerun(),
+                     max_runs=MAX_RUNS)
     return pn.Column(app, hooks=[inline_stylesheets], sizing_mode="stretch_width")

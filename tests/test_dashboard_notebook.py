@@ -187,6 +187,19 @@ def test_inline_frames_are_packed_again_only_when_a_runs_frames_change(tmp_path:
     assert again is not first and again["sprite"]["per"] == FRAMES
 
 
+def test_an_output_holds_max_runs_and_says_so(tmp_path: Path, monkeypatch) -> None:
+    import dashboard
+    import dashboard.notebook
+    import panel as pn
+
+    monkeypatch.setattr(dashboard.notebook, "MAX_RUNS", 3)
+    app = dashboard.show(make_runs(tmp_path / "runs"))
+    assert len(_grid(app)["cells"]) == 3
+    (summary,) = [m.object for m in app.select(pn.pane.Markdown) if "runs shown" in m.object]
+    assert "**3** of 4 runs shown" in summary
+    assert "4 runs are ticked, but an output holds the frames of 3 at most" in summary
+
+
 @pytest.mark.parametrize("options, message", [
     ({"vqgans": "coco"}, "vqgans='coco' is not a name any run with frames has; choose from 'imagenet', 'wikiart'"),
     ({"rows": "seeds"}, "rows='seeds' is not an axis of these runs; choose from 'vqgan', 'generator'"),
