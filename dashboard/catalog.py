@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
@@ -38,6 +39,7 @@ COLUMNS = [
 LAZY = ["losses", "frame_losses"]  # filled by `losses` for the runs asked for
 INDEX_VERSION = 2
 SAVE_DELAY = 5.0  # s from a change to the background write of the index
+READERS = min(4, os.cpu_count() or 1)  # run folders read at once (hashing leaves the GIL)
 LOSS_CACHE = 256  # loss tables kept in memory (the runs on screen, and some)
 Stamp = tuple[tuple[str, int, int], ...]  # (file name, size, mtime in ns) of a folder's files
 Entry = tuple[Stamp, list[dict[str, Any]], int]  # a folder's stamp, rows and own mtime
@@ -272,20 +274,28 @@ class Index:
                 log.debug("catalog: not saving the index %s: %s", self.path, e)
 
     def rows(self, root: Path, listings: Iterable[Listing]) -> list[dict[str, Any]]:
-        """The rows of `listings`, read again only where a folder's stamp changed."""
+        """The rows of `listings`, read again only where a folder's stamp changed (READERS
+        folders at a time: hashing frames and reading files leave the GIL)."""
+        listings = list(listings)
+        stale = [listing for listing in listings if self._stale(listing)]
+        with ThreadPoolExecutor(READERS) as pool:
+            read = dict(zip((str(listing.folder) for listing in stale),
+                            pool.map(lambda listing: _rows(root, listing, self.hashes), stale)))
+        self.reads += len(stale)
         fresh: dict[str, Entry] = {}
         for listing in listings:
             key = str(listing.folder)
-            known = self.folders.get(key)
-            if listing.problem or known is None or known[0] != listing.stamp:
-                self.reads += 1
-                known = (listing.stamp, _rows(root, listing, self.hashes), listing.mtime)
-            fresh[key] = known
+            fresh[key] = ((listing.stamp, read[key], listing.mtime) if key in read
+                          else self.folders[key])
         changed = fresh != self.folders
         self.folders = fresh
         if changed:
             self.save()
         return [row for _, rows, _ in fresh.values() for row in rows]
+
+    def _stale(self, listing: Listing) -> bool:
+        known = self.folders.get(str(listing.folder))
+        return bool(listing.problem) or known is None or known[0] != listing.stamp
 
     def unchanged(self, folder: Path) -> Listing | None:
         """The listing of a run folder whose own modification time is the one it was read at

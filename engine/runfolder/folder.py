@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -34,6 +35,7 @@ class HashCache:
 
     def __init__(self) -> None:
         self._known: dict[str, tuple[int, int, str]] = {}
+        self._counting = threading.Lock()  # readers hash in threads (dashboard.catalog)
         self.hashed = 0  # files actually read (for tests and benchmarks)
 
     def sha256(self, path: Path) -> str:
@@ -46,7 +48,8 @@ class HashCache:
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(CHUNK), b""):
                 digest.update(chunk)
-        self.hashed += 1
+        with self._counting:
+            self.hashed += 1
         self._known[key] = (*stamp, digest.hexdigest())
         return digest.hexdigest()
 
