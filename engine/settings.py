@@ -67,6 +67,7 @@ class Settings:
     out_dir: str = "images_out"
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     precision: str = "fp32"  # not in pytti: "fp32", "tf32" (CUDA) or "bf16"
+    compile: str = "auto"  # not in pytti: torch.compile the step's model compute: "off", "on", "auto" (engine.compiled)
     pytti_unused: dict[str, Any] = field(default_factory=dict)  # keys of a pytti settings file that change nothing here
     deterministic: bool = True
     allow_overwrite: bool = False
@@ -82,8 +83,10 @@ INFILL_MODES = ("mirror", "smear", "black", "wrap")
 IMAGE_MODELS = ("VQGAN",)
 BORDER_MODES = ("clamp", "mirror", "smear", "wrap", "black")
 PRECISIONS = ("fp32", "tf32", "bf16")
-# Settings that change where or how a run is stored, not what it computes.
-NON_RESULT_KEYS = ("out_dir", "allow_overwrite", "device", "display_every", "clear_every", "display_scale")
+COMPILES = ("off", "on", "auto")
+# Settings that change where, how or how fast a run is computed and stored, not what it computes
+# (device and compile may change the frames' last bits; a run may resume with another value).
+NON_RESULT_KEYS = ("out_dir", "allow_overwrite", "device", "compile", "display_every", "clear_every", "display_scale")
 _NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+()=-]*$")
 MAX_NAMESPACE = 200  # characters; the folder and file names built from it must fit NAME_MAX (255)
 SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes 0 .. 2**64 - 1 (negatives wrap around)
@@ -180,7 +183,7 @@ def _check_ranges(s: Settings) -> None:
     need(-1 <= s.seed <= SEED_MAX, f"setting seed={s.seed}: must be -1 (random) or an integer from 0 to 2**64 - 1")
     for name, allowed in (("animation_mode", ANIMATION_MODES), ("image_model", IMAGE_MODELS),
                           ("border_mode", BORDER_MODES), ("sampling_mode", SAMPLING_MODES),
-                          ("infill_mode", INFILL_MODES), ("precision", PRECISIONS)):
+                          ("infill_mode", INFILL_MODES), ("precision", PRECISIONS), ("compile", COMPILES)):
         need(getattr(s, name) in allowed,
              f"setting {name}={getattr(s, name)!r}: allowed values are {', '.join(allowed)}")
     need(len(s.file_namespace) <= MAX_NAMESPACE,

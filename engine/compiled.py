@@ -1,0 +1,192 @@
+"""The `compile` setting: the step's model compute through `torch.compile`, forward and backward.
+
+What is compiled is `engine.step.model_loss`, a pure function of one step's inputs: VQGAN decode,
+cutout rendering, each perceptor's image encoder, the prompt and TV losses. The random draws
+(cutouts and their noise) and the straight-through quantisation stay eager, in the same order
+as without compile, so a compiled run draws the same numbers; its frames may differ from an
+eager run's in the last bits, and a rerun of either is byte-identical to itself.
+
+- `off`, `on`, `auto`: `auto` compiles on CPU when the run has `AUTO_MIN_STEPS` steps and its model
+  compute, steps × FLOP per step (counted on fake tensors, no compute), reaches `AUTO_MIN_PFLOP`;
+  never on other devices (not measured there).
+- Compile once: inductor's FX graph and AOT autograd caches live in the project's cache folder
+  (`<cache>/inductor`, unless TORCHINDUCTOR_CACHE_DIR is set), so later runs of the same shape
+  (the grid's cells of one shape) load what the first compiled.
+- The compilation happens before the first step, on throwaway inputs of the run's shapes
+  (`Compilation.warm_up`); if it fails, or a compiled call fails later, the step runs eager from
+  then on, after one warning line naming the reason.
+- CUDA: the compiler's CUDA-graph mode (static shapes: the cutouts' count and size are fixed per
+  run); under `deterministic=true` also inductor's deterministic mode.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import torch
+
+from engine import cache
+
+if TYPE_CHECKING:
+    from engine.step import Guide
+
+CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
+# auto, on CPU: runs of at least AUTO_MIN_STEPS steps whose steps × FLOP per step reach AUTO_MIN_PFLOP,
+# where the compilation repays itself (the measurements: docs/engine.md, Compile)
+AUTO_MIN_STEPS = 100
+AUTO_MIN_PFLOP = 3.0
+
+
+def cache_folder() -> Path:
+    """Where inductor keeps its compiled artefacts: TORCHINDUCTOR_CACHE_DIR, set (for this process
+    and its children) to `<cache>/inductor` unless the user set it. Importing torch._dynamo sets it
+    to torch's default (a folder in /tmp), so that value counts as not set."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    current = os.environ.get(CACHE_ENV)
+    if current is None or os.path.abspath(current) == os.path.abspath(default_cache_dir()):
+        os.environ[CACHE_ENV] = str(cache.cache_dir() / "inductor")
+    return Path(os.environ[CACHE_ENV])
+
+
+def compile_options(device: torch.device, deterministic: bool) -> dict:
+    """inductor's options for the step: CUDA graphs on CUDA, and there its deterministic mode
+    (no benchmarking that changes numerics) under `deterministic=true`."""
+    if device.type != "cuda":
+        return {}
+    return {"triton.cudagraphs": True, "deterministic": deterministic}
+
+
+def step_flops(guide: Guide) -> int:
+    """FLOPs of one step's forward and backward (torch's counter), traced on fake tensors: no compute."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from engine.step import start_latent, step_loss
+
+    rng = torch.Generator(guide.vqgan.codebook.device).manual_seed(0)
+    with FakeTensorMode(allow_non_fake_inputs=True), FlopCounterMode(display=False) as counter:
+        total, _ = step_loss(guide, start_latent(guide, rng).z, 0, rng, None)
+        total.backward()
+    return counter.get_total_flops()
+
+
+def decide(guide: Guide, device: torch.device) -> tuple[bool, str]:
+    """Whether to compile the step, and why."""
+    setting = guide.settings.compile
+    if setting != "auto":
+        return setting == "on", f"compile={setting}"
+    if device.type != "cpu":
+        return False, f"auto: not on {device.type} (measured on CPU only; compile=on compiles)"
+    steps = len(guide.schedule)
+    if steps < AUTO_MIN_STEPS:
+        return False, f"auto: {steps} steps < {AUTO_MIN_STEPS}"
+    pflop = steps * step_flops(guide) / 1e15
+    verdict = ">=" if pflop >= AUTO_MIN_PFLOP else "<"
+    return pflop >= AUTO_MIN_PFLOP, f"auto: {steps} steps, {pflop:.3g} PFLOP {verdict} {AUTO_MIN_PFLOP:g} PFLOP"
+
+
+class Compilation:
+    """How the step's model compute runs: `model_loss` compiled, or eager (by decision or after a
+    failure); called as `model_loss` is."""
+
+    def __init__(self, fn: Callable | None, why: str, cuda_graphs: bool = False):
+        self.fn, self.why, self.cuda_graphs = fn, why, cuda_graphs
+        self.fallback: str | None = None
+        self.seconds: float | None = None  # the warm-up: compilation and one step
+
+    @property
+    def compiled(self) -> bool:
+        return self.fn is not None and self.fallback is None
+
+    def __call__(self, *args):
+        from engine.step import model_loss
+
+        if self.compiled:
+            try:
+                with _compile_config():
+                    if self.cuda_graphs:
+                        torch.compiler.cudagraph_mark_step_begin()
+                    return self.fn(*args)
+            except Exception as err:  # noqa: BLE001 (any compiler failure: the step goes on eager)
+                self.fall_back(err)
+        return model_loss(*args)
+
+    def fall_back(self, err: Exception) -> None:
+        """Run eager from now on, saying why in one line."""
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        self.fallback = f"{type(err).__name__}: {first}"
+        print(f"warning: torch.compile failed ({self.fallback}); the step runs eager", file=sys.stderr, flush=True)
+
+    def warm_up(self, guide: Guide) -> None:
+        """Compile now, forward and backward, on throwaway draws of the run's shapes; a failure
+        (here the backward's too) falls back to eager."""
+        from engine.step import start_latent, step_loss
+
+        skips = _cudagraph_skips()
+        started = time.perf_counter()
+        rng = torch.Generator(guide.vqgan.codebook.device).manual_seed(0)
+        try:
+            total, _ = step_loss(guide, start_latent(guide, rng).z, 0, rng, None)
+            total.backward()
+        except Exception as err:  # noqa: BLE001
+            if not self.compiled:
+                raise  # the eager step failed: not the compiler's doing
+            self.fall_back(err)
+        self.seconds = time.perf_counter() - started
+        self.cuda_graphs = self.cuda_graphs and self.compiled and _cudagraph_skips() == skips
+
+    def record(self) -> dict:
+        """For the sidecar and metrics.json."""
+        return {"step": self.compiled, "why": self.why, "cuda_graphs": self.cuda_graphs,
+                "fallback": self.fallback, "seconds": None if self.seconds is None else round(self.seconds, 1)}
+
+
+def _compile_config() -> contextlib.ExitStack:
+    """torch's settings for compiling the step, scoped to its calls: the backward compiles with the
+    forward (a backward that fails to compile fails in the call, and falls back); a recompile past
+    dynamo's limit fails instead of running eager silently; AOT autograd's cache keeps graphs
+    holding a custom autograd.Function (`clamp_with_grad`)."""
+    from torch._dynamo import config as dynamo_config
+    from torch._functorch import config as functorch_config
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(dynamo_config.patch(fail_on_recompile_limit_hit=True))
+    stack.enter_context(functorch_config.patch(force_non_lazy_backward_lowering=True,
+                                               autograd_cache_allow_custom_autograd_functions=True))
+    return stack
+
+
+def _cudagraph_skips() -> int:
+    from torch._dynamo.utils import counters
+    return counters["inductor"]["cudagraph_skips"]
+
+
+def compile_record(guide: Guide) -> dict | None:
+    """How the step was computed (`Compilation.record`), None for a guide never prepared by `compile_guide`."""
+    return guide.compilation.record() if guide.compilation is not None else None
+
+
+def compile_guide(guide: Guide, device: torch.device, quiet: bool = True) -> Compilation:
+    """The run's `Compilation`, set on `guide` and, when compiling, warmed up."""
+    from engine.step import model_loss
+
+    wanted, why = decide(guide, device)
+    if not wanted:
+        guide.compilation = Compilation(None, why)
+        return guide.compilation
+    folder = cache_folder()
+    if not quiet:
+        print(f"compiling the step ({why}; minutes the first time for a shape, then cached in {folder})",
+              file=sys.stderr, flush=True)
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime is found" on CPU
+    options = compile_options(device, guide.settings.deterministic)
+    fn = torch.compile(model_loss, dynamic=False, options=options or None)  # compiles at its first call
+    guide.compilation = Compilation(fn, why, cuda_graphs=bool(options))
+    guide.compilation.warm_up(guide)
+    return guide.compilation
