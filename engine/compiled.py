@@ -118,9 +118,13 @@ class Compilation:
         return model_loss(*args)
 
     def fall_back(self, err: Exception) -> None:
-        """Run eager from now on, saying why in one line."""
+        """Run eager from now on, saying why in one line (the innermost error's first line)."""
+        names = [type(err).__name__]
+        while (inner := getattr(err, "inner_exception", None) or err.__cause__) is not None:
+            err = inner
+            names.append(type(err).__name__)
         first = (str(err).strip().splitlines() or [""])[0][:300]
-        self.fallback = f"{type(err).__name__}: {first}"
+        self.fallback = f"{': '.join(dict.fromkeys(names))}: {first}"
         print(f"warning: torch.compile failed ({self.fallback}); the step runs eager", file=sys.stderr, flush=True)
 
     def warm_up(self, guide: Guide) -> None:
@@ -162,6 +166,25 @@ def _compile_config() -> contextlib.ExitStack:
     return stack
 
 
+# ops inductor runs as aten's kernels instead of its own code: its group norm over a channels_last
+# image (the VQGAN's) reduces each group in a pass of its own, many times aten's time
+ATEN_OPS = ("native_group_norm", "native_group_norm_backward")
+
+
+def inductor(graph: torch.fx.GraphModule, inputs: list) -> Callable:
+    """torch.compile's backend: inductor, with `ATEN_OPS` left to aten.
+
+    The decomposition table is not part of inductor's cache keys; `ATEN_OPS` goes into them as
+    an entry of `unsafe_marked_cacheable_functions`, which names no function of the graph."""
+    from torch._inductor.compile_fx import compile_fx
+    from torch._inductor.decomposition import select_decomp_table
+
+    kept = {getattr(torch.ops.aten, name) for name in ATEN_OPS}
+    table = {op: fn for op, fn in select_decomp_table().items() if getattr(op, "overloadpacket", op) not in kept}
+    salt = {"unsafe_marked_cacheable_functions": {f"{__name__}.ATEN_OPS": ",".join(ATEN_OPS)}}
+    return compile_fx(graph, inputs, decompositions=table, config_patches=salt)
+
+
 def _cudagraph_skips() -> int:
     from torch._dynamo.utils import counters
     return counters["inductor"]["cudagraph_skips"]
@@ -186,7 +209,7 @@ def compile_guide(guide: Guide, device: torch.device, quiet: bool = True) -> Com
               file=sys.stderr, flush=True)
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime is found" on CPU
     options = compile_options(device, guide.settings.deterministic)
-    fn = torch.compile(model_loss, dynamic=False, options=options or None)  # compiles at its first call
+    fn = torch.compile(model_loss, backend=inductor, dynamic=False, options=options or None)  # compiles at its first call
     guide.compilation = Compilation(fn, why, cuda_graphs=bool(options))
     guide.compilation.warm_up(guide)
     return guide.compilation
