@@ -54,12 +54,12 @@ def cache_folder() -> Path:
     return Path(os.environ[CACHE_ENV])
 
 
-def compile_options(device: torch.device, deterministic: bool) -> dict:
-    """inductor's options for the step: CUDA graphs on CUDA, and there its deterministic mode
-    (no benchmarking that changes numerics) under `deterministic=true`."""
+def compile_options(device: torch.device, deterministic: bool, cuda_graphs: bool = True) -> dict:
+    """inductor's options for the step on CUDA: CUDA graphs (unless `cuda_graphs` is false), and
+    under `deterministic=true` inductor's deterministic mode (no benchmarking that changes numerics)."""
     if device.type != "cuda":
         return {}
-    return {"triton.cudagraphs": True, "deterministic": deterministic}
+    return {"triton.cudagraphs": cuda_graphs, "deterministic": deterministic}
 
 
 def step_flops(guide: Guide) -> int:
@@ -86,7 +86,10 @@ def decide(guide: Guide, device: torch.device) -> tuple[bool, str]:
     steps = len(guide.schedule)
     if steps < AUTO_MIN_STEPS:
         return False, f"auto: {steps} steps < {AUTO_MIN_STEPS}"
-    pflop = steps * step_flops(guide) / 1e15
+    try:
+        pflop = steps * step_flops(guide) / 1e15
+    except Exception as err:  # noqa: BLE001 (an op fake tensors cannot run: stay eager rather than fail)
+        return False, f"auto: the step's FLOPs could not be counted ({type(err).__name__}: {err})"[:300]
     verdict = ">=" if pflop >= AUTO_MIN_PFLOP else "<"
     return pflop >= AUTO_MIN_PFLOP, f"auto: {steps} steps, {pflop:.3g} PFLOP {verdict} {AUTO_MIN_PFLOP:g} PFLOP"
 
@@ -171,8 +174,9 @@ def _compile_config() -> contextlib.ExitStack:
 ATEN_OPS = ("native_group_norm", "native_group_norm_backward")
 
 
-def inductor(graph: torch.fx.GraphModule, inputs: list) -> Callable:
-    """torch.compile's backend: inductor, with `ATEN_OPS` left to aten.
+def inductor(graph: torch.fx.GraphModule, inputs: list, options: dict | None = None) -> Callable:
+    """torch.compile's backend: inductor with its config patched by `options` (`compile_options`),
+    and `ATEN_OPS` left to aten.
 
     The decomposition table is not part of inductor's cache keys; `ATEN_OPS` goes into them as
     an entry of `unsafe_marked_cacheable_functions`, which names no function of the graph."""
@@ -182,7 +186,7 @@ def inductor(graph: torch.fx.GraphModule, inputs: list) -> Callable:
     kept = {getattr(torch.ops.aten, name) for name in ATEN_OPS}
     table = {op: fn for op, fn in select_decomp_table().items() if getattr(op, "overloadpacket", op) not in kept}
     salt = {"unsafe_marked_cacheable_functions": {f"{__name__}.ATEN_OPS": ",".join(ATEN_OPS)}}
-    return compile_fx(graph, inputs, decompositions=table, config_patches=salt)
+    return compile_fx(graph, inputs, decompositions=table, config_patches={**salt, **(options or {})})
 
 
 def _cudagraph_skips() -> int:
@@ -195,8 +199,9 @@ def compile_record(guide: Guide) -> dict | None:
     return guide.compilation.record() if guide.compilation is not None else None
 
 
-def compile_guide(guide: Guide, device: torch.device, quiet: bool = True) -> Compilation:
-    """The run's `Compilation`, set on `guide` and, when compiling, warmed up."""
+def compile_guide(guide: Guide, device: torch.device, quiet: bool = True, cuda_graphs: bool = True) -> Compilation:
+    """The run's `Compilation`, set on `guide` and, when compiling, warmed up (`cuda_graphs`: false
+    compiles without CUDA graphs, for `engine gpucheck`'s comparison)."""
     from engine.step import model_loss
 
     wanted, why = decide(guide, device)
@@ -208,8 +213,8 @@ def compile_guide(guide: Guide, device: torch.device, quiet: bool = True) -> Com
         print(f"compiling the step ({why}; minutes the first time for a shape, then cached in {folder})",
               file=sys.stderr, flush=True)
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime is found" on CPU
-    options = compile_options(device, guide.settings.deterministic)
+    options = compile_options(device, guide.settings.deterministic, cuda_graphs)
     fn = torch.compile(model_loss, backend=inductor, dynamic=False, options=options or None)  # compiles at its first call
-    guide.compilation = Compilation(fn, why, cuda_graphs=bool(options))
+    guide.compilation = Compilation(fn, why, cuda_graphs=options.get("triton.cudagraphs", False))
     guide.compilation.warm_up(guide)
     return guide.compilation
