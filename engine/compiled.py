@@ -187,9 +187,52 @@ def bmm_of_one_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.mm(rows, b[0]).view(a.shape[order[0]], a.shape[order[1]], -1).permute(order).contiguous()
 
 
+def patch_side(weight: torch.Tensor, stride: list[int], padding: list[int], dilation: list[int], transposed: bool,
+               groups: int) -> int | None:
+    """k when a 2D convolution cuts its input into non-overlapping k × k patches (stride k, no
+    padding, no dilation, one group), which makes it one GEMM over the patches; else None."""
+    k = weight.shape[-1]
+    plain = not transposed and groups == 1 and not any(padding) and list(dilation) == [1, 1]
+    return k if weight.dim() == 4 and weight.shape[-2] == k and list(stride) == [k, k] and plain else None
+
+
+def convolution_of_patches(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: list[int],
+                           padding: list[int], dilation: list[int], transposed: bool, output_padding: list[int],
+                           groups: int) -> torch.Tensor:
+    """aten.convolution over non-overlapping patches (`patch_side`) as one GEMM.
+
+    The ViT's patch embedding (32 × 32 patches of 60 cutouts) is one: oneDNN takes 4× the time of
+    the GEMM for it, forward and backward (`convolution_backward_of_patches`); the VQGAN's 1 × 1
+    convolutions are others. Other convolutions stay convolutions."""
+    k = patch_side(weight, stride, padding, dilation, transposed, groups)
+    if k is None or x.dim() != 4 or x.shape[-1] % k or x.shape[-2] % k:
+        return NotImplemented
+    n, c, h, w = x.shape
+    rows = x.reshape(n, c, h // k, k, w // k, k).permute(0, 2, 4, 1, 3, 5).reshape(-1, c * k * k)
+    kernel = weight.reshape(weight.shape[0], -1).t()
+    out = torch.mm(rows, kernel) if bias is None else torch.addmm(bias, rows, kernel)
+    return out.view(n, h // k, w // k, -1).permute(0, 3, 1, 2)
+
+
+def convolution_backward_of_patches(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                                    bias_sizes: list[int] | None, stride: list[int], padding: list[int],
+                                    dilation: list[int], transposed: bool, output_padding: list[int], groups: int,
+                                    output_mask: list[bool]) -> tuple:
+    """The input's gradient of `convolution_of_patches` as one GEMM (frozen weights: the step
+    needs no other); a convolution that also wants its weights' gradient stays aten's."""
+    k = patch_side(weight, stride, padding, dilation, transposed, groups)
+    if k is None or output_mask[1] or output_mask[2] or x.shape[-1] % k or x.shape[-2] % k:
+        return NotImplemented
+    n, c, h, w = x.shape
+    rows = grad.permute(0, 2, 3, 1).reshape(-1, grad.shape[1])
+    patches = torch.mm(rows, weight.reshape(weight.shape[0], -1))
+    return patches.view(n, h // k, w // k, c, k, k).permute(0, 3, 1, 4, 2, 5).reshape(n, c, h, w), None, None
+
+
 def inductor(graph: torch.fx.GraphModule, inputs: list, options: dict | None = None) -> Callable:
     """torch.compile's backend: inductor with its config patched by `options` (`compile_options`),
-    `ATEN_OPS` left to aten and bmm decomposed by `bmm_of_one_matrix`.
+    `ATEN_OPS` left to aten, and our decompositions (`bmm_of_one_matrix`, `convolution_of_patches`,
+    `convolution_backward_of_patches`).
 
     The decomposition table is not part of inductor's cache keys; these changes go into them as
     an entry of `unsafe_marked_cacheable_functions`, which names no function of the graph."""
@@ -198,8 +241,11 @@ def inductor(graph: torch.fx.GraphModule, inputs: list, options: dict | None = N
 
     kept = {getattr(torch.ops.aten, name) for name in ATEN_OPS}
     table = {op: fn for op, fn in select_decomp_table().items() if getattr(op, "overloadpacket", op) not in kept}
-    table[torch.ops.aten.bmm.default] = bmm_of_one_matrix
-    salt = {"unsafe_marked_cacheable_functions": {f"{__name__}.inductor": f"aten: {','.join(ATEN_OPS)}; bmm_of_one_matrix"}}
+    ours = {torch.ops.aten.bmm.default: bmm_of_one_matrix, torch.ops.aten.convolution.default: convolution_of_patches,
+            torch.ops.aten.convolution_backward.default: convolution_backward_of_patches}
+    table.update(ours)
+    changes = f"aten: {','.join(ATEN_OPS)}; {','.join(fn.__name__ for fn in ours.values())}"
+    salt = {"unsafe_marked_cacheable_functions": {f"{__name__}.inductor": changes}}
     return compile_fx(graph, inputs, decompositions=table, config_patches={**salt, **(options or {})})
 
 
