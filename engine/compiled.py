@@ -21,6 +21,7 @@ eager run's in the last bits, and a rerun of either is byte-identical to itself.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -102,6 +103,7 @@ class Compilation:
         self.fn, self.why, self.cuda_graphs = fn, why, cuda_graphs
         self.fallback: str | None = None
         self.seconds: float | None = None  # the warm-up: compilation and one step
+        self.from_cache = False  # nothing compiled anew: loaded from inductor's cache (or this process's)
 
     @property
     def compiled(self) -> bool:
@@ -135,7 +137,7 @@ class Compilation:
         (here the backward's too) falls back to eager."""
         from engine.step import start_latent, step_loss
 
-        skips = _cudagraph_skips()
+        before = _counts()
         started = time.perf_counter()
         rng = torch.Generator(guide.vqgan.codebook.device).manual_seed(0)
         try:
@@ -146,12 +148,14 @@ class Compilation:
                 raise  # the eager step failed: not the compiler's doing
             self.fall_back(err)
         self.seconds = time.perf_counter() - started
-        self.cuda_graphs = self.cuda_graphs and self.compiled and _cudagraph_skips() == skips
+        counted = {key: n - before[key] for key, n in _counts().items()}
+        self.cuda_graphs = self.cuda_graphs and self.compiled and not counted["cudagraph_skips"]
+        self.from_cache = self.compiled and not (counted["fxgraph_cache_miss"] or counted["fxgraph_cache_bypass"])
 
     def record(self) -> dict:
         """For the sidecar and metrics.json."""
-        return {"step": self.compiled, "why": self.why, "cuda_graphs": self.cuda_graphs,
-                "fallback": self.fallback, "seconds": None if self.seconds is None else round(self.seconds, 1)}
+        return {"step": self.compiled, "why": self.why, "cuda_graphs": self.cuda_graphs, "fallback": self.fallback,
+                "seconds": None if self.seconds is None else round(self.seconds, 1), "from_cache": self.from_cache}
 
 
 def _compile_config() -> contextlib.ExitStack:
@@ -229,29 +233,46 @@ def convolution_backward_of_patches(grad: torch.Tensor, x: torch.Tensor, weight:
     return patches.view(n, h // k, w // k, c, k, k).permute(0, 3, 1, 4, 2, 5).reshape(n, c, h, w), None, None
 
 
-def inductor(graph: torch.fx.GraphModule, inputs: list, options: dict | None = None) -> Callable:
-    """torch.compile's backend: inductor with its config patched by `options` (`compile_options`),
-    `ATEN_OPS` left to aten, and our decompositions (`bmm_of_one_matrix`, `convolution_of_patches`,
-    `convolution_backward_of_patches`).
+class DecompositionTable(dict):
+    """inductor's decomposition table with this module's changes (`decompositions`). inductor puts
+    the table a graph was compiled with into its cache keys by pickling it, and our functions do
+    not pickle to stable bytes (the cache was bypassed): this table pickles as the call that makes it."""
 
-    The decomposition table is not part of inductor's cache keys; these changes go into them as
-    an entry of `unsafe_marked_cacheable_functions`, which names no function of the graph."""
-    from torch._inductor.compile_fx import compile_fx
+    def __reduce__(self) -> tuple:
+        return decompositions, ()
+
+
+@functools.cache
+def decompositions() -> DecompositionTable:
+    """inductor's decompositions without those of `ATEN_OPS`, with ours: `bmm_of_one_matrix`,
+    `convolution_of_patches`, `convolution_backward_of_patches`."""
     from torch._inductor.decomposition import select_decomp_table
 
     kept = {getattr(torch.ops.aten, name) for name in ATEN_OPS}
-    table = {op: fn for op, fn in select_decomp_table().items() if getattr(op, "overloadpacket", op) not in kept}
-    ours = {torch.ops.aten.bmm.default: bmm_of_one_matrix, torch.ops.aten.convolution.default: convolution_of_patches,
-            torch.ops.aten.convolution_backward.default: convolution_backward_of_patches}
-    table.update(ours)
-    changes = f"aten: {','.join(ATEN_OPS)}; {','.join(fn.__name__ for fn in ours.values())}"
-    salt = {"unsafe_marked_cacheable_functions": {f"{__name__}.inductor": changes}}
-    return compile_fx(graph, inputs, decompositions=table, config_patches={**salt, **(options or {})})
+    table = DecompositionTable((op, fn) for op, fn in select_decomp_table().items()
+                               if getattr(op, "overloadpacket", op) not in kept)
+    table.update({torch.ops.aten.bmm.default: bmm_of_one_matrix,
+                  torch.ops.aten.convolution.default: convolution_of_patches,
+                  torch.ops.aten.convolution_backward.default: convolution_backward_of_patches})
+    return table
 
 
-def _cudagraph_skips() -> int:
+def inductor(graph: torch.fx.GraphModule, inputs: list, options: dict | None = None) -> Callable:
+    """torch.compile's backend: inductor with `decompositions()`, its config patched by `options`
+    (`compile_options`). The table pickles by name only, so what it changes goes into inductor's
+    cache keys as an entry of `unsafe_marked_cacheable_functions`, which names no function of the graph."""
+    from torch._inductor.compile_fx import compile_fx
+
+    ours = [fn.__name__ for op, fn in decompositions().items() if fn.__module__ == __name__]
+    salt = {"unsafe_marked_cacheable_functions": {f"{__name__}.decompositions": f"aten: {ATEN_OPS}; ours: {ours}"}}
+    return compile_fx(graph, inputs, decompositions=decompositions(), config_patches={**salt, **(options or {})})
+
+
+def _counts() -> dict[str, int]:
+    """inductor's counts of CUDA graphs skipped and of its FX graph cache's hits, misses and bypasses."""
     from torch._dynamo.utils import counters
-    return counters["inductor"]["cudagraph_skips"]
+    return {key: counters["inductor"][key] for key in ("cudagraph_skips", "fxgraph_cache_hit", "fxgraph_cache_miss",
+                                                       "fxgraph_cache_bypass")}
 
 
 def compile_record(guide: Guide) -> dict | None:

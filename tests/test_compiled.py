@@ -62,10 +62,12 @@ def test_a_compiled_run_is_byte_identical_on_rerun_in_another_process_and_record
     record = read_json(first, "run_settings.json")["compiled"]
     assert record["step"] is True and record["why"] == "compile=on" and record["fallback"] is None
     assert record["seconds"] > 0 and not record["cuda_graphs"]  # CPU: no CUDA graphs
+    assert read_json(tmp_path / "b" / "run", "run_settings.json")["compiled"]["from_cache"]  # compiled once
     assert read_json(first, "metrics.json")["compiled"]["step"] is True
     eager = tiny_run(tmp_path / "c", "compile=off", "steps_per_scene=10")
     assert read_json(eager, "run_settings.json")["compiled"] == {
-        "step": False, "why": "compile=off", "cuda_graphs": False, "fallback": None, "seconds": None}
+        "step": False, "why": "compile=off", "cuda_graphs": False, "fallback": None, "seconds": None,
+        "from_cache": False}
     # the same step, up to the last bits: every loss of the 10 steps within 1e-5
     compiled_rows, eager_rows = (runfolder.read_run(f).losses for f in (first, eager))
     assert compiled_rows.keys() == eager_rows.keys() and compiled_rows["step"] == list(range(1, 11))
@@ -142,7 +144,8 @@ def test_auto_does_not_compile_a_20_step_run(tmp_path: Path) -> None:
     folder = tiny_run(tmp_path, "steps_per_scene=20")
     assert load_config(None, TINY).compile == "auto"  # the default
     assert read_json(folder, "run_settings.json")["compiled"] == {
-        "step": False, "why": "auto: 20 steps < 100", "cuda_graphs": False, "fallback": None, "seconds": None}
+        "step": False, "why": "auto: 20 steps < 100", "cuda_graphs": False, "fallback": None, "seconds": None,
+        "from_cache": False}
 
 
 def test_auto_weighs_the_runs_flops_counted_without_computing() -> None:
