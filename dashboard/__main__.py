@@ -5,6 +5,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from engine.cli import Parser, error_boundary
+from engine.errors import InputError
+
 from .grid import AXES, SETTING
 
 
@@ -17,7 +20,7 @@ def axis(value: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line's three commands and their options."""
-    parser = argparse.ArgumentParser(prog="python -m dashboard", description=__doc__)
+    parser = Parser(prog="python -m dashboard", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     catalog = commands.add_parser("catalog", help="list the runs under a root folder")
@@ -60,9 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return error_boundary(lambda: command(args))
+
+
+def command(args: argparse.Namespace) -> None:
+    """Run the parsed command."""
     if not Path(args.root).is_dir():
-        return fail(f"--root {args.root}: no such folder; give the folder that holds the run "
-                    "folders (or one run folder)")
+        raise InputError(f"--root {args.root}: no such folder; give the folder that holds the run "
+                         "folders (or one run folder)")
     if args.command == "catalog":
         from .catalog import Index, load_catalog, losses, to_json, to_table
 
@@ -76,24 +84,13 @@ def main(argv: list[str] | None = None) -> int:
         run_server(args.root, args.scores, args.port, args.address, args.allow_websocket_origin,
                    args.show)
     else:
-        from .export import ExportError, export as write_export, export_size
+        from .export import export as write_export
+        from .export import export_size
 
-        try:
-            path = write_export(args.root, args.out, args.rows, args.cols, args.width,
-                                args.format, args.quality, args.title, args.compact,
-                                experiments=args.experiment, vqgans=args.vqgan,
-                                perceptors=args.perceptor)
-        except ExportError as e:
-            return fail(str(e))
+        path = write_export(args.root, args.out, args.rows, args.cols, args.width, args.format,
+                            args.quality, args.title, args.compact, experiments=args.experiment,
+                            vqgans=args.vqgan, perceptors=args.perceptor)
         print(f"wrote {path} ({export_size(args.out) / 1e6:.1f} MB)")
-    return 0
-
-
-def fail(message: str) -> int:
-    """Print `error: message` (one line, no traceback); the exit status of a refused command."""
-    print(f"error: {message}", file=sys.stderr)
-    return 2
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -20,6 +20,7 @@ from dashboard.grid import FrameSource, axis_options, grid_spec
 from dashboard.live import Live, current_catalog
 from dashboard.player import GridPlayer
 from dashboard.scores import STATS, load_scores, scores_dir
+from engine.errors import InputError
 
 TITLE = "VQGAN+CLIP bias dashboard"
 POLL_MS = 2000  # how often an open page looks for new frames and runs (a few stat calls)
@@ -161,7 +162,7 @@ def choose(filters: Filters, chosen: Mapping[str, str | list[str]]) -> None:
             "a name any run with frames has"
         for v in values:
             if v not in allowed:
-                raise ValueError(f"{name}={v!r} is not {what}; choose from "
+                raise InputError(f"{name}={v!r} is not {what}; choose from "
                                  f"{', '.join(map(repr, allowed)) or '(none)'}")
         widget.value = value if isinstance(widget, pn.widgets.Select) else values
 

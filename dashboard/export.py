@@ -20,6 +20,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
+from engine.errors import InputError
 from engine.fsutil import atomic_path
 
 from .catalog import Index, load_catalog, losses, perceptor_names, select
@@ -37,7 +38,7 @@ PUBLIC = 0o644  # the temporary files atomic_path makes are private
 ASSET = re.compile(r"^\d{3}-.*\.(webp|jpg)$")
 
 
-class ExportError(ValueError):
+class ExportError(InputError):
     """An export that cannot be written as asked; the message says why and what to change."""
 
 

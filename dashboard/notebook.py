@@ -21,6 +21,8 @@ import panel as pn
 from bokeh.models import Model, UIElement
 from panel.io.notebook import patch_inline_stylesheets
 
+from engine.errors import InputError
+
 from .app import POLL_MS, create_app
 from .export import ExportError, frame_size, sheets, sprite
 
@@ -112,7 +114,7 @@ def show(root: str | Path, *, experiments: str | list[str] | None = None,
     if not root.is_dir():
         raise FileNotFoundError(f"no such folder: {root}")
     if width < 1:
-        raise ValueError(f"width={width}: must be at least 1 px")
+        raise InputError(f"width={width}: must be at least 1 px")
     chosen = {name: value for name, value in {
         "experiments": experiments, "vqgans": vqgans, "perceptors": perceptors,
         "rows": rows, "cols": cols}.items() if value is not None}

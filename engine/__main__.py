@@ -5,14 +5,9 @@ import argparse
 import json
 import sys
 from dataclasses import replace
-from typing import NoReturn
 
-from engine.download import DownloadError
-from engine.fsutil import describe_os_error
-from engine.locks import LockHeld
-from engine.registry import UnknownModelError
-from engine.runfolder import RunFolderConflict, RunFolderDamaged
-from engine.vqgan import CheckpointError
+from engine.cli import Parser, error_boundary
+from engine.errors import InputError
 
 
 def cmd_models(args: argparse.Namespace) -> None:
@@ -50,10 +45,10 @@ def cmd_fetch(args: argparse.Namespace) -> None:
 
 def cmd_run(args: argparse.Namespace) -> None:
     """Run one optimisation (resuming it if it was interrupted)."""
-    from engine.loop import run
+    from engine.loop import execute
     from engine.settings import load_config
 
-    print(run(load_config(args.config, args.overrides), quiet=args.quiet))
+    print(execute(load_config(args.config, args.overrides), quiet=args.quiet))
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -94,18 +89,11 @@ def check_counts(args: argparse.Namespace, **least: int) -> None:
     for name, low in least.items():
         value = getattr(args, name)
         if value < low:
-            raise ValueError(f"--{name} {value}: must be >= {low}")
-
-
-class OneLineErrors(argparse.ArgumentParser):
-    """argparse, with a bad command line reported in one `error:` line (not usage + error)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+            raise InputError(f"--{name} {value}: must be >= {low}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineErrors(prog="python -m engine", description=__doc__)
+    parser = Parser(prog="python -m engine", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("models", help="list VQGAN models and CLIP perceptors")
     p.add_argument("--kind", choices=["vqgan", "perceptor"])
@@ -140,23 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda", help="the CUDA device to check (default: cuda)")
     p.set_defaults(func=cmd_gpucheck)
     args = parser.parse_args(argv)
-    try:
-        args.func(args)
-    except (UnknownModelError, DownloadError, CheckpointError, RunFolderConflict, FileNotFoundError,
-            ValueError) as err:
-        print(f"error: {describe_os_error(err) if isinstance(err, OSError) else err}", file=sys.stderr)
-        return 2
-    except (LockHeld, RunFolderDamaged) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except OSError as err:
-        print(f"error: {describe_os_error(err)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted: a run resumes from its last saved frame when the same command is "
-              "run again", file=sys.stderr)
-        return 130
-    return 0
+    return error_boundary(lambda: args.func(args), "interrupted: a run resumes from its last saved frame "
+                          "when the same command is run again")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ from typing import Any, ClassVar, Iterator
 
 import torch
 
+from engine.errors import InputError
+
 # Globals loaded as inert stand-ins: by module prefix, and by exact name.
 _STAND_IN_PREFIXES = ("pytorch_lightning.", "lightning.", "lightning_fabric.", "omegaconf.", "typing.",
                       "numpy.dtypes.")
@@ -38,7 +40,7 @@ _TORCH_OWN = {"collections.OrderedDict", "collections.Counter", "_codecs.encode"
               "builtins.bytearray", "builtins.complex"}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint, weights or config file that cannot be used; the message names the file."""
 
 

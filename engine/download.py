@@ -30,6 +30,7 @@ import requests
 import yaml
 from tqdm import tqdm
 
+from engine.errors import StateError
 from engine.fsutil import atomic_write_json
 from engine.locks import exclusive_lock
 
@@ -44,7 +45,7 @@ DISK_MARGIN = 64 * 1024 * 1024  # keep this much free after a download
 BodyCheck = Callable[[Path], "str | None"]  # a downloaded file -> why it is not acceptable, or None
 
 
-class DownloadError(RuntimeError):
+class DownloadError(StateError):
     """No mirror produced a verified file. ``attempts`` holds (url, reason) pairs."""
 
     def __init__(self, message: str, *, dest: Path | None = None,
@@ -118,9 +119,9 @@ class ChecksumLock:
         try:
             data = json.loads(text) if text.strip() else {}
         except json.JSONDecodeError as e:
-            raise ValueError(f"checksum lock file {self.path} is not valid JSON: {e}") from e
+            raise StateError(f"checksum lock file {self.path} is not valid JSON: {e}") from e
         if not isinstance(data, dict):
-            raise ValueError(f"checksum lock file {self.path} must hold a JSON object")
+            raise StateError(f"checksum lock file {self.path} must hold a JSON object")
         return data
 
     def _update(self, change: Callable[[dict], None]) -> None:

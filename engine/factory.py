@@ -17,17 +17,24 @@ import torch
 from huggingface_hub import try_to_load_from_cache
 
 from engine import cache
-from engine.download import (ChecksumLock, DownloadError, download, sha256_file, text_config_problem,
-                             torch_file_problem, verified_sha256)
+from engine.checkpoint import UnsafeCheckpointError
+from engine.download import (
+    ChecksumLock,
+    DownloadError,
+    download,
+    sha256_file,
+    text_config_problem,
+    torch_file_problem,
+    verified_sha256,
+)
+from engine.errors import InputError
 from engine.locks import exclusive_lock
 from engine.param_counts import size_mb
-from engine.checkpoint import UnsafeCheckpointError
 from engine.perceptor import Perceptor, create_open_clip
 from engine.pretrained import VQGANSource
 from engine.registry import ModelInfo, PerceptorSource, UnknownModelError, registry
 from engine.tiny import make_tiny_clip, make_tiny_vqgan, register_tiny_clip_configs
 from engine.vqgan import VQGAN, build_vqgan, load_vqgan_files, parse_config, read_config
-
 
 CONFIG_MAX_BYTES = 1 << 20  # a model config is a few KB of YAML
 OFFLINE_ALTERNATIVES = ("or try the untrained tiny models (vqgan_model=tiny perceptors=tiny-vit), or the "
@@ -63,7 +70,7 @@ def fetch_vqgan(source: VQGANSource, *, progress: bool = True, config_only: bool
         if path.exists():
             continue
         if not urls:
-            raise FileNotFoundError(f"{source.name}: {part} file {path} does not exist and no URL is known")
+            raise InputError(f"{source.name}: {part} file {path} does not exist and no URL is known")
         download(urls, path, sha256=sha256, lock=lock, lock_key=f"vqgan/{source.name}/{part}",
                  desc=f"{source.name} {part}", max_size=cap, check=check, relock_hint=relock_hint(source.name),
                  by_hand=vqgan_by_hand(config_path, ckpt_path), progress=progress)
@@ -181,10 +188,10 @@ def fetch_perceptor(source: PerceptorSource, *, progress: bool = True) -> Path:
 
 def _download_perceptor(source: PerceptorSource, progress: bool) -> Path:
     if source.file:
-        raise FileNotFoundError(f"perceptor {source.name}: weights file {source.file} does not exist")
+        raise InputError(f"perceptor {source.name}: weights file {source.file} does not exist")
     cfg = open_clip.get_pretrained_cfg(source.arch, source.tag or "")
     if not cfg:
-        raise FileNotFoundError(f"perceptor {source.name}: {source.tag!r} is not an open_clip pretrained "
+        raise InputError(f"perceptor {source.name}: {source.tag!r} is not an open_clip pretrained "
                                 f"tag of {source.arch}; valid: {open_clip.list_pretrained_tags_by_model(source.arch)}")
     wheres = [w for w in (cfg.get("hf_hub") and f"https://huggingface.co/{cfg['hf_hub']}", cfg.get("url")) if w]
     hint = (f"offline? put the weights file anywhere and add it to the user models file "

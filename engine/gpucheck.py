@@ -16,6 +16,8 @@ from typing import Callable
 
 import torch
 
+from engine.errors import InputError
+
 TINY = ["vqgan_model=tiny", "perceptors=tiny-vit", "width=32", "height=16", "cutouts=4", "seed=3",
         "scenes=a red apple", "save_every=5", "deterministic=true"]
 CUDA_TEST_FILES = ["tests/test_cuda_logic.py", "tests/test_cutouts.py", "tests/test_animation.py"]
@@ -23,7 +25,7 @@ BENCH_CELLS = (1, 4, 8)
 Part = Callable[[torch.device, Path], list[str]]
 
 
-class NoCuda(ValueError):
+class NoCuda(InputError):
     """gpucheck on a machine without CUDA."""
 
 
@@ -38,9 +40,9 @@ def cuda_device(name: str) -> torch.device:
 
 def tiny_run(out_dir: Path, name: str, device: torch.device, *extra: str) -> Path:
     """A tiny UNTRAINED run on `device` (no download); its folder."""
-    from engine.loop import run
+    from engine.loop import execute
     from engine.settings import load_config
-    return run(load_config(None, [*TINY, f"out_dir={out_dir}", f"file_namespace={name}", f"device={device}",
+    return execute(load_config(None, [*TINY, f"out_dir={out_dir}", f"file_namespace={name}", f"device={device}",
                                   *extra]), quiet=True)
 
 

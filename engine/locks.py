@@ -16,8 +16,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from engine.errors import StateError
 
-class LockHeld(RuntimeError):
+
+class LockHeld(StateError):
     """Another live process holds the lock. ``holder`` is what it wrote ("pid 123 on host")."""
 
     def __init__(self, path: Path, holder: str, what: str) -> None:

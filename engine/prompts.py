@@ -48,13 +48,15 @@ import math
 import re
 from dataclasses import dataclass
 
+from engine.errors import InputError
+
 _NUMBER = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|inf|nan)",
                      re.ASCII | re.IGNORECASE)
 _DIGITS = frozenset("0123456789")
 _SYNTAX = "expected 'text', 'text:weight' or 'text:weight:stop'"
 
 
-class PromptSyntaxError(ValueError):
+class PromptSyntaxError(InputError):
     """A prompt string that cannot be parsed; the message names it."""
 
 

@@ -17,6 +17,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from engine.errors import InputError
+
 # pytti settings that mean the same here, under the same name.
 SHARED = ("scenes", "scene_prefix", "scene_suffix", "init_image", "direct_init_weight", "semantic_init_weight",
           "direct_stabilization_weight", "image_model", "vqgan_model", "width", "height", "steps_per_scene",
@@ -46,7 +48,7 @@ _SCENE_LINE = re.compile(r"""^b(['"]).*\1$""")
 _SEED_RANGE = 2 ** 64
 
 
-class PyttiSettingsError(ValueError):
+class PyttiSettingsError(InputError):
     """A pytti settings file that cannot be read or asks for something not implemented."""
 
 

@@ -23,6 +23,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from engine.cli import Parser, error_boundary
+from engine.errors import StateError
 from experiments.grid import PARAMS_FILE, read_params
 
 PACKAGE = Path(__file__).resolve().parent
@@ -65,7 +67,7 @@ See docs/grid.md in the project.
 """
 
 
-class DemoError(RuntimeError):
+class DemoError(StateError):
     """The demo repository cannot be made where asked (the message says why and what to do)."""
 
 
@@ -105,8 +107,16 @@ def _env() -> dict[str, str]:
     return {**os.environ, "DVC_NO_ANALYTICS": "1"}
 
 
+def _tool(directory: Path, *command: str) -> None:
+    """Run git or dvc in `directory`; DemoError naming the command where it fails."""
+    done = subprocess.run(command, cwd=directory, stdout=subprocess.DEVNULL, env=_env())
+    if done.returncode:
+        raise DemoError(f"`{' '.join(command)}` failed (exit {done.returncode}) in {directory}; check that git "
+                        "and dvc work there, then remove the folder and try again")
+
+
 def _git(directory: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=directory, check=True, stdout=subprocess.DEVNULL, env=_env())
+    _tool(directory, "git", *args)
 
 
 def _has_identity(directory: Path) -> bool:
@@ -136,8 +146,8 @@ def create_demo(directory: str | Path, *, params: Mapping[str, Any] | None = Non
     if not _has_identity(directory):
         _git(directory, "config", "user.name", "vqclip demo")
         _git(directory, "config", "user.email", "demo@localhost")
-    subprocess.run(["dvc", "init", "-q"], cwd=directory, check=True, env=_env())
-    subprocess.run(["dvc", "config", "core.analytics", "false"], cwd=directory, check=True, env=_env())
+    _tool(directory, "dvc", "init", "-q")
+    _tool(directory, "dvc", "config", "core.analytics", "false")
     _git(directory, "add", "-A")
     _git(directory, "commit", "-q", "-m", "grid pipeline" + (" (UNTRAINED demo)" if untrained else ""))
     return directory
@@ -164,30 +174,14 @@ def run_demo(directory: str | Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.demo", description=__doc__,
+    parser = Parser(prog="python -m experiments.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("directory", help="a new folder for the demo repository")
     parser.add_argument("--no-run", action="store_true", help="create the repository, do not run it")
     args = parser.parse_args(argv)
-    try:
-        if args.no_run:
-            print(create_demo(args.directory))
-            return 0
-        return run_demo(args.directory)
-    except DemoError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except OSError as err:
-        from engine.fsutil import describe_os_error
-
-        print(f"error: cannot make the demo repository {args.directory}: {describe_os_error(err)}; "
-              "pick a folder you can write", file=sys.stderr)
-        return 1
-    except subprocess.CalledProcessError as err:
-        print(f"error: `{' '.join(map(str, err.cmd))}` failed (exit {err.returncode}) in {args.directory}; "
-              "check that git and dvc work there, then remove the folder and try again", file=sys.stderr)
-        return 1
-
+    if args.no_run:
+        return error_boundary(lambda: print(create_demo(args.directory)))
+    return error_boundary(lambda: run_demo(args.directory))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from engine.cli import Parser, error_boundary
+from engine.errors import InputError
 from experiments import imagestats
 from experiments.imagestats import STATS
 
@@ -59,7 +60,7 @@ ROUGH_SEEDS = 8  # fewer seeds: the intervals undercover (benchmarks/effects_int
 RNG_SEED = 0  # the bootstrap's draws, fixed so that a result repeats
 
 
-class EffectsError(ValueError):
+class EffectsError(InputError):
     """Input the analysis cannot use; the message names the value and what is allowed."""
 
 
@@ -99,16 +100,17 @@ def find_runs(root: Path) -> list[RunInfo]:
     """Every run under `root` (ours or pytti's), read through engine.runfolder; links to
     folders are not followed."""
     from engine.runfolder import is_run_folder, read_run, run_bases
+    from engine.runfolder.walk import run_folders
 
-    root = Path(root)
+    root = Path(root).resolve()
     runs = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        names = {f for f in files if not f.startswith(".") and os.path.isfile(os.path.join(folder, f))}
-        if not is_run_folder(names):
-            continue
-        path = Path(folder)
+    for listing in run_folders(root):
+        path, names = listing.folder, listing.files
+        if not listing.problem and not is_run_folder(names):
+            continue  # an empty folder: no run yet
         try:
+            if listing.problem:
+                raise EffectsError(listing.problem)
             runs += [_run_info(root, read_run(path, base, names, default_experiment=_group(root, path)))
                      for base in run_bases(path, names)]
         except Exception as e:  # noqa: BLE001 - one bad folder must never hide the others
@@ -435,7 +437,7 @@ def to_text(effects: dict[str, Any]) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m experiments.effects", description=__doc__.split("\n")[0])
+    parser = Parser(prog="python -m experiments.effects", description=__doc__.split("\n")[0])
     parser.add_argument("--root", required=True, type=Path, help="a folder of run folders (ours or pytti's)")
     parser.add_argument("--experiment", help="the experiment to analyse (default: the only one)")
     parser.add_argument("--json", action="store_true", help="print the JSON instead of the table")
@@ -448,20 +450,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        if not args.root.is_dir():
-            raise EffectsError(f"--root {args.root}: no such folder")
-        if args.scores is not None and not args.scores.is_dir():
-            raise EffectsError(f"--scores {args.scores}: no such folder")
-        runs = find_runs(args.root)
-        experiment = pick_experiment(runs, args.experiment, args.root)
-        scores = args.scores or args.root.resolve().parent / "scores"
-        effects = effects_of_runs(runs, experiment, args.frames, read_bias(scores))
-    except EffectsError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return error_boundary(lambda: print_effects(args))
+
+
+def print_effects(args: argparse.Namespace) -> None:
+    """The command: the effects of one experiment under --root, as a table or JSON."""
+    if not args.root.is_dir():
+        raise EffectsError(f"--root {args.root}: no such folder")
+    if args.scores is not None and not args.scores.is_dir():
+        raise EffectsError(f"--scores {args.scores}: no such folder")
+    runs = find_runs(args.root)
+    experiment = pick_experiment(runs, args.experiment, args.root)
+    scores = args.scores or args.root.resolve().parent / "scores"
+    effects = effects_of_runs(runs, experiment, args.frames, read_bias(scores))
     print(json.dumps(effects, indent=2) if args.json else to_text(effects))
-    return 0
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from engine.cli import error_boundary
 from engine.runfolder import parse_cell_name
 from experiments.grid import DEMO_COMMAND, PARAMS_FILE, STAMPS_DIR, Grid, GridError, Model, load_grid
 
@@ -120,21 +121,17 @@ def stale_cells(grid: Grid) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     params = args[0] if args else PARAMS_FILE
-    try:
-        grid = load_grid(params)
-        if grid.untrained:
-            print("fetch_models: this grid uses UNTRAINED tiny models (random weights); its images and scores "
-                  "say nothing about real checkpoints", flush=True)
-        records = fetch_all(grid, progress=sys.stderr.isatty())
-        stamps = write_stamps(grid, records)
-    except GridError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except OSError as err:
-        from engine.fsutil import describe_os_error
+    return error_boundary(lambda: fetch_and_stamp(params))
 
-        print(f"error: {describe_os_error(err)}", file=sys.stderr)
-        return 1
+
+def fetch_and_stamp(params: str) -> int:
+    """The stage: every model of the grid ready, one stamp per grid entry."""
+    grid = load_grid(params)
+    if grid.untrained:
+        print("fetch_models: this grid uses UNTRAINED tiny models (random weights); its images and scores "
+              "say nothing about real checkpoints", flush=True)
+    records = fetch_all(grid, progress=sys.stderr.isatty())
+    stamps = write_stamps(grid, records)
     print(f"fetch_models: {len(records)} models ready; {len(stamps)} stamps in {STAMPS_DIR}; "
           f"{len(grid.cells)} cells")
     for path in stale_cells(grid):

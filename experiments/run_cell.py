@@ -26,7 +26,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from experiments.grid import PARAMS_FILE, GridError, load_grid, partial_dir
+from engine.cli import Parser, error_boundary
+from experiments.grid import PARAMS_FILE, load_grid, partial_dir
 
 if TYPE_CHECKING:
     from engine.settings import Settings
@@ -56,13 +57,13 @@ def run_cell(vqgan: str, perceptor: str, params: str | Path = PARAMS_FILE, *, se
 
 def _run_and_move(settings: Settings, final: Path, out_dir: str, quiet: bool) -> Path:
     """Run (or resume) the cell in its partial folder; once complete and verified, move it to `final`."""
-    from engine.loop import run
+    from engine.loop import execute
     from engine.runfolder import RunFolder, RunFolderDamaged
 
     partial = RunFolder(settings.out_dir, settings.file_namespace)
-    run(settings, quiet=quiet, final_out_dir=out_dir)
+    execute(settings, quiet=quiet, final_out_dir=out_dir)
     problems = partial.completion_problems()
-    if problems:  # run() returns only complete runs; this guards the finished cell all the same
+    if problems:  # execute() returns only complete runs; this guards the finished cell all the same
         raise RunFolderDamaged(f"{partial.path}: {'; '.join(problems)}; the finished cell was left as it was")
     if final.exists():  # DVC removed it already; a manual run may not have
         shutil.rmtree(final)
@@ -72,7 +73,7 @@ def _run_and_move(settings: Settings, final: Path, out_dir: str, quiet: bool) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.run_cell", description=__doc__,
+    parser = Parser(prog="python -m experiments.run_cell", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("vqgan", help="a key of grid.vqgan_models")
     parser.add_argument("perceptor", help="a key of grid.perceptors")
@@ -80,25 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default=PARAMS_FILE)
     args = parser.parse_args(argv)
     quiet = not sys.stderr.isatty() or bool(os.environ.get("VQCLIP_QUIET"))
-    from engine.download import DownloadError
-    from engine.fsutil import describe_os_error
-    from engine.locks import LockHeld
-    from engine.registry import UnknownModelError
-    from engine.runfolder import RunFolderConflict, RunFolderDamaged
-    from engine.settings import SettingsError
-    from engine.checkpoint import CheckpointError
-
-    try:
-        run_cell(args.vqgan, args.perceptor, args.params, seed=args.seed, quiet=quiet)
-    except (GridError, SettingsError, UnknownModelError, RunFolderConflict, RunFolderDamaged, DownloadError,
-            CheckpointError, LockHeld) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except OSError as err:
-        print(f"error: {describe_os_error(err)}", file=sys.stderr)
-        return 1
-    return 0
-
+    return error_boundary(lambda: run_cell(args.vqgan, args.perceptor, args.params, seed=args.seed, quiet=quiet),
+                          "interrupted: the cell resumes from its last saved frame at the next `dvc repro`")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -43,9 +43,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-
 import pandas as pd
 
+from engine.cli import error_boundary
 from experiments.bias import self_preference, standardise, summary
 from experiments.effects import analyse, with_similarities
 from experiments.grid import PARAMS_FILE, SCORES_DIR, Cell, Grid, GridError, load_grid
@@ -170,8 +170,8 @@ def score(grid: Grid, folder: Path = SCORES_DIR, *, device: str | None = None) -
 def judge_cells(grid: Grid, cells: list[CellFrames], pixels: dict[str, list[np.ndarray]],
                 device: str | None) -> dict[tuple[str, str], float]:
     """(cell name, judge slug) → the cell's mean similarity under that judge, one judge loaded at a time."""
-    from engine.factory import load_perceptor
     from engine.device import pick_device
+    from engine.factory import load_perceptor
 
     torch_device = pick_device(device or grid.settings.get("device", "auto"))
     similarity: dict[tuple[str, str], float] = {}
@@ -251,25 +251,18 @@ def _write_json(path: Path, data: dict) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from engine.download import DownloadError
-    from engine.fsutil import describe_os_error
-    from engine.registry import UnknownModelError
-
     args = sys.argv[1:] if argv is None else argv
-    try:
-        grid = load_grid(args[0] if args else PARAMS_FILE)
-        paths = score(grid)
-    except (GridError, DownloadError, UnknownModelError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except OSError as err:
-        print(f"error: {describe_os_error(err)}", file=sys.stderr)
-        return 1
+    return error_boundary(lambda: score_grid(args[0] if args else PARAMS_FILE))
+
+
+def score_grid(params: str) -> None:
+    """The stage: score the grid of `params` and say what was written."""
+    grid = load_grid(params)
+    paths = score(grid)
     judges = ", ".join(j.slug for j in grid.judges)
     print(f"score: {len(grid.cells)} cells × judges {judges} -> {', '.join(str(p) for p in paths.values())}")
     if grid.untrained:
         print("score: UNTRAINED models: these numbers only show that the pipeline works")
-    return 0
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from engine.cli import Parser, error_boundary
 from experiments.grid.entries import resolve, suggest_entries
 from experiments.grid.layout import PARAMS_FILE
 from experiments.grid.model import Grid, GridError
@@ -52,7 +53,7 @@ def print_cells(grid: Grid) -> None:
 def main(argv: list[str] | None = None) -> int:
     from experiments import grid as package
 
-    parser = argparse.ArgumentParser(prog="python -m experiments.grid", description=package.__doc__,
+    parser = Parser(prog="python -m experiments.grid", description=package.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default=PARAMS_FILE)
     sub = parser.add_subparsers(dest="command")
@@ -60,11 +61,6 @@ def main(argv: list[str] | None = None) -> int:
     names = sub.add_parser("suggest", help="print grid entries for model names (join perceptors with '+')")
     names.add_argument("names", nargs="+")
     args = parser.parse_args(argv)
-    try:
-        if args.command == "suggest":
-            return suggest(args.names)
-        print_cells(load_grid(args.params))
-    except GridError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    if args.command == "suggest":
+        return error_boundary(lambda: suggest(args.names))
+    return error_boundary(lambda: print_cells(load_grid(args.params)))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.errors import InputError
 from engine.runfolder import cell_name
 from experiments.grid.layout import METRICS_DIR
 
@@ -16,7 +17,7 @@ from experiments.grid.layout import METRICS_DIR
 CELL_KEYS = ("vqgan_model", "perceptors", "file_namespace", "out_dir", "allow_overwrite")
 
 
-class GridError(ValueError):
+class GridError(InputError):
     """params.yaml describes a grid that cannot run, or a cell is not there; the message says what to do."""
 
 
