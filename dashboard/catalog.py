@@ -20,16 +20,17 @@ import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterable, Iterator, NamedTuple
+from typing import Any, Iterable
 
 import pandas as pd
 
 from engine.fsutil import atomic_write
-from engine.runfolder import HashCache, RunRecord, is_run_folder, read_run, run_bases, split_rerun
-from engine.runfolder.record import losses_at, read_meta, read_run_losses
+from engine.runfolder import HashCache, RunRecord, read_run, run_bases, split_rerun
+from engine.runfolder.frames import losses_at
+from engine.runfolder.record import read_meta, read_run_losses
+from engine.runfolder.walk import Listing, Stamp, printable, run_folders
 
 log = logging.getLogger(__name__)
-MAX_DEPTH = 8  # folder levels searched below the root
 COLUMNS = [
     "run", "cell", "rerun", "folder", "experiment", "vqgan", "perceptors", "generator", "seed",
     "width", "height", "size", "save_every", "n_frames", "frames", "frame_steps", "frame_losses",
@@ -41,109 +42,9 @@ INDEX_VERSION = 2
 SAVE_DELAY = 5.0  # s from a change to the background write of the index
 READERS = min(4, os.cpu_count() or 1)  # run folders read at once (hashing leaves the GIL)
 LOSS_CACHE = 256  # loss tables kept in memory (the runs on screen, and some)
-Stamp = tuple[tuple[str, int, int], ...]  # (file name, size, mtime in ns) of a folder's files
 Entry = tuple[Stamp, list[dict[str, Any]], int]  # a folder's stamp, rows and own mtime
-Known = Callable[[Path], "Listing | None"]
 SUMMARY = ["run", "experiment", "vqgan", "generator", "seed", "size", "n_frames", "final_loss",
            "source", "untrained", "status", "reason"]
-
-
-class Listing(NamedTuple):
-    """What one folder holds, as the scan sees it."""
-
-    folder: Path
-    files: set[str]
-    problem: str | None = None  # set where the folder itself cannot be read
-    stamp: Stamp = ()
-    mtime: int = 0  # the folder's own modification time (ns), taken before listing it
-
-
-def _utf8(name: str) -> bool:
-    try:
-        name.encode("utf-8")
-        return True
-    except UnicodeEncodeError:  # undecodable bytes, kept by Python as lone surrogates
-        return False
-
-
-def printable(name: str) -> str:
-    """A file name as text: bytes that are not UTF-8 shown as `\\xNN`."""
-    return os.fsencode(name).decode("utf-8", "backslashreplace")
-
-
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        return Path(os.path.realpath(path)).is_relative_to(root)
-    except (OSError, ValueError):
-        return False
-
-
-def _entries(folder: Path, root: Path) -> tuple[dict[str, tuple[int, int]], list[Path], list[Listing]]:
-    """(file name -> (size, mtime in ns), sub-folders to search, sub-folders listed as
-    unreadable) of `folder`. Hidden entries are left out; a link to a file counts only where it
-    stays in `root`."""
-    files: dict[str, tuple[int, int]] = {}
-    subdirs: list[Path] = []
-    bad: list[Listing] = []
-    with os.scandir(folder) as scan:
-        for entry in scan:
-            if entry.name.startswith("."):
-                continue
-            path = entry.path  # text: a Path per file costs more than the stat
-            if entry.is_dir(follow_symlinks=False):
-                if _utf8(entry.name):
-                    subdirs.append(Path(path))
-                else:
-                    bad.append(Listing(Path(path), set(), "the folder name is not UTF-8: rename it"))
-            elif entry.is_symlink() and entry.is_dir():
-                bad.append(Listing(Path(path), set(), "a link to a folder: links to folders are not "
-                                                      f"followed (this one points to {printable(os.readlink(path))})"))
-            elif not _utf8(entry.name):
-                log.warning("catalog: ignoring %s: the name is not UTF-8", printable(path))
-            elif entry.is_file() and (not entry.is_symlink() or _inside(Path(path), root)):
-                stat = entry.stat()
-                files[entry.name] = (stat.st_size, stat.st_mtime_ns)
-    return files, sorted(subdirs), sorted(bad)
-
-
-def run_folders(root: Path, skip: Iterable[Path] = (), depth: int = 1,
-                top: Path | None = None, known: Known | None = None) -> Iterator[Listing]:
-    """Folders under `root` holding run files, or empty ones (listed as incomplete), and
-    folders that cannot be read (with the problem); others are searched for nested runs, at
-    most `MAX_DEPTH` levels down. `skip` is left out. `known(folder)` gives the listing of a
-    run folder known unchanged (not listed again), else None."""
-    top = top or root
-    skip = {p.resolve() for p in skip}
-    try:
-        _, subdirs, bad = _entries(root, top)
-    except OSError as e:
-        yield Listing(root, set(), f"cannot list the folder: {e.strerror or e}")
-        return
-    yield from bad
-    for folder in subdirs:
-        if skip and folder.resolve() in skip:
-            continue
-        if known and (listing := known(folder)):
-            yield listing
-            continue
-        try:
-            mtime = os.stat(folder).st_mtime_ns
-            files, inner, inner_bad = _entries(folder, top)
-        except OSError as e:
-            yield Listing(folder, set(), f"cannot list the folder: {e.strerror or e}")
-            continue
-        if is_run_folder(files) or not (inner or inner_bad):
-            yield _listing(folder, files, mtime)
-        elif depth >= MAX_DEPTH:
-            log.warning("catalog: not searching %s: more than %d levels below the root",
-                        folder, MAX_DEPTH)
-        else:
-            yield from run_folders(folder, skip, depth + 1, top, known)
-
-
-def _listing(folder: Path, files: dict[str, tuple[int, int]], mtime: int = 0) -> Listing:
-    return Listing(folder, set(files), stamp=tuple(sorted((n, *st) for n, st in files.items())),
-                   mtime=mtime)
 
 
 def _json_safe(df: pd.DataFrame) -> pd.DataFrame:
@@ -319,12 +220,8 @@ def load_catalog(root: str | Path, skip: Iterable[Path] = (), index: Index | Non
     root = Path(root).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"no such folder: {root}")
-    files = _entries(root, root)[0]
     index = index or Index()
-    known = index.unchanged if quick else None
-    listings = ([_listing(root, files)] if is_run_folder(files)
-                else run_folders(root, skip, known=known))
-    rows = index.rows(root, listings)
+    rows = index.rows(root, run_folders(root, skip, known=index.unchanged if quick else None))
     df = pd.DataFrame(rows, columns=COLUMNS)
     return df.astype({"seed": "Int64", "width": "Int64", "height": "Int64"})
 

@@ -16,7 +16,9 @@ from typing import Iterable
 import pandas as pd
 import param
 
-from .catalog import MAX_DEPTH, Index, load_catalog
+from engine.runfolder.walk import MAX_DEPTH
+
+from .catalog import Index, load_catalog
 
 Stamp = tuple[tuple[str, int], ...]
 _lock = threading.Lock()

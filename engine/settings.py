@@ -15,8 +15,9 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from engine.pytti_settings import PyttiSettingsError, is_pytti_file, read_pytti_settings
+from engine.errors import InputError
 from engine.prompts import PromptSyntaxError, parse_prompt_list, parse_scenes
+from engine.pytti_settings import PyttiSettingsError, is_pytti_file, read_pytti_settings
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,10 @@ MAX_CONFIG_BYTES = 1_000_000
 YAML11_BOOLS = {"yes": True, "on": True, "no": False, "off": False}
 
 
-class SettingsError(ValueError):
+Config = str | Path | Mapping[str, Any] | Settings | None  # what engine.run takes as its first argument
+
+
+class SettingsError(InputError):
     """A setting with a bad name or value."""
 
 
@@ -311,6 +315,18 @@ def file_settings(path: str | Path) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise SettingsError(f"config file {path}: expected a mapping of settings, got {type(loaded).__name__}")
     return loaded
+
+
+def settings_from(config: Config, overrides: Mapping[str, Any]) -> Settings:
+    """`config` (a YAML/JSON or pytti `_settings.txt` path, a mapping or `Settings`) with
+    `overrides` (Python values) on top, validated."""
+    if isinstance(config, Settings):
+        values = config.to_dict()
+    elif isinstance(config, Mapping):
+        values = dict(config)
+    else:
+        values = file_settings(config) if config is not None else {}
+    return resolve_settings({**values, **overrides})
 
 
 def result_settings(settings: Mapping[str, Any]) -> dict[str, Any]:

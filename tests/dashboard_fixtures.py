@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from engine.runfolder import FORMAT, RunFolder, frame_count, parse_cell_name
+from engine.runfolder import FORMAT, Frame, RunFolder, frame_count, frame_step, parse_cell_name, scene_weights
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -97,11 +97,16 @@ def make_our_run(root: Path, name: str, vqgan: str, perceptors: Sequence[str], *
             Image.fromarray(draw(n), "RGB").save(run.frame(n))
     run.write_losses(["s0p0"], [[step, 0, fixture_loss(step, cell), 0.5 - 0.0001 * step]
                                 for step in range(1, total + 1)])
+    steps = [frame_step(n, save_every, total) for n in range(1, n_frames + 1)]
+    n_scenes = len(scenes.split("||"))
+    run.write_frame_table([
+        Frame(n, run.frame(n).name, step, fixture_loss(step, cell),
+              hashlib.sha256(run.frame(n).read_bytes()).hexdigest(),
+              scene_weights(step - 1, n_scenes, settings["steps_per_scene"], 0))
+        for n, step in enumerate(steps, 1)])
     if complete:
-        hashes = [hashlib.sha256(run.frame(n).read_bytes()).hexdigest()
-                  for n in range(1, n_frames + 1)]
-        run.write_metrics({"steps": total, "frames": n_frames, "frame_sha256": hashes,
-                           "final_loss": fixture_loss(total, cell), "steps_per_second": 3.5})
+        run.write_metrics({"steps": total, "frames": n_frames, "final_loss": fixture_loss(total, cell),
+                           "steps_per_second": 3.5})
     return run.path
 
 

@@ -12,20 +12,22 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
+from engine.errors import StateError
 from engine.fsutil import atomic_write, atomic_write_json
 from engine.runfolder import names
+from engine.runfolder.frames import Frame, read_table, table_text
 from engine.settings import result_settings
 
 CHUNK = 1 << 20
 
 
-class RunFolderConflict(RuntimeError):
+class RunFolderConflict(StateError):
     """The output folder already holds a run made with other settings."""
 
 
-class RunFolderDamaged(RuntimeError):
+class RunFolderDamaged(StateError):
     """Frames of the run changed on disk while it ran."""
 
 
@@ -82,6 +84,7 @@ class RunFolder:
         self.path = Path(out_dir) / namespace
         self.sidecar = self.path / names.sidecar_name(namespace)
         self.losses = self.path / names.LOSSES_FILE
+        self.frame_table = self.path / names.FRAMES_FILE
         self.metrics = self.path / names.METRICS_FILE
         self.video = self.path / names.video_name(namespace)
         self.resume = self.path / names.RESUME_FILE
@@ -113,12 +116,15 @@ class RunFolder:
         return frame_problems({n: self.frame(n) for n in range(1, len(hashes) + 1)}, hashes)
 
     def completion_problems(self) -> list[str]:
-        """What makes this folder's finished run (metrics.json) untrustworthy (empty: nothing)."""
+        """What makes this folder's finished run (metrics.json, the frame table) untrustworthy
+        (empty: nothing)."""
         try:
-            hashes = json.loads(self.metrics.read_text())["frame_sha256"]
-        except (OSError, ValueError, TypeError, KeyError):
-            return [f"{self.metrics} is unreadable or records no frame hashes"]
-        return self.frame_problems(hashes)
+            if json.loads(self.metrics.read_text()).get("complete") is not True:
+                raise ValueError("not complete")
+            hashes = [f.sha256 for f in read_table(self.frame_table, self.namespace)]
+        except (OSError, ValueError, AttributeError) as err:
+            return [f"{self.metrics} or {self.frame_table.name} is unreadable ({err})"]
+        return self.frame_problems(hashes) if hashes else [f"{self.frame_table.name} lists no frame"]
 
     def reopen(self) -> None:
         """Make a finished run unfinished again (metrics and video go; frames and sidecar stay)."""
@@ -137,8 +143,8 @@ class RunFolder:
 
     def clear(self) -> None:
         """Delete this run's own files (and nothing else in the folder)."""
-        for path in [*self.frame_paths().values(), self.sidecar, self.losses, self.metrics, self.video,
-                     self.resume, self.resume_prev]:
+        for path in [*self.frame_paths().values(), self.sidecar, self.losses, self.frame_table, self.metrics,
+                     self.video, self.resume, self.resume_prev]:
             path.unlink(missing_ok=True)
 
     def check_settings(self, settings: dict[str, Any], allow_overwrite: bool) -> str:
@@ -178,6 +184,10 @@ class RunFolder:
         for row in rows:
             writer.writerow([int(row[0]), int(row[1]), *(f"{v:.6g}" for v in row[2:])])
         atomic_write(self.losses, text.getvalue())
+
+    def write_frame_table(self, frames: Sequence[Frame]) -> None:
+        """frames.csv, the frame table (engine/runfolder/frames.py)."""
+        atomic_write(self.frame_table, table_text(frames))
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         """metrics.json, the mark of a complete run (written last)."""

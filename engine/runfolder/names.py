@@ -8,16 +8,23 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
+from engine.errors import InputError
+
 #: The sidecar's `format`. /1 numbered losses.csv rows by the 0-based step index; from /2 on a
-#: row's `step` is the number of steps done, the same count a frame's step uses.
-FORMAT = "vqgan-clip-run/2"
+#: row's `step` is the number of steps done, the same count a frame's step uses; from /3 on the
+#: engine writes the frame table (frames.csv) and metrics.json no longer lists the frames' hashes.
+FORMAT = "vqgan-clip-run/3"
 ZERO_BASED_LOSS_FORMATS = frozenset({"vqgan-clip-run/1"})
+#: Formats before the frame table (/3): their frames' steps and scene weights are re-derived.
+TABLELESS_FORMATS = frozenset({None, "vqgan-clip-run/1", "vqgan-clip-run/2"})
+PERCEPTOR_SET_SEP = "+"  # a perceptor set, as text: its perceptors' slugs joined by '+'
 
 LOSSES_FILE = "losses.csv"
+FRAMES_FILE = "frames.csv"  # the frame table (engine/runfolder/frames.py)
 METRICS_FILE = "metrics.json"
 RESUME_FILE = "resume.pt"
 RESUME_PREV_FILE = "resume.prev.pt"
-RUN_FILES = (LOSSES_FILE, METRICS_FILE)  # files only a run folder holds (besides frames and sidecars)
+RUN_FILES = (LOSSES_FILE, FRAMES_FILE, METRICS_FILE)  # files only a run folder holds (besides frames and sidecars)
 
 FRAME_RE = re.compile(r"^(?P<base>.+)_(?P<n>\d+)\.png$")
 SETTINGS_RE = re.compile(r"^(?P<base>.+)_settings\.(?P<ext>json|txt)$")
@@ -113,9 +120,9 @@ def cell_name(experiment: str, vqgan: str, perceptors: Iterable[str], seed: int 
     perceptors = tuple(perceptors)
     for slug in (vqgan, *perceptors):
         if not _SLUG.match(slug):
-            raise ValueError(f"slug {slug!r}: use letters, digits and '-' (cell names split on '_')")
+            raise InputError(f"slug {slug!r}: use letters, digits and '-' (cell names split on '_')")
     if not experiment or CELL_SEP in experiment or not perceptors:
-        raise ValueError(f"experiment {experiment!r} with perceptors {perceptors!r}: an experiment is "
+        raise InputError(f"experiment {experiment!r} with perceptors {perceptors!r}: an experiment is "
                          f"non-empty text without {CELL_SEP!r}, and a cell has at least one perceptor")
     return str(CellName(experiment, vqgan, perceptors, seed))
 
