@@ -8,8 +8,8 @@ A measure is one image statistic of experiments/imagestats.py (of each run's fin
 mean over its frames) or, where the score stage wrote them, one judge's similarity to the prompt.
 The split is a two-way analysis of variance on the runs:
 
-- sums of squares of type II, from least-squares fits of the models `VQGAN`, `perceptors`,
-  `VQGAN + perceptors` and the cell means: VQGAN = RSS(perceptors) − RSS(additive), perceptors =
+- sums of squares of type II, from least-squares fits of the models `VQGAN`, `perceptor set`,
+  `VQGAN + perceptor set` and the cell means: VQGAN = RSS(perceptor set) − RSS(additive), perceptor set =
   RSS(VQGAN) − RSS(additive), interaction = RSS(additive) − RSS(cells), residual = RSS(cells).
   Both factors are treated alike, so swapping the labels swaps the shares exactly; a missing
   cell or unequal seeds per cell (unbalanced) are fitted as they are.
@@ -48,9 +48,9 @@ from experiments.imagestats import STATS
 if TYPE_CHECKING:
     from engine.runfolder import RunRecord
 
-FACTORS = ("vqgan", "perceptors")
-SHARES = ("vqgan", "perceptors", "interaction", "residual")
-LABELS = {"vqgan": "VQGAN", "perceptors": "perceptor", "interaction": "interaction", "residual": "residual"}
+FACTORS = ("vqgan", "perceptor_set")
+SHARES = ("vqgan", "perceptor_set", "interaction", "residual")
+LABELS = {"vqgan": "VQGAN", "perceptor_set": "perceptor set", "interaction": "interaction", "residual": "residual"}
 FRAMES = ("final", "all")
 SIMILARITY = "similarity:"  # measure name prefix: similarity to the prompt under a judge
 RESAMPLES = 1000
@@ -71,7 +71,7 @@ class RunInfo:
     name: str
     experiment: str
     vqgan: str
-    perceptors: str  # the perceptor entry: slugs joined by '+'
+    perceptor_set: str  # slugs joined by '+'
     seed: int | None
     frames: tuple[Path, ...]
     status: str
@@ -84,7 +84,7 @@ class Design:
 
     y: np.ndarray
     a: np.ndarray  # VQGAN code per run
-    b: np.ndarray  # perceptor entry code per run
+    b: np.ndarray  # perceptor set code per run
     cell: np.ndarray
     unit: np.ndarray  # bootstrap unit (seed) per run
     levels: tuple[list[str], list[str]]
@@ -128,7 +128,7 @@ def _group(root: Path, folder: Path) -> str:
 def _run_info(root: Path, record: RunRecord) -> RunInfo:
     rel = record.folder.relative_to(root).as_posix()
     name = record.base if rel == "." else rel if record.base == record.folder.name else f"{rel}/{record.base}"
-    return RunInfo(name, record.experiment, record.meta.vqgan, "+".join(record.meta.perceptors) or "?",
+    return RunInfo(name, record.experiment, record.meta.vqgan, record.meta.perceptor_set,
                    record.meta.seed, tuple(record.folder / f.name for f in record.frames), record.status,
                    record.reason)
 
@@ -153,7 +153,7 @@ def usable(runs: Iterable[RunInfo]) -> tuple[list[RunInfo], list[dict[str, str]]
     for r in runs:
         if r.status != "complete":
             left.append({"run": r.name, "reason": f"{r.status}: {r.reason or 'not complete'}"})
-        elif r.vqgan == "?" or r.perceptors == "?":
+        elif r.vqgan == "?" or r.perceptor_set == "?":
             left.append({"run": r.name, "reason": "its VQGAN or perceptors are unknown"})
         else:
             kept.append(r)
@@ -178,7 +178,7 @@ def read_pixels(paths: Sequence[Path]) -> list[np.ndarray]:
 
 
 def measure_table(runs: Sequence[RunInfo], frames: str = "final") -> tuple[pd.DataFrame, list[dict[str, str]]]:
-    """One row per run: run, vqgan, perceptors, seed, then each image statistic (of the final
+    """One row per run: run, vqgan, perceptor_set, seed, then each image statistic (of the final
     frame, or the mean over every frame); and the runs whose frames cannot be read, with why."""
     if frames not in FRAMES:
         raise EffectsError(f"--frames {frames}: use one of {', '.join(FRAMES)}")
@@ -189,20 +189,20 @@ def measure_table(runs: Sequence[RunInfo], frames: str = "final") -> tuple[pd.Da
         except OSError as err:
             left.append({"run": r.name, "reason": f"a frame cannot be read ({err})"})
             continue
-        rows.append({"run": r.name, "vqgan": r.vqgan, "perceptors": r.perceptors, "seed": r.seed, **values})
+        rows.append({"run": r.name, "vqgan": r.vqgan, "perceptor_set": r.perceptor_set, "seed": r.seed, **values})
     return pd.DataFrame(rows, columns=["run", *FACTORS, "seed", *STATS]), left
 
 
 def with_similarities(table: pd.DataFrame, bias: pd.DataFrame | None) -> pd.DataFrame:
     """`table` with a `similarity:<judge>` column per judge of the score stage's bias table
-    (`vqgan, generator, judge, similarity[, seed]`), matched by VQGAN, perceptors and seed."""
+    (`vqgan, perceptor_set, judge, similarity[, seed]`), matched by VQGAN, perceptor set and seed."""
     if bias is None or bias.empty:
         return table
     bias = bias if "seed" in bias.columns else bias.assign(seed=np.nan)
-    wide = bias.pivot_table(index=["vqgan", "generator", "seed"], columns="judge", values="similarity",
+    wide = bias.pivot_table(index=["vqgan", "perceptor_set", "seed"], columns="judge", values="similarity",
                             dropna=False)
     wide.columns = [SIMILARITY + str(j) for j in wide.columns]
-    keys = [(v, p, s) for v, p, s in zip(table["vqgan"], table["perceptors"], table["seed"])]
+    keys = [(v, p, s) for v, p, s in zip(table["vqgan"], table["perceptor_set"], table["seed"])]
     if bias["seed"].isna().all():  # older score files: one seed, not recorded
         wide = wide.droplevel("seed")
         keys = [(v, p) for v, p, _ in keys]
@@ -226,7 +226,7 @@ def design(table: pd.DataFrame, measure: str) -> Design:
     """The runs with a value of `measure`, coded for the fits."""
     df = table[table[measure].notna()]
     a_levels, a = _codes(df["vqgan"])
-    b_levels, b = _codes(df["perceptors"])
+    b_levels, b = _codes(df["perceptor_set"])
     seeds = [f"seed {s}" if pd.notna(s) else f"run {r}" for s, r in zip(df["seed"], df["run"])]
     _, unit = _codes(pd.Series(seeds))
     return Design(df[measure].to_numpy(float), a, b, a * len(b_levels) + b, unit, (a_levels, b_levels))
@@ -261,7 +261,7 @@ def cell_rss(d: Design, w: np.ndarray) -> np.ndarray:
 
 
 def sums_of_squares(d: Design, w: np.ndarray) -> np.ndarray:
-    """(R, 4): the VQGAN's, the perceptors', the interaction's and the residual sum of squares
+    """(R, 4): the VQGAN's, the perceptor set's, the interaction's and the residual sum of squares
     under each row of weights."""
     ones = np.ones((len(d.y), 1))
     xa, xb = _dummies(d.a, len(d.levels[0])), _dummies(d.b, len(d.levels[1]))
@@ -273,7 +273,7 @@ def sums_of_squares(d: Design, w: np.ndarray) -> np.ndarray:
 
 
 def degrees_of_freedom(d: Design) -> np.ndarray:
-    """Of the VQGAN, the perceptors, the interaction (cells − a − b + 1) and the residual."""
+    """Of the VQGAN, the perceptor set, the interaction (cells − a − b + 1) and the residual."""
     a, b, cells = len(d.levels[0]), len(d.levels[1]), len(np.unique(d.cell))
     return np.array([a - 1, b - 1, cells - a - b + 1, len(d.y) - cells], dtype=float)
 
@@ -361,9 +361,9 @@ def reading(measure: str, result: dict[str, Any]) -> str:
 
 def grid_notes(table: pd.DataFrame) -> dict[str, Any]:
     """The grid's shape: cells, seeds, missing cells, whether balanced, and what that means."""
-    vqgans, entries = sorted(set(table["vqgan"])), sorted(set(table["perceptors"]))
-    counts = table.groupby(["vqgan", "perceptors"]).size()
-    missing = [f"{v} · {p}" for v in vqgans for p in entries if (v, p) not in counts.index]
+    vqgans, sets = sorted(set(table["vqgan"])), sorted(set(table["perceptor_set"]))
+    counts = table.groupby(["vqgan", "perceptor_set"]).size()
+    missing = [f"{v} · {p}" for v in vqgans for p in sets if (v, p) not in counts.index]
     balanced = not missing and counts.nunique() == 1
     notes = []
     if counts.max() == 1:
@@ -380,7 +380,7 @@ def grid_notes(table: pd.DataFrame) -> dict[str, Any]:
     if counts.max() > 1 and seeds < ROUGH_SEEDS:
         notes.append(f"{seeds} seeds: the 95 % intervals hold the share less often than 95 % below "
                      f"{ROUGH_SEEDS} seeds (benchmarks/effects_intervals.py); read them as rough")
-    for factor, levels in zip(("VQGAN", "perceptor entry"), (vqgans, entries)):
+    for factor, levels in zip(("VQGAN", "perceptor set"), (vqgans, sets)):
         if len(levels) == 1:
             notes.append(f"one {factor} ({levels[0]}): its share is 0 by construction")
     return {"cells": int(len(counts)), "seeds": int(seeds), "runs": int(len(table)), "balanced": bool(balanced),

@@ -96,7 +96,7 @@ def write_stamps(grid: Grid, records: dict[str, dict], folder: Path = STAMPS_DIR
     written = []
     for slug, model in grid.vqgans.items():
         written.append(_write(folder / f"vqgan-{slug}.json", {"entry": slug, "models": [records[model.name]]}))
-    for key, models in grid.perceptors.items():
+    for key, models in grid.perceptor_sets.items():
         written.append(_write(folder / f"perceptors-{key}.json",
                               {"entry": key, "models": [records[m.name] for m in models]}))
     return written

@@ -1,6 +1,6 @@
-"""Stages `cell@<vqgan>-<perceptors>` and `replicate@<vqgan>-<perceptors>-<seed>`: one optimisation of the grid.
+"""Stages `cell@<vqgan>-<perceptor set>` and `replicate@<vqgan>-<perceptor set>-<seed>`: one optimisation of the grid.
 
-    python -m experiments.run_cell VQGAN_SLUG PERCEPTOR_KEY [--seed N]
+    python -m experiments.run_cell VQGAN_SLUG PERCEPTOR_SET [--seed N]
 
 The cell's engine settings are params.yaml's `settings` plus its VQGAN, its perceptors, its seed
 (default settings.seed; N from grid.seeds for a replicate) and its file namespace, the cell's
@@ -33,14 +33,14 @@ if TYPE_CHECKING:
     from engine.settings import Settings
 
 
-def run_cell(vqgan: str, perceptor: str, params: str | Path = PARAMS_FILE, *, seed: int | None = None,
+def run_cell(vqgan: str, set_key: str, params: str | Path = PARAMS_FILE, *, seed: int | None = None,
              quiet: bool = True) -> Path:
     """Run one cell (resuming its partial run if any) and return its folder under out_dir."""
     from engine.locks import exclusive_lock
     from engine.settings import resolve_settings
 
     grid = load_grid(params)
-    cell = grid.cell(vqgan, perceptor, seed)
+    cell = grid.cell(vqgan, set_key, seed)
     partial = partial_dir()
     settings = resolve_settings({**grid.engine_settings(cell, out_dir=partial), "allow_overwrite": True})
     untrained = " (UNTRAINED models)" if cell.untrained else ""
@@ -76,12 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="python -m experiments.run_cell", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("vqgan", help="a key of grid.vqgan_models")
-    parser.add_argument("perceptor", help="a key of grid.perceptors")
+    parser.add_argument("set_key", metavar="PERCEPTOR_SET", help="a key of grid.perceptors (a perceptor set)")
     parser.add_argument("--seed", type=int, help="a seed of grid.seeds (default: settings.seed)")
     parser.add_argument("--params", default=PARAMS_FILE)
     args = parser.parse_args(argv)
     quiet = not sys.stderr.isatty() or bool(os.environ.get("VQCLIP_QUIET"))
-    return error_boundary(lambda: run_cell(args.vqgan, args.perceptor, args.params, seed=args.seed, quiet=quiet),
+    return error_boundary(lambda: run_cell(args.vqgan, args.set_key, args.params, seed=args.seed, quiet=quiet),
                           "interrupted: the cell resumes from its last saved frame at the next `dvc repro`")
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ def test_texture_that_follows_the_vqgan_is_the_vqgans(tmp_path: Path) -> None:
     edges, colour = got["measures"]["edge_density"], got["measures"]["colourfulness"]
     assert edges["vqgan"] > 0.99 and edges["low"]["vqgan"] > 0.98
     assert edges["reading"].startswith("edge density: ") and edges["reading"].endswith(" % VQGAN")
-    assert colour["perceptors"] > 0.95 and colour["reading"].endswith("% perceptor")
+    assert colour["perceptor_set"] > 0.95 and colour["reading"].endswith("% perceptor set")
     assert edges["means"]["vqgan"]["vq-fine"] > edges["means"]["vqgan"]["vq-coarse"]
     for result in got["measures"].values():
         assert_shares(result)
@@ -84,11 +84,11 @@ def test_swapping_the_factors_labels_swaps_the_shares(tmp_path: Path) -> None:
     swapped = effects(grid(tmp_path / "b", stripes, swap=True))["measures"]
     for measure, result in plain.items():
         other = swapped[measure]
-        assert other["vqgan"] == pytest.approx(result["perceptors"], abs=1e-9)
-        assert other["perceptors"] == pytest.approx(result["vqgan"], abs=1e-9)
+        assert other["vqgan"] == pytest.approx(result["perceptor_set"], abs=1e-9)
+        assert other["perceptor_set"] == pytest.approx(result["vqgan"], abs=1e-9)
         assert other["interaction"] == pytest.approx(result["interaction"], abs=1e-9)
         assert other["residual"] == pytest.approx(result["residual"], abs=1e-9)
-        assert other["low"]["vqgan"] == pytest.approx(result["low"]["perceptors"], abs=1e-9)
+        assert other["low"]["vqgan"] == pytest.approx(result["low"]["perceptor_set"], abs=1e-9)
     assert plain["edge_density"]["vqgan"] > 0.99  # the swap is not of two equal things
 
 
@@ -96,7 +96,7 @@ def test_a_planted_interaction_is_found_with_seeds_and_is_residual_with_one(tmp_
     several = effects(grid(tmp_path / "seeds", crossed))
     contrast = several["measures"]["contrast"]
     assert contrast["interaction"] > 0.8 and contrast["low"]["interaction"] > 0.5
-    assert contrast["vqgan"] < 0.1 and contrast["perceptors"] < 0.1
+    assert contrast["vqgan"] < 0.1 and contrast["perceptor_set"] < 0.1
     assert not any("cannot be told" in n for n in several["notes"])
 
     one = effects(grid(tmp_path / "one", crossed, seeds=(1,)))
@@ -140,7 +140,7 @@ def test_pytti_folders_are_read(tmp_path: Path) -> None:
     got = effects_of_runs(find_runs(tmp_path), "pytti_study")
     assert (got["cells"], got["runs"]) == (4, 4)
     assert [e["run"] for e in got["excluded"]] == ["pytti_study/cell11/cell11(1)"]
-    assert got["measures"]["saturation"]["means"]["perceptors"].keys() == {"ViT-B32", "RN50"}
+    assert got["measures"]["saturation"]["means"]["perceptor_set"].keys() == {"ViT-B32", "RN50"}
     assert any("cannot be told" in n for n in got["notes"])
 
 
@@ -150,7 +150,7 @@ def test_balanced_shares_are_the_textbook_sums_of_squares() -> None:
     rng = np.random.default_rng(5)
     a, b, n = 3, 4, 3
     y = rng.normal(size=(a, b, n)) + np.arange(a)[:, None, None] + 0.5 * np.arange(b)[None, :, None]
-    table = pd.DataFrame([{"run": f"r{i}{j}{k}", "vqgan": f"v{i}", "perceptors": f"p{j}", "seed": k,
+    table = pd.DataFrame([{"run": f"r{i}{j}{k}", "vqgan": f"v{i}", "perceptor_set": f"p{j}", "seed": k,
                            "contrast": y[i, j, k]} for i in range(a) for j in range(b) for k in range(n)])
     got = analyse(table, "exp", resamples=0)["measures"]["contrast"]
     mean, cells = y.mean(), y.mean(axis=2)

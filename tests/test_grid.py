@@ -56,7 +56,7 @@ def user_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def test_demo_grid_cells_and_names() -> None:
     grid = build_grid(demo_params())
     assert grid.untrained and grid.experiment == "demo_untrained"
-    assert [(c.vqgan.slug, c.perceptor_key) for c in grid.cells] == [
+    assert [(c.vqgan.slug, c.set_key) for c in grid.cells] == [
         ("tiny", "tiny-vit"), ("tiny", "tiny-rn"), ("tiny-gumbel", "tiny-vit"), ("tiny-gumbel", "tiny-rn")]
     cell = grid.cell("tiny-gumbel", "tiny-rn")
     assert cell.name == "demo_untrained__tiny-gumbel_tiny-rn"
@@ -72,7 +72,7 @@ def test_joined_perceptor_entry_is_one_cell_guided_by_all() -> None:
                                                          "tiny-rn": ["tiny-rn"]}}))
     cell = grid.cell("tiny", "tiny-vit_tiny-rn")
     assert [p.name for p in cell.perceptors] == ["tiny-vit", "tiny-rn"]
-    assert cell.generator == "tiny-vit+tiny-rn"
+    assert cell.perceptor_set == "tiny-vit+tiny-rn"
     # The pytti widget splits folder names on '__' and then '_': experiment, vqgan, perceptors.
     head, tail = cell.name.split("__")
     assert head == "demo_untrained" and tail.split("_") == ["tiny", "tiny-vit", "tiny-rn"]
@@ -92,7 +92,7 @@ def test_study_params_are_the_studys_40_cells_in_pyttis_meaning() -> None:
     grid = load_grid(REPO / "params.yaml")
     assert grid.experiment == "exp_vqgan_base_perceptors" and not grid.untrained
     assert [m.name for m in grid.vqgans.values()] == ["imagenet_16384", "openimages_8192", "wikiart_16384", "coco", "sflckr"]
-    assert {k: [m.name for m in v] for k, v in grid.perceptors.items()} == STUDY_PERCEPTORS
+    assert {k: [m.name for m in v] for k, v in grid.perceptor_sets.items()} == STUDY_PERCEPTORS
     assert grid.seeds == (12345,) and len(grid.cells) == 40 and not any(c.replicate for c in grid.cells)
     assert grid.cell("imagenet", "ViT-B32_RN50").name == "exp_vqgan_base_perceptors__imagenet_ViT-B32_RN50"
     assert grid.cell("sflckr", "ViT-B32").name == "exp_vqgan_base_perceptors__sflckr_ViT-B32"
@@ -110,7 +110,7 @@ def test_grid_command_validates_and_lists_the_40_study_cells() -> None:
     result = subprocess.run([sys.executable, "-m", "experiments.grid"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("40 cells = 5 VQGANs × 8 perceptor entries × 1 seed (12345)")
+    assert lines[0].startswith("40 cells = 5 VQGANs × 8 perceptor sets × 1 seed (12345)")
     rows = [line.split() for line in lines if line.startswith("  exp_vqgan_base_perceptors__")]
     assert len(rows) == 40
     assert ["exp_vqgan_base_perceptors__wikiart_RN50_RN101", "wikiart_16384", "RN50:openai+RN101:openai", "12345",
@@ -124,7 +124,7 @@ def test_grid_command_names_bad_entries(tmp_path: Path, capsys: pytest.CaptureFi
     params["grid"]["perceptors"]["RN50x5"] = "RN50x5:openai"
     params["grid"]["seeds"] = [12345, "x"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    assert main(["--params", str(tmp_path / "params.yaml")]) == 1
+    assert main(["--params", str(tmp_path / "params.yaml")]) == 2  # a bad params.yaml is input (engine.errors.InputError)
     out, err = capsys.readouterr()
     assert out == "" and "grid.perceptors.RN50x5: unknown perceptor 'RN50x5:openai'" in err
     assert "grid.seeds=[12345, 'x']: expected a list of non-negative integers" in err
@@ -238,7 +238,7 @@ def test_dvc_yaml_agrees_with_grid_names(group: str, replicate: bool) -> None:
     grid = build_grid(demo_params(**{"grid.perceptors": {"tiny-vit_tiny-rn": "tiny-vit+tiny-rn"}, "grid.seeds": [7]}))
     cell = next(c for c in reversed(grid.cells) if c.replicate == replicate)
     values = {"experiment": grid.experiment, "out_dir": grid.out_dir, "item.vqgan": cell.vqgan.slug,
-              "item.perceptors": cell.perceptor_key, "item.seed": str(cell.seed)}
+              "item.perceptors": cell.set_key, "item.seed": str(cell.seed)}
 
     def fill(text: str) -> str:
         return re.sub(r"\$\{([^}]+)\}", lambda m: values[m.group(1)], text)

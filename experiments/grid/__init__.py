@@ -1,4 +1,4 @@
-"""The grid of params.yaml: VQGAN models × perceptor entries × seeds.
+"""The grid of params.yaml: VQGAN models × perceptor sets × seeds.
 
 Every stage script reads params.yaml through `load_grid`, which validates the whole grid and
 names its cells (docs/grid.md):
@@ -8,7 +8,7 @@ names its cells (docs/grid.md):
     grid:
       vqgan_models:                             # slug: registry name
         imagenet: imagenet_16384
-      perceptors:                               # slugs joined by '_': names joined by '+' (or a list)
+      perceptors:                               # the perceptor sets: slugs joined by '_': names joined by '+' (or a list)
         ViT-B32: "ViT-B-32:openai"
         ViT-B32_RN50: "ViT-B-32:openai+RN50:openai"
       seeds: [7, 8]                             # replicates beside settings.seed ([]: none)

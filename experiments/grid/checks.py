@@ -5,7 +5,7 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping
 
-from experiments.grid.entries import perceptor_entries, seed_entries, vqgan_entries
+from experiments.grid.entries import perceptor_set_entries, seed_entries, vqgan_entries
 from experiments.grid.layout import INPUTS_DIR, METRICS_DIR, PARAMS_FILE, SCORES_DIR, STAMPS_DIR, partial_dir
 from experiments.grid.model import CELL_KEYS, Cell, Grid, GridError, Model
 
@@ -32,16 +32,16 @@ def build_grid(params: Mapping[str, Any], origin: str = PARAMS_FILE, root: Path 
         problems += _check_out_dir(out_dir)
     grid = _grid_section(params, problems)
     vqgans = vqgan_entries(grid["vqgan_models"], reg, problems) if "vqgan_models" in grid else {}
-    perceptors = perceptor_entries(grid["perceptors"], reg, problems) if "perceptors" in grid else {}
+    perceptor_sets = perceptor_set_entries(grid["perceptors"], reg, problems) if "perceptors" in grid else {}
     settings = _settings_section(params, problems)
     problems += _check_settings(settings, root)
     seed = _seed(settings)
     seeds = (seed, *(seed_entries(grid["seeds"], seed, problems) if "seeds" in grid else ()))
-    cells = _cells(experiment, vqgans, perceptors, seeds) if experiment else ()
+    cells = _cells(experiment, vqgans, perceptor_sets, seeds) if experiment else ()
     problems += _check_collisions(cells)
     if problems:
         raise GridError(f"{origin}: the grid cannot run:\n" + "\n".join(f"  - {p}" for p in problems))
-    return Grid(experiment, str(PurePosixPath(out_dir)), settings, vqgans, perceptors, seeds, cells)
+    return Grid(experiment, str(PurePosixPath(out_dir)), settings, vqgans, perceptor_sets, seeds, cells)
 
 
 def _experiment(params: Mapping[str, Any], problems: list[str]) -> str:
@@ -83,11 +83,11 @@ def _seed(settings: dict[str, Any]) -> int:
     return int(seed) if (type(seed) is int or (type(seed) is float and seed.is_integer())) else -1
 
 
-def _cells(experiment: str, vqgans: dict[str, Model], perceptors: dict[str, tuple[Model, ...]],
+def _cells(experiment: str, vqgans: dict[str, Model], perceptor_sets: dict[str, tuple[Model, ...]],
            seeds: tuple[int, ...]) -> tuple[Cell, ...]:
-    """Every cell, by VQGAN, perceptor entry and seed (the first seed's are the study's cells)."""
+    """Every cell, by VQGAN, perceptor set and seed (the first seed's are the study's cells)."""
     return tuple(Cell(experiment, vqgan, key, models, s, replicate=i > 0)
-                 for vqgan in vqgans.values() for key, models in perceptors.items() for i, s in enumerate(seeds))
+                 for vqgan in vqgans.values() for key, models in perceptor_sets.items() for i, s in enumerate(seeds))
 
 
 def _check_out_dir(out_dir: Any) -> list[str]:
@@ -149,7 +149,7 @@ def _check_collisions(cells: tuple[Cell, ...]) -> list[str]:
         for cell in cells:
             other = seen.setdefault(getattr(cell, attr), cell)
             if other is not cell and not (other.replicate or cell.replicate):  # the seed only repeats the clash
-                problems.append(f"cells {other.vqgan.slug} × {other.perceptor_key} and {cell.vqgan.slug} × "
-                                f"{cell.perceptor_key} share the {what} {getattr(cell, attr)!r}; give one "
+                problems.append(f"cells {other.vqgan.slug} × {other.set_key} and {cell.vqgan.slug} × "
+                                f"{cell.set_key} share the {what} {getattr(cell, attr)!r}; give one "
                                 "model another `slug:` in the user models file")
     return problems

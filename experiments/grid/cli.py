@@ -40,7 +40,7 @@ def suggest(names: list[str]) -> int:
 def print_cells(grid: Grid) -> None:
     """The grid's size, then one row per cell: folder, VQGAN, perceptors, seed, DVC stage."""
     flag = "  (UNTRAINED models: says nothing about real checkpoints)" if grid.untrained else ""
-    print(f"{len(grid.cells)} cells = {len(grid.vqgans)} VQGANs × {len(grid.perceptors)} perceptor entries × "
+    print(f"{len(grid.cells)} cells = {len(grid.vqgans)} VQGANs × {len(grid.perceptor_sets)} perceptor sets × "
           f"{len(grid.seeds)} seed{'s' * (len(grid.seeds) > 1)} ({', '.join(map(str, grid.seeds))}){flag}")
     print(f"cell folders in {grid.out_dir}/")
     rows = [("cell", "vqgan", "perceptors", "seed", "DVC stage")]

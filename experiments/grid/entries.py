@@ -81,8 +81,8 @@ def vqgan_entries(value: Any, reg: Any, problems: list[str]) -> dict[str, Model]
     return entries
 
 
-def _perceptor_entry(key: Any, names: Any, reg: Any, problems: list[str]) -> tuple[Model, ...] | None:
-    """One grid.perceptors entry: its models, the key their slugs joined by '_'."""
+def _perceptor_set(key: Any, names: Any, reg: Any, problems: list[str]) -> tuple[Model, ...] | None:
+    """One perceptor set of grid.perceptors: its models, the key their slugs joined by '_'."""
     where = f"grid.perceptors.{key}"
     if isinstance(names, str):
         names = names.split("+")
@@ -104,15 +104,15 @@ def _perceptor_entry(key: Any, names: Any, reg: Any, problems: list[str]) -> tup
     return tuple(models)
 
 
-def perceptor_entries(value: Any, reg: Any, problems: list[str]) -> dict[str, tuple[Model, ...]]:
-    """grid.perceptors: key → models guiding one cell together, each set of perceptors once."""
+def perceptor_set_entries(value: Any, reg: Any, problems: list[str]) -> dict[str, tuple[Model, ...]]:
+    """grid.perceptors, the grid's perceptor sets: key → models guiding one cell together, each set once."""
     example = '{ViT-B32: "ViT-B-32:openai", ViT-B32_RN50: "ViT-B-32:openai+RN50:openai"}'
     if not _is_mapping(value, "perceptor", "grid.perceptors", example, reg, problems):
         return {}
     entries: dict[str, tuple[Model, ...]] = {}
     seen: dict[frozenset, str] = {}
     for key, names in value.items():
-        models = _perceptor_entry(key, names, reg, problems)
+        models = _perceptor_set(key, names, reg, problems)
         if models is None:
             continue
         same = frozenset(m.name for m in models)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import InputError
-from engine.runfolder import cell_name
+from engine.runfolder import PERCEPTOR_SET_SEP, cell_name
 from experiments.grid.layout import METRICS_DIR
 
 # Engine settings that the grid sets per cell; `settings` may not set them.
@@ -33,11 +33,11 @@ class Model:
 
 @dataclass(frozen=True)
 class Cell:
-    """One VQGAN × one perceptor entry (one or more perceptors guiding together) × one seed."""
+    """One VQGAN × one perceptor set (one or more perceptors guiding one run together) × one seed."""
 
     experiment: str
     vqgan: Model
-    perceptor_key: str  # the entry's key in grid.perceptors: its slugs joined by '_'
+    set_key: str  # the perceptor set's key in grid.perceptors: its slugs joined by '_'
     perceptors: tuple[Model, ...]
     seed: int
     replicate: bool = False  # False: settings.seed's cell; True: a seed of grid.seeds
@@ -52,13 +52,13 @@ class Cell:
     def stage(self) -> str:
         """The DVC stage that makes this cell (DVC joins matrix keys with '-')."""
         if self.replicate:
-            return f"replicate@{self.vqgan.slug}-{self.perceptor_key}-{self.seed}"
-        return f"cell@{self.vqgan.slug}-{self.perceptor_key}"
+            return f"replicate@{self.vqgan.slug}-{self.set_key}-{self.seed}"
+        return f"cell@{self.vqgan.slug}-{self.set_key}"
 
     @property
-    def generator(self) -> str:
-        """The guiding perceptors, slugs joined by '+' (bias matrix rows)."""
-        return "+".join(p.slug for p in self.perceptors)
+    def perceptor_set(self) -> str:
+        """The perceptor set as text: its perceptors' slugs joined by '+'."""
+        return PERCEPTOR_SET_SEP.join(p.slug for p in self.perceptors)
 
     @property
     def untrained(self) -> bool:
@@ -73,9 +73,9 @@ class Grid:
     out_dir: str
     settings: dict[str, Any]
     vqgans: dict[str, Model]  # slug → model
-    perceptors: dict[str, tuple[Model, ...]]  # entry key → models
+    perceptor_sets: dict[str, tuple[Model, ...]]  # key (slugs joined by '_') → models
     seeds: tuple[int, ...]  # settings.seed, then grid.seeds
-    cells: tuple[Cell, ...]  # by VQGAN, perceptor entry, seed
+    cells: tuple[Cell, ...]  # by VQGAN, perceptor set, seed
 
     @property
     def models(self) -> list[Model]:
@@ -86,7 +86,7 @@ class Grid:
     def judges(self) -> list[Model]:
         """Every distinct perceptor of the grid, in order of appearance: the bias matrix columns."""
         seen: dict[str, Model] = {}
-        for models in self.perceptors.values():
+        for models in self.perceptor_sets.values():
             for model in models:
                 seen.setdefault(model.name, model)
         return list(seen.values())
@@ -95,14 +95,14 @@ class Grid:
     def untrained(self) -> bool:
         return any(m.untrained for m in self.models)
 
-    def cell(self, vqgan: str, perceptor: str, seed: int | None = None) -> Cell:
-        """The cell of a VQGAN slug, a perceptor key and a seed (default: settings.seed)."""
+    def cell(self, vqgan: str, set_key: str, seed: int | None = None) -> Cell:
+        """The cell of a VQGAN slug, a perceptor set's key and a seed (default: settings.seed)."""
         seed = self.seeds[0] if seed is None else seed
         for cell in self.cells:
-            if cell.vqgan.slug == vqgan and cell.perceptor_key == perceptor and cell.seed == seed:
+            if cell.vqgan.slug == vqgan and cell.set_key == set_key and cell.seed == seed:
                 return cell
-        raise GridError(f"no cell {vqgan!r} × {perceptor!r} × seed {seed} in the grid; VQGANs: "
-                        f"{', '.join(self.vqgans)}; perceptor entries: {', '.join(self.perceptors)}; "
+        raise GridError(f"no cell {vqgan!r} × {set_key!r} × seed {seed} in the grid; VQGANs: "
+                        f"{', '.join(self.vqgans)}; perceptor sets: {', '.join(self.perceptor_sets)}; "
                         f"seeds: {', '.join(map(str, self.seeds))}")
 
     def cell_dir(self, cell: Cell) -> Path:
