@@ -247,17 +247,17 @@ def test_dvc_yaml_agrees_with_grid_names(group: str, replicate: bool) -> None:
     assert stage["matrix"] == ({**matrix, "seed": "${grid.seeds}"} if replicate else matrix)
     dvc_name = "-".join(fill(f"${{item.{k}}}") for k in stage["matrix"])  # DVC joins matrix keys with '-'
     assert f"{group}@{dvc_name}" == cell.stage
-    assert fill(stage["cmd"]).split() == ["python", "-m", "experiments.run_cell", cell.vqgan.slug, cell.perceptor_key,
+    assert fill(stage["cmd"]).split() == ["python", "-m", "experiments.run_cell", cell.vqgan.slug, cell.set_key,
                                           *(["--seed", str(cell.seed)] if replicate else [])]
     assert [fill(o) for o in stage["outs"]] == [str(grid.cell_dir(cell))]
     assert [fill(next(iter(m))) for m in stage["metrics"]] == [str(grid.metrics_file(cell))]
     params = [fill(p) for p in stage["params"]]
     assert sorted(params) == sorted(["experiment", "out_dir", "settings", f"grid.vqgan_models.{cell.vqgan.slug}",
-                                     f"grid.perceptors.{cell.perceptor_key}"])
+                                     f"grid.perceptors.{cell.set_key}"])
     assert "grid" not in params  # a cell must not depend on the whole grid
     deps = [fill(d) for d in stage["deps"]]
     assert f"experiments/model_stamps/vqgan-{cell.vqgan.slug}.json" in deps
-    assert f"experiments/model_stamps/perceptors-{cell.perceptor_key}.json" in deps
+    assert f"experiments/model_stamps/perceptors-{cell.set_key}.json" in deps
     assert "experiments/inputs" in deps  # init_image and target_images files
     assert dvc["stages"]["fetch_models"]["outs"] == ["experiments/model_stamps"]
 
