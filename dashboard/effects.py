@@ -15,14 +15,15 @@ import panel as pn
 from bokeh.models import ColumnDataSource, TapTool, Whisker
 from bokeh.plotting import figure
 
-from experiments.effects import LABELS, SHARES, EffectsError, RunInfo, effects_of_runs, read_bias
+from experiments.effects import LABELS, SHARES, EffectsError, RunInfo, effects_of_runs
+from experiments.scorefiles import BIAS_MATRIX, read_csv
 
 from .grid import AXES
 
 log = logging.getLogger(__name__)
-COLOURS = {"vqgan": "#1f77b4", "perceptors": "#ff7f0e", "interaction": "#2ca02c", "residual": "#c7c7c7"}
-HEAD_RGB = {"vqgan": (31, 119, 180), "perceptors": (255, 127, 14)}
-AXIS = {"vqgan": AXES["vqgan"], "perceptors": AXES["generator"]}  # the player's axis labels
+COLOURS = {"vqgan": "#1f77b4", "perceptor_set": "#ff7f0e", "interaction": "#2ca02c", "residual": "#c7c7c7"}
+HEAD_RGB = {"vqgan": (31, 119, 180), "perceptor_set": (255, 127, 14)}
+AXIS = {"vqgan": AXES["vqgan"], "perceptor_set": AXES["generator"]}  # the player's axis labels
 ROW = 28  # px per bar
 NONE = "(none)"
 LEGEND = ("Each bar splits the variance of one run's measure across the grid: the VQGAN's share, "
@@ -48,7 +49,7 @@ def load_effects(score_dir: Path | None, catalog: pd.DataFrame, root: str | Path
         except (OSError, ValueError) as e:
             log.warning("ignoring %s: %s", path, e)
     runs = catalog_runs(catalog, Path(root).resolve())
-    bias = read_bias(score_dir)
+    bias = read_csv(score_dir, BIAS_MATRIX)
     found = []
     for experiment in sorted(set(catalog["experiment"])):
         try:
@@ -109,7 +110,7 @@ def head_colours(effects: list[dict[str, Any]], measure: str) -> dict[str, dict[
     heads: dict[str, dict[str, dict[str, str]]] = {}
     for doc in effects:
         result = doc["measures"].get(measure)
-        for factor in ("vqgan", "perceptors") if result else ():
+        for factor in ("vqgan", "perceptor_set") if result else ():
             means = {k: v for k, v in result["means"][factor].items() if v is not None}
             if not means:
                 continue

@@ -44,6 +44,7 @@ from engine.cli import Parser, error_boundary
 from engine.errors import InputError
 from experiments import imagestats
 from experiments.imagestats import STATS
+from experiments.scorefiles import BIAS_MATRIX, read_csv
 
 if TYPE_CHECKING:
     from engine.runfolder import RunRecord
@@ -208,16 +209,6 @@ def with_similarities(table: pd.DataFrame, bias: pd.DataFrame | None) -> pd.Data
         keys = [(v, p) for v, p, _ in keys]
     found = wide.reindex(keys)
     return pd.concat([table.reset_index(drop=True), found.reset_index(drop=True)], axis=1)
-
-
-def read_bias(scores: Path | None) -> pd.DataFrame | None:
-    """The score stage's bias_matrix.csv in `scores`, where there is one."""
-    path = scores / "bias_matrix.csv" if scores else None
-    if path is None or not path.is_file():
-        return None
-    df = pd.read_csv(path)
-    df["similarity"] = pd.to_numeric(df["similarity"], errors="coerce")
-    return df
 
 
 # ---------------------------------------------------------------- the analysis of variance
@@ -462,7 +453,7 @@ def print_effects(args: argparse.Namespace) -> None:
     runs = find_runs(args.root)
     experiment = pick_experiment(runs, args.experiment, args.root)
     scores = args.scores or args.root.resolve().parent / "scores"
-    effects = effects_of_runs(runs, experiment, args.frames, read_bias(scores))
+    effects = effects_of_runs(runs, experiment, args.frames, read_csv(scores, BIAS_MATRIX))
     print(json.dumps(effects, indent=2) if args.json else to_text(effects))
 
 
