@@ -25,6 +25,7 @@ import yaml
 
 from engine.cli import Parser, error_boundary
 from engine.errors import StateError
+from engine.fsutil import describe_os_error
 from experiments.grid import PARAMS_FILE, read_params
 
 PACKAGE = Path(__file__).resolve().parent
@@ -132,10 +133,14 @@ def create_demo(directory: str | Path, *, params: Mapping[str, Any] | None = Non
         raise DemoError(f"{directory} exists and is not empty; pick a new folder")
     if directory.exists() and not directory.is_dir():
         raise DemoError(f"{directory} is a file, not a folder; pick a new folder")
-    directory.mkdir(parents=True, exist_ok=True)
-    for rel in project_files():
-        (directory / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(PROJECT / rel, directory / rel)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for rel in project_files():
+            (directory / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(PROJECT / rel, directory / rel)
+    except OSError as err:
+        raise DemoError(f"cannot make the demo repository {directory}: {describe_os_error(err)}; "
+                        "pick a folder you can write") from err
     untrained = params is None
     write_params(directory / PARAMS_FILE, demo_params() if params is None else params,
                  HEADER if untrained else "")

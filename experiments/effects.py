@@ -3,6 +3,7 @@ entry's, their interaction and the residual (seed-to-seed noise).
 
     python -m experiments.effects --root DIR [--experiment NAME] [--json] [--frames final|all]
                                   [--scores DIR]
+    python -m experiments.effects --grid params.yaml     # stage `effects`: from the score files
 
 A measure is one image statistic of experiments/imagestats.py (of each run's final frame, or the
 mean over its frames) or, where the score stage wrote them, one judge's similarity to the prompt.
@@ -44,10 +45,11 @@ from engine.cli import Parser, error_boundary
 from engine.errors import InputError
 from experiments import imagestats
 from experiments.imagestats import STATS
-from experiments.scorefiles import BIAS_MATRIX, read_csv
+from experiments.scorefiles import BIAS_MATRIX, EFFECTS, IMAGE_STATS, read_csv, write_json
 
 if TYPE_CHECKING:
     from engine.runfolder import RunRecord
+    from experiments.grid import Grid
 
 FACTORS = ("vqgan", "perceptor_set")
 SHARES = ("vqgan", "perceptor_set", "interaction", "residual")
@@ -77,6 +79,7 @@ class RunInfo:
     frames: tuple[Path, ...]
     status: str
     reason: str = ""
+    cell: str = ""  # the run's file namespace (a grid cell's name), without pytti's re-run suffix
 
 
 @dataclass
@@ -131,7 +134,7 @@ def _run_info(root: Path, record: RunRecord) -> RunInfo:
     name = record.base if rel == "." else rel if record.base == record.folder.name else f"{rel}/{record.base}"
     return RunInfo(name, record.experiment, record.meta.vqgan, record.meta.perceptor_set,
                    record.meta.seed, tuple(record.folder / f.name for f in record.frames), record.status,
-                   record.reason)
+                   record.reason, record.cell)
 
 
 def pick_experiment(runs: Sequence[RunInfo], experiment: str | None, root: Path) -> str:
@@ -179,7 +182,7 @@ def read_pixels(paths: Sequence[Path]) -> list[np.ndarray]:
 
 
 def measure_table(runs: Sequence[RunInfo], frames: str = "final") -> tuple[pd.DataFrame, list[dict[str, str]]]:
-    """One row per run: run, vqgan, perceptor_set, seed, then each image statistic (of the final
+    """One row per run: run, cell, vqgan, perceptor_set, seed, then each image statistic (of the final
     frame, or the mean over every frame); and the runs whose frames cannot be read, with why."""
     if frames not in FRAMES:
         raise EffectsError(f"--frames {frames}: use one of {', '.join(FRAMES)}")
@@ -190,15 +193,21 @@ def measure_table(runs: Sequence[RunInfo], frames: str = "final") -> tuple[pd.Da
         except OSError as err:
             left.append({"run": r.name, "reason": f"a frame cannot be read ({err})"})
             continue
-        rows.append({"run": r.name, "vqgan": r.vqgan, "perceptor_set": r.perceptor_set, "seed": r.seed, **values})
-    return pd.DataFrame(rows, columns=["run", *FACTORS, "seed", *STATS]), left
+        rows.append({"run": r.name, "cell": r.cell or r.name, "vqgan": r.vqgan, "perceptor_set": r.perceptor_set,
+                     "seed": r.seed, **values})
+    return pd.DataFrame(rows, columns=["run", "cell", *FACTORS, "seed", *STATS]), left
 
 
 def with_similarities(table: pd.DataFrame, bias: pd.DataFrame | None) -> pd.DataFrame:
-    """`table` with a `similarity:<judge>` column per judge of the score stage's bias table
-    (`vqgan, perceptor_set, judge, similarity[, seed]`), matched by VQGAN, perceptor set and seed."""
+    """`table` with a `similarity:<judge>` column per judge of the judge stage's bias matrix
+    (`cell, vqgan, perceptor_set, seed, judge, similarity`), matched by cell; older bias matrices,
+    without `cell` (and maybe `seed`), by VQGAN, perceptor set and seed."""
     if bias is None or bias.empty:
         return table
+    if "cell" in bias.columns:
+        wide = bias.pivot_table(index="cell", columns="judge", values="similarity", dropna=False)
+        wide.columns = [SIMILARITY + str(j) for j in wide.columns]
+        return table.join(wide, on="cell")
     bias = bias if "seed" in bias.columns else bias.assign(seed=np.nan)
     wide = bias.pivot_table(index=["vqgan", "perceptor_set", "seed"], columns="judge", values="similarity",
                             dropna=False)
@@ -427,9 +436,38 @@ def to_text(effects: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def grid_effects(grid: Grid, scores: Path) -> dict[str, Any]:
+    """The effects of the grid's cells from their score files: each cell's final frame's statistics
+    (image_stats.csv) and each judge's similarity (bias_matrix.csv, where the judge stage wrote it)."""
+    stats = read_csv(scores, IMAGE_STATS)
+    if stats is None:
+        raise EffectsError(f"{scores / IMAGE_STATS}: missing or unreadable; run `dvc repro imagestats` first")
+    final = stats.sort_values(["cell", "frame"]).groupby("cell", sort=False).tail(1).set_index("cell")
+    known = [c for c in grid.cells if c.name in final.index]
+    table = pd.DataFrame([{"run": c.name, "cell": c.name, "vqgan": c.vqgan.slug, "perceptor_set": c.perceptor_set,
+                           "seed": c.seed, **final.loc[c.name, list(STATS)].to_dict()} for c in known],
+                         columns=["run", "cell", *FACTORS, "seed", *STATS])
+    left = [{"run": c.name, "reason": f"not in {IMAGE_STATS}"} for c in grid.cells if c.name not in final.index]
+    return analyse(with_similarities(table, read_csv(scores, BIAS_MATRIX)), grid.experiment, left_out=left)
+
+
+def write_grid_effects(params: Path) -> None:
+    """The stage `effects`: the grid's effects.json beside its other score files."""
+    from experiments.grid import SCORES_DIR, load_grid
+
+    grid = load_grid(params)
+    effects = grid_effects(grid, SCORES_DIR)
+    write_json(SCORES_DIR / EFFECTS, effects)
+    print(f"effects: {effects['runs']} runs, {len(effects['measures'])} measures -> {SCORES_DIR / EFFECTS}")
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = Parser(prog="python -m experiments.effects", description=__doc__.split("\n")[0])
-    parser.add_argument("--root", required=True, type=Path, help="a folder of run folders (ours or pytti's)")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--root", type=Path, help="a folder of run folders (ours or pytti's)")
+    where.add_argument("--grid", type=Path, metavar="PARAMS",
+                       help="the DVC stage: the grid of this params file from its score files, written to "
+                            "experiments/scores/effects.json")
     parser.add_argument("--experiment", help="the experiment to analyse (default: the only one)")
     parser.add_argument("--json", action="store_true", help="print the JSON instead of the table")
     parser.add_argument("--frames", choices=FRAMES, default="final",
@@ -441,6 +479,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.grid is not None:
+        return error_boundary(lambda: write_grid_effects(args.grid))
     return error_boundary(lambda: print_effects(args))
 
 

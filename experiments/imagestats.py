@@ -10,11 +10,24 @@ All take an (H, W, 3) uint8 RGB array and are deterministic.
   scaled so that a full black-to-white step reads 1, exceeds `EDGE_THRESHOLD`.
 - palette: the `PALETTE_SIZE` dominant colours by median cut (PIL), most frequent first, as
   `#rrggbb;#rrggbb;...` (fewer when the frame has fewer colours).
+
+Stage `imagestats` (`python -m experiments.imagestats [params.yaml]`): every frame of every cell
+of the grid measured, into experiments/scores/ (experiments/scorefiles.py): image_stats.csv (a row
+per frame) and image_stats.json ({vqgan: {perceptor set: {statistic: mean over frames and
+seeds}}}, DVC metrics). It loads no model.
 """
 from __future__ import annotations
 
+import sys
+from typing import TYPE_CHECKING
+
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from experiments.grid import Grid
 
 EDGE_THRESHOLD = 0.1
 PALETTE_SIZE = 5
@@ -78,3 +91,57 @@ def frame_stats(rgb: np.ndarray) -> dict[str, float | str]:
     """Every statistic of one frame."""
     return {"colourfulness": colourfulness(rgb), "saturation": saturation(rgb), "contrast": contrast(rgb),
             "edge_density": edge_density(rgb), "palette": palette(rgb)}
+
+
+# ---------------------------------------------------------------- the stage
+
+def stats_table(grid: Grid) -> pd.DataFrame:
+    """A row per frame of every cell: the run's columns, frame, step, each statistic and the palette."""
+    import pandas as pd
+
+    from experiments.cells import frame_pixels, read_cells
+    from experiments.scorefiles import FRAME_COLUMNS
+
+    records, rows = read_cells(grid), []
+    for cell in grid.cells:
+        record = records[cell.name]
+        for frame, pixels in zip(record.frames, frame_pixels(record)):
+            rows.append([cell.name, cell.vqgan.slug, cell.perceptor_set, cell.seed, frame.n, frame.step,
+                         *frame_stats(pixels).values()])
+    return pd.DataFrame(rows, columns=[*FRAME_COLUMNS, *STATS, "palette"])
+
+
+def summary(table: pd.DataFrame) -> dict:
+    """{vqgan: {perceptor set: {statistic: mean over frames and seeds}}}."""
+    from experiments.scorefiles import rounded
+
+    means = table.groupby(["vqgan", "perceptor_set"], sort=False)[list(STATS)].mean()
+    result: dict = {}
+    for (vqgan, perceptor_set), row in means.iterrows():
+        result.setdefault(vqgan, {})[perceptor_set] = {k: rounded(row[k]) for k in STATS}
+    return result
+
+
+def measure_grid(params: str) -> None:
+    """The stage: measure every frame of the grid of `params` and write the score files."""
+    from experiments.grid import SCORES_DIR, load_grid
+    from experiments.scorefiles import FRAME_COLUMNS, IMAGE_STATS, IMAGE_STATS_SUMMARY, write_csv, write_json
+
+    grid = load_grid(params)
+    table = stats_table(grid)
+    SCORES_DIR.mkdir(parents=True, exist_ok=True)
+    write_csv(SCORES_DIR / IMAGE_STATS, table, [*FRAME_COLUMNS, *STATS, "palette"])
+    write_json(SCORES_DIR / IMAGE_STATS_SUMMARY, summary(table))
+    print(f"imagestats: {len(table)} frames of {len(grid.cells)} cells -> {SCORES_DIR / IMAGE_STATS}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from engine.cli import error_boundary
+    from experiments.grid import PARAMS_FILE
+
+    args = sys.argv[1:] if argv is None else argv
+    return error_boundary(lambda: measure_grid(args[0] if args else PARAMS_FILE))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -6,10 +6,10 @@ viewer-only install reads them.
 
 | file | stage | content |
 |---|---|---|
-| `bias_matrix.csv` | judge | `vqgan,perceptor_set,judge,similarity,seed,z`: a row per cell, judge and seed |
+| `bias_matrix.csv` | judge | `cell,vqgan,perceptor_set,seed,judge,similarity,z`: a row per cell and judge |
 | `bias.json` | judge | {vqgan: {perceptor set: {judge: similarity, mean over seeds}}} (DVC metrics) |
 | `self_preference.json` | judge | {"judges": {judge: {mean, low, high, seeds}}, "vqgans": {...}} (DVC metrics) |
-| `image_stats.csv` | imagestats | `cell,vqgan,perceptor_set,frame,step,<statistic>...,palette`: a row per frame |
+| `image_stats.csv` | imagestats | `cell,vqgan,perceptor_set,seed,frame,step,<statistic>...,palette`: a row per frame |
 | `image_stats.json` | imagestats | {vqgan: {perceptor set: {statistic: mean over frames and seeds}}} (DVC metrics) |
 | `effects.json` | effects | each measure's shares of variance (experiments/effects.py) (DVC metrics) |
 
@@ -29,7 +29,6 @@ from typing import Any, Sequence
 import pandas as pd
 
 from engine.fsutil import atomic_write
-from experiments.imagestats import STATS
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +40,12 @@ IMAGE_STATS_SUMMARY = "image_stats.json"
 EFFECTS = "effects.json"
 
 OLD_NAMES = {"generator": "perceptor_set"}  # column → its new name; written beside it for one release
-BIAS_COLUMNS = ["vqgan", "perceptor_set", "judge", "similarity", "seed", "z"]
-STATS_COLUMNS = ["cell", "vqgan", "perceptor_set", "frame", "step", *STATS, "palette"]
-NUMERIC = ["similarity", "seed", "z", "frame", "step", *STATS]  # text there reads as missing
-REQUIRED = {BIAS_MATRIX: ["vqgan", "perceptor_set", "judge", "similarity"], IMAGE_STATS: STATS_COLUMNS[:-1]}
+RUN_COLUMNS = ["cell", "vqgan", "perceptor_set", "seed"]  # which run a row is about
+BIAS_COLUMNS = [*RUN_COLUMNS, "judge", "similarity", "z"]
+FRAME_COLUMNS = [*RUN_COLUMNS, "frame", "step"]  # image_stats.csv: then one column per statistic, then palette
+TEXT = {"cell", "vqgan", "perceptor_set", "judge", "palette"}  # every other column is a number (text: missing)
+REQUIRED = {BIAS_MATRIX: ["vqgan", "perceptor_set", "judge", "similarity"],
+            IMAGE_STATS: ["vqgan", "perceptor_set", "frame", "step"]}  # what older files have too
 
 
 def scores_dir(root: str | Path, scores: str | Path | None = None) -> Path | None:
@@ -104,7 +105,7 @@ def read_csv(folder: Path | None, name: str) -> pd.DataFrame | None:
     if missing := set(REQUIRED[name]) - set(df.columns):
         log.warning("ignoring %s: no column %s", path, ", ".join(sorted(missing)))
         return None
-    numeric = [c for c in NUMERIC if c in df.columns]
+    numeric = [c for c in df.columns if c not in TEXT]
     df[numeric] = df[numeric].apply(pd.to_numeric, errors="coerce")
     needed = [c for c in numeric if c in REQUIRED[name]]
     bad = df[needed].isna().any(axis=1)

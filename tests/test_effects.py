@@ -200,14 +200,20 @@ def test_no_complete_run_is_an_error_naming_the_left_out(tmp_path: Path) -> None
         effects(tmp_path)
 
 
-def test_score_stage_writes_effects_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The score stage (tiny judges) writes effects.json with the judges' similarities."""
-    from experiments.score import score
-    from test_score import SETTINGS, _grid_of_cells
+def test_effects_stage_writes_effects_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The judge (tiny judges), imagestats and effects stages: effects.json with the judges' similarities."""
+    from experiments.effects import write_grid_effects
+    from experiments.imagestats import measure_grid
+    from experiments.judge import judge
+    from test_score import SETTINGS, _grid_of_cells, grid_params
 
     monkeypatch.chdir(tmp_path)
-    score(_grid_of_cells(tmp_path, SETTINGS, [7], frames=2), tmp_path / "scores", device="cpu")
-    doc = json.loads((tmp_path / "scores" / "effects.json").read_text())
+    grid = _grid_of_cells(tmp_path, SETTINGS, [7], frames=2)
+    (tmp_path / "params.yaml").write_text(json.dumps(grid_params(SETTINGS, [7])))
+    judge(grid, tmp_path / "experiments" / "scores", device="cpu")
+    measure_grid("params.yaml")
+    write_grid_effects("params.yaml")
+    doc = json.loads((tmp_path / "experiments" / "scores" / "effects.json").read_text())
     assert (doc["experiment"], doc["cells"], doc["seeds"], doc["frames"]) == ("t", 2, 2, "final")
     assert {"edge_density", "similarity:tiny-vit", "similarity:tiny-rn"} <= set(doc["measures"])
     assert any("one VQGAN (tiny)" in n for n in doc["notes"])

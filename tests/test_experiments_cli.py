@@ -1,5 +1,5 @@
 """The experiments CLIs as real processes: bad input ends in one `error:` line naming the file or
-folder and what to do, exit 1, never a traceback."""
+folder and what to do, exit 2 for bad input, 1 otherwise, never a traceback."""
 from __future__ import annotations
 
 import subprocess
@@ -13,10 +13,11 @@ from experiments import demo
 REPO = Path(__file__).resolve().parent.parent
 
 
-def one_error(cwd: Path, *args: str) -> str:
-    """Run `python -m ARGS` in `cwd`; assert it failed with exactly one `error:` line; return it."""
+def one_error(cwd: Path, *args: str, code: int = 1) -> str:
+    """Run `python -m ARGS` in `cwd`; assert it failed with exit `code` (2: bad input, 1: the rest)
+    and exactly one `error:` line; return it."""
     result = subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
     assert "Traceback" not in result.stderr, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
@@ -26,15 +27,18 @@ def one_error(cwd: Path, *args: str) -> str:
 @pytest.mark.parametrize("module, args", [("experiments.grid", ["--params", "missing.yaml"]),
                                           ("experiments.run_cell", ["tiny", "tiny-vit", "--params", "missing.yaml"]),
                                           ("experiments.fetch_models", ["missing.yaml"]),
-                                          ("experiments.score", ["missing.yaml"])])
+                                          ("experiments.judge", ["missing.yaml"]),
+                                          ("experiments.imagestats", ["missing.yaml"]),
+                                          ("experiments.effects", ["--grid", "missing.yaml"])])
 def test_a_missing_params_file_is_named(tmp_path: Path, module: str, args: list[str]) -> None:
-    assert one_error(tmp_path, module, *args) == (
+    assert one_error(tmp_path, module, *args, code=2) == (
         "error: missing.yaml: no such file; run from the repository root (where dvc.yaml is) or name the params file")
 
 
-def test_score_names_a_missing_cell_and_the_stage_that_makes_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stage", ["experiments.judge", "experiments.imagestats"])
+def test_scoring_names_a_missing_cell_and_the_stage_that_makes_it(tmp_path: Path, stage: str) -> None:
     demo.write_params(tmp_path / "params.yaml", demo.demo_params())
-    line = one_error(tmp_path, "experiments.score")
+    line = one_error(tmp_path, stage)
     assert line == ("error: cell demo_untrained__tiny_tiny-vit: no folder experiments/images_out/"
                     "demo_untrained__tiny_tiny-vit; run `dvc repro cell@tiny-tiny-vit` (or `dvc pull "
                     "cell@tiny-tiny-vit` where it was pushed) to make it")
@@ -57,5 +61,5 @@ def test_cluster_outside_a_checkout(tmp_path: Path) -> None:
 
 def test_params_that_are_not_yaml_are_named_with_the_line(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text("experiment: demo\ngrid: [1\n")
-    line = one_error(tmp_path, "experiments.grid")
+    line = one_error(tmp_path, "experiments.grid", code=2)
     assert line.startswith("error: params.yaml is not valid YAML: ") and "at line 3, column 1; fix it there" in line

@@ -15,7 +15,7 @@ import yaml
 from experiments import demo
 from experiments.grid import GridError, build_grid, load_grid, read_params
 from experiments.imagestats import colourfulness, contrast, edge_density, frame_stats, palette, saturation
-from experiments.score import windows
+from experiments.judge import windows
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -25,7 +25,7 @@ def table(seeds: dict[int, float]) -> pd.DataFrame:
     """Judge j scores cell (v, g) offset_j + scale_j * (quality_v + bonus_s * [g == j]), where
     seed s's bonus is BONUS + seeds[s]: the judges' scales differ a hundredfold."""
     return pd.DataFrame([
-        {"vqgan": v, "generator": g, "judge": j, "seed": s,
+        {"vqgan": v, "perceptor_set": g, "judge": j, "seed": s,
          "similarity": offset + scale * (q + (BONUS + e) * (g == j))}
         for s, e in seeds.items() for v, q in VQGANS.items() for g in GENERATORS
         for j, (offset, scale) in JUDGES.items()
@@ -44,7 +44,7 @@ def test_z_scores_are_per_judge() -> None:
         assert scores["z"].mean() == pytest.approx(0, abs=1e-12)
         assert scores["z"].std(ddof=0) == pytest.approx(1)
     assert z["diagonal"].sum() == len(VQGANS) * len(JUDGES)
-    pair = z[z["generator"] == "ViT-B32+RN50"]
+    pair = z[z["perceptor_set"] == "ViT-B32+RN50"]
     assert set(pair[pair["involved"]]["judge"]) == {"ViT-B32", "RN50"}
 
 
@@ -86,7 +86,7 @@ def test_interval_over_seeds() -> None:
 
 def test_judges_without_their_own_cell_are_left_out() -> None:
     df = table({1: 0.0})
-    df = df[df["generator"] != "RN50"]  # nobody generated with RN50 alone
+    df = df[df["perceptor_set"] != "RN50"]  # nobody generated with RN50 alone
     prefs = self_preference(df.drop(columns="seed"))  # an older score file: no seed column
     assert set(prefs["judge"]) == {"ViT-B32", "ViT-B16"} and set(prefs["seed"]) == {0}
     assert not math.isnan(summary(prefs, ["vqgan", "judge"])["mean"].iat[0])
@@ -96,16 +96,20 @@ SETTINGS = {"scenes": "a red square || a blue sky", "width": 32, "height": 16, "
             "steps_per_scene": 5, "interpolation_steps": 0, "seed": 3}
 
 
+def grid_params(settings: dict, seeds: list[int]) -> dict:
+    """The params of a grid of tiny × (tiny-vit, tiny-rn) with `settings` and `seeds`."""
+    return {"experiment": "t", "out_dir": "out", "settings": settings,
+            "grid": {"vqgan_models": {"tiny": "tiny"}, "seeds": seeds,
+                     "perceptors": {"tiny-vit": "tiny-vit", "tiny-rn": "tiny-rn"}}}
+
+
 def _grid_of_cells(root: Path, settings: dict, seeds: list[int], frames: int, *, hashes: bool = False):
     """A grid of tiny × (tiny-vit, tiny-rn) and hand-made complete cell folders under root/out
-    (frames 1..`frames`; `hashes`: metrics.json records their SHA-256, as the engine does)."""
+    (frames 1..`frames`; `hashes`: metrics.json records their SHA-256, as older engines did)."""
     from dashboard_fixtures import write_frame
     from experiments.grid import build_grid
 
-    grid = build_grid({"experiment": "t", "out_dir": "out", "settings": settings,
-                       "grid": {"vqgan_models": {"tiny": "tiny"}, "seeds": seeds,
-                                "perceptors": {"tiny-vit": "tiny-vit", "tiny-rn": "tiny-rn"}}},
-                      root=root)
+    grid = build_grid(grid_params(settings, seeds), root=root)
     for i, cell in enumerate(grid.cells):
         folder = root / "out" / cell.name
         folder.mkdir(parents=True)
@@ -121,15 +125,16 @@ def _grid_of_cells(root: Path, settings: dict, seeds: list[int], frames: int, *,
 
 
 def test_score_stage_writes_seeds_z_and_self_preference(tmp_path, monkeypatch) -> None:
-    """The score stage on hand-made cell folders (two seeds) judged by the tiny perceptors."""
-    from experiments.score import score
+    """The judge stage on hand-made cell folders (two seeds) judged by the tiny perceptors."""
+    from experiments.judge import judge
 
     monkeypatch.chdir(tmp_path)
     grid = _grid_of_cells(tmp_path, SETTINGS, [7], frames=2)
-    score(grid, tmp_path / "scores", device="cpu")
+    judge(grid, tmp_path / "scores", device="cpu")
 
     bias = pd.read_csv(tmp_path / "scores" / "bias_matrix.csv")
-    assert list(bias.columns) == ["vqgan", "generator", "judge", "similarity", "seed", "z"]
+    assert list(bias.columns) == ["cell", "vqgan", "perceptor_set", "seed", "judge", "similarity", "z", "generator"]
+    assert (bias["generator"] == bias["perceptor_set"]).all()  # the old name, kept for one release
     assert len(bias) == 2 * 2 * 2 and set(bias["seed"]) == {3, 7}
     for _, scores in bias.groupby(["judge", "seed"]):
         assert scores["z"].mean() == pytest.approx(0, abs=1e-5)
@@ -138,38 +143,38 @@ def test_score_stage_writes_seeds_z_and_self_preference(tmp_path, monkeypatch) -
     assert all(v["seeds"] == 2 and v["low"] <= v["mean"] <= v["high"] for v in prefs["judges"].values())
     means = json.loads((tmp_path / "scores" / "bias.json").read_text())["tiny"]["tiny-rn"]
     assert means["tiny-vit"] == pytest.approx(
-        bias.query("generator == 'tiny-rn' and judge == 'tiny-vit'")["similarity"].mean(), abs=1e-5)
+        bias.query("perceptor_set == 'tiny-rn' and judge == 'tiny-vit'")["similarity"].mean(), abs=1e-5)
 
 
 def test_frame_steps_are_the_steps_done_when_saved(tmp_path, monkeypatch) -> None:
     """2 scenes × 6 steps saved every 5: frames at steps 5, 10 and 12 (the last one after the
     final step), read through engine.runfolder; the last frame is judged in the second scene."""
-    from experiments.score import CellFrames
+    from experiments.cells import read_cell
 
     monkeypatch.chdir(tmp_path)
     grid = _grid_of_cells(tmp_path, {**SETTINGS, "steps_per_scene": 6}, [], frames=3, hashes=True)
-    cell = CellFrames(grid, grid.cells[0])
-    assert [(f.n, f.step) for f in cell.frames] == [(1, 5), (2, 10), (3, 12)]
-    assert cell.blends == [[(0, 1.0)], [(1, 1.0)], [(1, 1.0)]]
+    record = read_cell(grid, grid.cells[0])
+    assert [(f.n, f.step) for f in record.frames] == [(1, 5), (2, 10), (3, 12)]
+    assert [f.scenes for f in record.frames] == [(1.0, 0.0), (0.0, 1.0), (0.0, 1.0)]
 
 
 def test_damaged_incomplete_and_missing_cells_are_named(tmp_path, monkeypatch) -> None:
-    from experiments.grid import GridError
-    from experiments.score import score
+    from experiments.grid import CellNotReady
+    from experiments.judge import judge
 
     monkeypatch.chdir(tmp_path)
     grid = _grid_of_cells(tmp_path, SETTINGS, [], frames=2, hashes=True)
     vit, rn = grid.cells
     frame = tmp_path / "out" / vit.name / f"{vit.name}_2.png"
     frame.write_bytes(frame.read_bytes()[:100])  # truncated after the run finished
-    with pytest.raises(GridError, match=rf"cell {vit.name}: out/{vit.name} is damaged \(.*{vit.name}_2.png.*"
+    with pytest.raises(CellNotReady, match=rf"cell {vit.name}: out/{vit.name} is damaged \(.*{vit.name}_2.png.*"
                                         rf"`dvc checkout cell@tiny-tiny-vit`"):
-        score(grid, tmp_path / "scores", device="cpu")
+        judge(grid, tmp_path / "scores", device="cpu")
     (tmp_path / "out" / vit.name / "metrics.json").unlink()
-    with pytest.raises(GridError, match=rf"cell {vit.name}: .* no complete run .*`dvc repro cell@tiny-tiny-vit`"):
-        score(grid, tmp_path / "scores", device="cpu")
+    with pytest.raises(CellNotReady, match=rf"cell {vit.name}: .* no complete run .*`dvc repro cell@tiny-tiny-vit`"):
+        judge(grid, tmp_path / "scores", device="cpu")
     shutil.rmtree(tmp_path / "out" / vit.name)
-    with pytest.raises(GridError, match=rf"cell {vit.name}: no folder out/{vit.name}; "
+    with pytest.raises(CellNotReady, match=rf"cell {vit.name}: no folder out/{vit.name}; "
                                         r"run `dvc repro cell@tiny-tiny-vit`"):
-        score(grid, tmp_path / "scores", device="cpu")
+        judge(grid, tmp_path / "scores", device="cpu")
     assert not (tmp_path / "scores").exists(), "nothing is written before every cell reads"

@@ -34,10 +34,10 @@ from experiments.grid.checks import build_grid
 from experiments.grid.layout import (
     DEMO_COMMAND, INPUTS_DIR, METRICS_DIR, PARAMS_FILE, PARTIAL_ENV, SCORES_DIR, STAMPS_DIR, partial_dir,
 )
-from experiments.grid.model import CELL_KEYS, Cell, Grid, GridError, Model
+from experiments.grid.model import CELL_KEYS, Cell, CellNotReady, Grid, GridError, Model
 from experiments.grid.params import load_grid, read_params
 
 __all__ = [
-    "CELL_KEYS", "DEMO_COMMAND", "INPUTS_DIR", "METRICS_DIR", "PARAMS_FILE", "PARTIAL_ENV", "SCORES_DIR",
+    "CELL_KEYS", "CellNotReady", "DEMO_COMMAND", "INPUTS_DIR", "METRICS_DIR", "PARAMS_FILE", "PARTIAL_ENV", "SCORES_DIR",
     "STAMPS_DIR", "Cell", "Grid", "GridError", "Model", "build_grid", "load_grid", "partial_dir", "read_params",
 ]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.errors import InputError
+from engine.errors import InputError, StateError
 from engine.runfolder import PERCEPTOR_SET_SEP, cell_name
 from experiments.grid.layout import METRICS_DIR
 
@@ -18,7 +18,11 @@ CELL_KEYS = ("vqgan_model", "perceptors", "file_namespace", "out_dir", "allow_ov
 
 
 class GridError(InputError):
-    """params.yaml describes a grid that cannot run, or a cell is not there; the message says what to do."""
+    """params.yaml describes a grid that cannot run, or names no such cell; the message says what to do."""
+
+
+class CellNotReady(StateError):
+    """A cell's run is missing, unfinished or damaged; the message names the DVC command that mends it."""
 
 
 @dataclass(frozen=True)
