@@ -10,7 +10,8 @@ metrics.json) with its frames hard-linked. For each root it prints, for fresh pr
 - cold: no index on disk (a first read);
 - again: a second process (with the on-disk index, where the checkout has one);
 - changed: a process after one run got a new frame;
-and `live`: in one process, the re-read of `dashboard.live.current_catalog` after one run changed.
+and `live`: in one process, the re-read of `dashboard.state.RootState.catalog` (as a served page
+polls) after one run changed.
 Then the growth per run between the smallest and the largest root. With `--page`, it serves the
 largest root (`dashboard serve`, from `--python-path`) to headless Chromium (1366x768) and prints
 the seconds from opening the page to its first frame drawn, the ←/→ latency (key press to the
@@ -48,10 +49,11 @@ CLI = ("import resource, runpy, sys, time, io, contextlib\n"
 #: One process: the live re-read after one run changed (argv: root, folder of the changed run).
 LIVE = ("import sys, time\nsys.path.insert(0, sys.argv[3])\n"
         "from dashboard_fixtures import write_frame\n"
-        "from dashboard.live import current_catalog\n"
-        "current_catalog(sys.argv[1])\n"
+        "from dashboard.state import RootState\n"
+        "state = RootState.open(sys.argv[1])\n"
+        "state.catalog()\n"
         "write_frame(__import__('pathlib').Path(sys.argv[2]), (9, 9, 9), (256, 128))\n"
-        "t = time.perf_counter(); current_catalog(sys.argv[1]); print(time.perf_counter() - t)\n")
+        "t = time.perf_counter(); state.catalog(); print(time.perf_counter() - t)\n")
 
 
 def build(root: Path, runs: int, study: list[Path]) -> None:

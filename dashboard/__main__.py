@@ -8,11 +8,12 @@ from pathlib import Path
 from engine.cli import Parser, error_boundary
 from engine.errors import InputError
 
-from .grid import AXES, SETTING
+from .grid import AXES, SETTING, current_axis
 
 
 def axis(value: str) -> str:
-    """An axis name: a catalog column of `grid.AXES` or `setting:<key>`."""
+    """An axis name: a catalog column of `grid.AXES` (or its old name) or `setting:<key>`."""
+    value = current_axis(value)
     if value in AXES or value.startswith(SETTING):
         return value
     raise argparse.ArgumentTypeError(f"{value}: not {', '.join(AXES)} or {SETTING}<key>")
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="folder (index.html + assets/) or X.html")
     export.add_argument("--rows", type=axis, default="vqgan",
                         help=f"row axis: {', '.join(AXES)} or {SETTING}<key>")
-    export.add_argument("--cols", type=axis, default="generator", help="column axis, as --rows")
+    export.add_argument("--cols", type=axis, default="perceptor_set", help="column axis, as --rows")
     export.add_argument("--width", type=int, default=256, help="frame width in the sheets (px)")
     export.add_argument("--format", choices=["webp", "jpeg"], default="webp")
     export.add_argument("--quality", type=int, default=80)
@@ -72,11 +73,13 @@ def command(args: argparse.Namespace) -> None:
         raise InputError(f"--root {args.root}: no such folder; give the folder that holds the run "
                          "folders (or one run folder)")
     if args.command == "catalog":
-        from .catalog import Index, load_catalog, losses, to_json, to_table
+        from .catalog import to_json, to_table
+        from .state import RootState
 
-        df = load_catalog(args.root, index=Index.for_root(args.root))
+        state = RootState.open(args.root)
+        df = state.catalog()
         if args.losses:
-            df = losses(df, args.root)
+            df = state.losses(df)
         print(to_json(df, args.losses) if args.json else to_table(df))
     elif args.command == "serve":
         from .server import serve as run_server

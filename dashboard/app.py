@@ -1,5 +1,6 @@
 """The dashboard app: a synced player over the catalog's grid, with filters, losses and scores.
-Served by `python -m dashboard serve --root DIR` (dashboard/server.py).
+Served by `python -m dashboard serve --root DIR` (dashboard/server.py), one app per session over
+the server's one `RootState`.
 """
 from __future__ import annotations
 
@@ -12,15 +13,18 @@ from bokeh.models import Span
 
 from dashboard import plots
 from dashboard.bias import bias_view
-from dashboard.catalog import losses, perceptor_names, select
+from dashboard.catalog import perceptor_names, select
 from dashboard.context import cell_context, labels, slot_tags
 from dashboard.effects import look_panels
 from dashboard.frames import frame_url
-from dashboard.grid import FrameSource, axis_options, grid_spec
-from dashboard.live import Live, current_catalog
+from dashboard.grid import FrameSource, axis_options, current_axis, grid_spec
+from dashboard.live import Live
 from dashboard.player import GridPlayer
-from dashboard.scores import STATS, load_scores, scores_dir
+from dashboard.rows import OLD_COLUMNS
+from dashboard.state import RootState
 from engine.errors import InputError
+from experiments.imagestats import STATS
+from experiments.scorefiles import BIAS_MATRIX, IMAGE_STATS, SELF_PREFERENCE, read_csv, read_json
 
 TITLE = "VQGAN+CLIP bias dashboard"
 POLL_MS = 2000  # how often an open page looks for new frames and runs (a few stat calls)
@@ -89,15 +93,20 @@ def _sidebar_toggle(sidebar: pn.Column) -> pn.widgets.Button:
 
 
 def _sync_url(filters: Filters, player: GridPlayer) -> None:
-    """Keep filters, axes, step and selection in the page's URL (query string)."""
-    if pn.state.location is None:
+    """Keep filters, axes, step and selection in the page's URL (query string); an axis named
+    by its old name is renamed there first."""
+    location = pn.state.location
+    if location is None:
         return
+    query = location.query_params
+    renamed = {k: OLD_COLUMNS[query[k]] for k in ("rows", "cols") if query.get(k) in OLD_COLUMNS}
+    if renamed:
+        location.update_query(**renamed)
     widgets = {"vqgan": filters.vqgans, "perceptors": filters.perceptors,
                "experiments": filters.experiments, "rows": filters.rows, "cols": filters.cols}
     for name, widget in widgets.items():
-        pn.state.location.sync(widget, {"value": name})
-    pn.state.location.sync(player, {"step": "step", "selected": "selected",
-                                     "baseline": "baseline"})
+        location.sync(widget, {"value": name})
+    location.sync(player, {"step": "step", "selected": "selected", "baseline": "baseline"})
 
 
 class Filters(NamedTuple):
@@ -134,7 +143,7 @@ def build_filters(ready: pd.DataFrame) -> Filters:
     root, other experiments than the newest (`first_experiments`)."""
     axes = axis_options(ready)
     rows = pn.widgets.Select(label="Rows", options=axes, value="vqgan", sizing_mode="stretch_width")
-    cols = pn.widgets.Select(label="Columns", options=axes, value="generator",
+    cols = pn.widgets.Select(label="Columns", options=axes, value="perceptor_set",
                              sizing_mode="stretch_width")
     swap = pn.widgets.Button(label="⇅ swap rows and columns", sizing_mode="stretch_width")
 
@@ -152,9 +161,12 @@ def build_filters(ready: pd.DataFrame) -> Filters:
 
 def choose(filters: Filters, chosen: Mapping[str, str | list[str]]) -> None:
     """Set filters by field name: `vqgans`, `perceptors`, `experiments` to names (one or a list),
-    `rows`, `cols` to an axis. ValueError naming a value no run has, and those allowed."""
+    `rows`, `cols` to an axis (an old name taken, `grid.current_axis`). ValueError naming a value
+    no run has, and those allowed."""
     for name, value in chosen.items():
         widget = getattr(filters, name)
+        if isinstance(widget, pn.widgets.Select):
+            value = current_axis(value)
         options = widget.options
         allowed = list(options.values()) if isinstance(options, dict) else list(options)
         values = [value] if isinstance(value, str) else list(value)
@@ -190,20 +202,16 @@ class StepMarkers:
     def __init__(self, player: GridPlayer):
         self.player = player
         self.spans: dict[str, Span] = {}
-        player.param.watch(self.move, ["step"])
-
-    def step(self) -> int | None:
-        steps = self.player.grid["steps"]
-        return steps[self.player.step] if 0 <= self.player.step < len(steps) else None
+        player.param.watch(self.move, ["step", "grid"])
 
     def mark(self, kind: str, fig: object) -> object:
         """`fig` with the marker of `kind` (a text in place of a figure is left as it is)."""
         if not isinstance(fig, str):
-            self.spans[kind] = plots.step_marker(fig, self.step())
+            self.spans[kind] = plots.step_marker(fig, self.player.shown_step())
         return fig
 
     def move(self, *_: object) -> None:
-        step = self.step()
+        step = self.player.shown_step()
         for span in self.spans.values():
             span.location, span.visible = step or 0, step is not None
 
@@ -218,33 +226,33 @@ def loss_panel(shown: object, markers: StepMarkers) -> pn.Column:
 
 def score_panels(score_dir: Path | None, shown: object, markers: StepMarkers) -> list:
     """The bias matrix and image statistics panels, where `score_dir` holds their files."""
-    bias, stats = load_scores(score_dir)
+    bias, stats = read_csv(score_dir, BIAS_MATRIX), read_csv(score_dir, IMAGE_STATS)
     panels: list = []
     if bias is not None:
-        panels.append(pn.Column("## Bias matrix", pn.bind(bias_view, bias, shown),
+        preference = read_json(score_dir, SELF_PREFERENCE)
+        panels.append(pn.Column("## Bias matrix", pn.bind(bias_view, bias, preference, shown),
                                 sizing_mode="stretch_width"))
     if stats is not None:
-        stat = pn.widgets.Select(label="Statistic", options=STATS, width=200)
+        stat = pn.widgets.Select(label="Statistic", options=list(STATS), width=200)
         figure = pn.bind(
             lambda df, s: markers.mark("stats", plots.stats_figure(stats, df, s, labels(df))),
             shown, stat)
-        palettes = pn.bind(lambda df, _: plots.palettes_html(stats, df, markers.step()),
+        palettes = pn.bind(lambda df, _: plots.palettes_html(stats, df, markers.player.shown_step()),
                            shown, markers.player.param.step)
         panels.append(pn.Column("## Image statistics", stat, figure, pn.pane.HTML(palettes),
                                 sizing_mode="stretch_width"))
     return panels
 
 
-def refresh_on_change(root: str | Path, skip: list[Path], live: Live, filters: Filters,
-                      poll_ms: int, embedded: bool = False,
-                      stop_when: Callable[[], bool] = lambda: False) -> None:
+def refresh_on_change(state: RootState, live: Live, filters: Filters, poll_ms: int,
+                      embedded: bool = False, stop_when: Callable[[], bool] = lambda: False) -> None:
     """On a served page (or, `embedded`, in a notebook's kernel), re-read the catalog every
     `poll_ms` and show what changed; stop once `stop_when()` is true."""
     def refresh() -> None:
         if stop_when():
             callback.stop()
             return
-        new = current_catalog(root, skip)
+        new = state.catalog()
         if new is live.catalog or signature(new) == signature(live.catalog):
             return
         update_filters(filters, _playable(new))
@@ -254,38 +262,35 @@ def refresh_on_change(root: str | Path, skip: list[Path], live: Live, filters: F
         callback = pn.state.add_periodic_callback(refresh, period=poll_ms)
 
 
-def create_app(root: str | Path, scores: str | Path | None = None, poll_ms: int = POLL_MS, *,
-               frames: FrameSource = served_frames,
+def create_app(state: RootState, poll_ms: int = POLL_MS, *, frames: FrameSource = served_frames,
                chosen: Mapping[str, str | list[str]] | None = None, embedded: bool = False,
                stop_when: Callable[[], bool] = lambda: False,
                max_runs: int | None = None) -> pn.viewable.Viewable:
-    """The dashboard for the runs under `root`; score panels where `scores` (default
-    `<root>/../scores`) holds score files. A served page re-reads the catalog every `poll_ms`.
+    """The dashboard for the runs of `state` (its root); score panels where its scores folder
+    holds score files. A served page re-reads the catalog every `poll_ms`.
     `frames` gives a run's frames to the player (default: URLs on the server's route);
     `chosen` sets filters (`choose`); `embedded` (a notebook output) scopes the keys to the
     player, leaves the page's URL alone and re-reads the catalog in the kernel, until
     `stop_when()` is true. The player shows `max_runs` of the ticked runs at most."""
-    score_dir = scores_dir(root, scores)
-    skip = [score_dir] if score_dir else []
-    live = Live(catalog=current_catalog(root, skip))
+    live = Live(catalog=state.catalog())
     filters = build_filters(_playable(live.catalog))
     choose(filters, chosen or {})
     shown = pn.bind(select, live.param.catalog, vqgans=filters.vqgans,
                     perceptors=filters.perceptors, experiments=filters.experiments)
     kept = pn.bind(at_most, shown, max_runs)
-    detailed = pn.bind(losses, kept, root)  # loss tables read for the runs shown only
+    detailed = pn.bind(state.losses, kept)  # loss tables read for the runs shown only
     player = GridPlayer(grid=pn.bind(player_grid, detailed, rows=filters.rows, cols=filters.cols,
                                      frames=frames), scoped=embedded, sizing_mode="stretch_width")
     filters.baseline.link(player, value="baseline", bidirectional=True)
     markers = StepMarkers(player)
     summary = pn.pane.Markdown(pn.bind(_summary, live.param.catalog, detailed, shown))
-    sidebar = build_sidebar(root, filters)
+    sidebar = build_sidebar(state.root, filters)
     opened = select(live.catalog, experiments=filters.experiments.value)
     main = pn.Column(_sidebar_toggle(sidebar), player, summary, loss_panel(detailed, markers),
-                     *score_panels(score_dir, shown, markers),
-                     *look_panels(score_dir, opened, root, player), sizing_mode="stretch_width",
+                     *score_panels(state.scores, shown, markers),
+                     *look_panels(state.scores, opened, state.root, player), sizing_mode="stretch_width",
                      styles={"min-width": "0"})
-    refresh_on_change(root, skip, live, filters, poll_ms, embedded, stop_when)
+    refresh_on_change(state, live, filters, poll_ms, embedded, stop_when)
     if not embedded:
         _sync_url(filters, player)
     return pn.Row(sidebar, main, sizing_mode="stretch_width")

@@ -16,10 +16,9 @@ import pandas as pd
 from engine.runfolder.walk import run_folders
 
 from .index import Index
-from .rows import COLUMNS
+from .rows import COLUMNS, OLD_COLUMNS
 
 LAZY = ["losses"]  # filled by `losstables.losses` for the runs asked for
-DEPRECATED = {"generator": "perceptor_set"}  # catalog --json field → the column it copies, for one release
 SUMMARY = ["run", "experiment", "vqgan", "perceptor_set", "seed", "size", "n_frames", "final_loss",
            "source", "untrained", "status", "reason"]
 
@@ -70,9 +69,10 @@ def to_table(df: pd.DataFrame) -> str:
 
 
 def to_json(df: pd.DataFrame, with_losses: bool = False) -> str:
-    """The catalog as a JSON list of runs, with the `DEPRECATED` fields; loss tables (`LAZY`) only
-    `with_losses` (read them first with `losstables.losses`)."""
+    """The catalog as a JSON list of runs, renamed fields also under their old names
+    (`OLD_COLUMNS`); loss tables (`LAZY`) only `with_losses` (read them first with
+    `losstables.losses`)."""
     df = df if with_losses else df.drop(columns=LAZY)
-    df = df.assign(**{old: df[new] for old, new in DEPRECATED.items()})
+    df = df.assign(**{old: df[new] for old, new in OLD_COLUMNS.items()})
     records = df.astype(object).where(df.notna(), None).to_dict("records")
     return json.dumps(records, indent=2, default=str)

@@ -1,7 +1,8 @@
 """The "What drives the look" panel: each measure's variance split into the VQGAN's, the
-perceptor's, their interaction's and the residual share (experiments/effects.py), as one stacked
-bar per measure with its intervals and a one-line reading. Picking a measure colours the grid's
-VQGAN and perceptor headers by that measure's mean per model."""
+perceptor set's, their interaction's and the residual share (experiments/effects.py), as one
+stacked bar per measure with its intervals and a one-line reading. Picking a measure colours the
+grid's VQGAN and perceptor set headers by that measure's mean per model: the analysis' factors
+are the grid's axes of the same names."""
 from __future__ import annotations
 
 import html
@@ -15,39 +16,33 @@ import panel as pn
 from bokeh.models import ColumnDataSource, TapTool, Whisker
 from bokeh.plotting import figure
 
-from experiments.effects import LABELS, SHARES, EffectsError, RunInfo, effects_of_runs
-from experiments.scorefiles import BIAS_MATRIX, read_csv
-
-from .grid import AXES
+from experiments.effects import FACTORS, LABELS, SHARES, EffectsError, RunInfo, effects_of_runs
+from experiments.scorefiles import BIAS_MATRIX, EFFECTS, read_csv, read_json
 
 log = logging.getLogger(__name__)
 COLOURS = {"vqgan": "#1f77b4", "perceptor_set": "#ff7f0e", "interaction": "#2ca02c", "residual": "#c7c7c7"}
 HEAD_RGB = {"vqgan": (31, 119, 180), "perceptor_set": (255, 127, 14)}
-AXIS = {"vqgan": AXES["vqgan"], "perceptor_set": AXES["generator"]}  # the player's axis labels
 ROW = 28  # px per bar
 NONE = "(none)"
 LEGEND = ("Each bar splits the variance of one run's measure across the grid: the VQGAN's share, "
-          "the perceptor entry's, their interaction and the residual (seed-to-seed noise). "
+          "the perceptor set's, their interaction and the residual (seed-to-seed noise). "
           "Whiskers: the 95 % interval of the VQGAN share (bootstrap over seeds). Click a bar, or "
-          "pick a measure below, to colour the grid's VQGAN and perceptor headers by its mean.")
+          "pick a measure below, to colour the grid's VQGAN and perceptor set headers by its mean.")
 
 
 def catalog_runs(catalog: pd.DataFrame, root: Path) -> list[RunInfo]:
     """The catalog's runs as experiments/effects.py reads them."""
-    return [RunInfo(r.run, r.experiment, r.vqgan, "+".join(r.perceptors) or "?",
+    return [RunInfo(r.run, r.experiment, r.vqgan, r.perceptor_set,
                     None if pd.isna(r.seed) else int(r.seed), tuple(root / f for f in r.frames),
                     r.status, r.reason) for r in catalog.itertuples()]
 
 
 def load_effects(score_dir: Path | None, catalog: pd.DataFrame, root: str | Path) -> list[dict[str, Any]]:
-    """The score stage's effects.json where `score_dir` holds a readable one, else the effects
+    """The effects stage's effects.json where `score_dir` holds a readable one, else the effects
     of each experiment of the catalog (final frames, similarities of bias_matrix.csv)."""
-    path = score_dir / "effects.json" if score_dir else None
-    if path is not None and path.is_file():
-        try:
-            return [json.loads(path.read_text(encoding="utf-8"))]
-        except (OSError, ValueError) as e:
-            log.warning("ignoring %s: %s", path, e)
+    effects = read_json(score_dir, EFFECTS)
+    if effects is not None:
+        return [effects]
     runs = catalog_runs(catalog, Path(root).resolve())
     bias = read_csv(score_dir, BIAS_MATRIX)
     found = []
@@ -105,18 +100,19 @@ def readings(effects: dict[str, Any]) -> str:
 
 
 def head_colours(effects: list[dict[str, Any]], measure: str) -> dict[str, dict[str, dict[str, str]]]:
-    """{player axis label: {header value: {colour, title}}}: each VQGAN's and perceptor entry's
-    mean of `measure`, darker for higher, on that factor's colour."""
+    """{axis: {header value: {colour, title}}}: each VQGAN's and perceptor set's mean of
+    `measure`, darker for higher, on that factor's colour (a factor is the grid's axis of its
+    name)."""
     heads: dict[str, dict[str, dict[str, str]]] = {}
     for doc in effects:
         result = doc["measures"].get(measure)
-        for factor in ("vqgan", "perceptor_set") if result else ():
+        for factor in FACTORS if result else ():
             means = {k: v for k, v in result["means"][factor].items() if v is not None}
             if not means:
                 continue
             lo, hi = min(means.values()), max(means.values())
             r, g, b = HEAD_RGB[factor]
-            heads.setdefault(AXIS[factor], {}).update({
+            heads.setdefault(factor, {}).update({
                 level: {"colour": f"rgba({r},{g},{b},{0.15 + 0.7 * ((v - lo) / (hi - lo) if hi > lo else 0.5):.3f})",
                         "title": f"{measure.replace('_', ' ')}: {v:.4g}"} for level, v in means.items()})
     return heads

@@ -23,12 +23,12 @@ from tqdm import tqdm
 from engine.errors import InputError
 from engine.fsutil import atomic_path
 
-from .catalog import Index, load_catalog, losses, perceptor_names, select
+from .catalog import perceptor_names, select
 from .context import cell_context, slot_tags
 from .effects import effects_html, load_effects
-from .grid import grid_spec
+from .grid import current_axis, grid_spec
 from .player import STATIC
-from .scores import scores_dir
+from .state import RootState
 
 MAX_SIDE = 4096  # per sheet side: every browser decodes it, and a sheet stays under 64 MB
 MAX_PIXELS = 400_000_000  # decoded pixels of all the sheets together: 1.6 GB in a browser
@@ -224,11 +224,11 @@ def _known(option: str, given: list[str] | None, allowed: list[str]) -> None:
                               f"{', '.join(allowed) or '(none)'}")
 
 
-def chosen_runs(root: Path, experiments: list[str] | None = None,
+def chosen_runs(state: RootState, experiments: list[str] | None = None,
                 vqgans: list[str] | None = None, perceptors: list[str] | None = None) -> pd.DataFrame:
-    """The runs with frames under `root` that the page's filters would show (None: all), with
-    their losses; ExportError for a name no run has, or where nothing is left."""
-    runs = load_catalog(root, index=Index.for_root(root)).query("n_frames > 0")
+    """The runs with frames under the root of `state` that the page's filters would show (None:
+    all), with their losses; ExportError for a name no run has, or where nothing is left."""
+    runs = state.catalog().query("n_frames > 0")
     _known("--experiment", experiments, sorted(runs["experiment"].unique()))
     _known("--vqgan", vqgans, sorted(runs["vqgan"].unique()))
     _known("--perceptor", perceptors, perceptor_names(runs))
@@ -236,20 +236,22 @@ def chosen_runs(root: Path, experiments: list[str] | None = None,
     if runs.empty:
         raise ExportError("no run with frames is left by --experiment, --vqgan and --perceptor "
                           "together; widen the selection")
-    return losses(runs, root)
+    return state.losses(runs)
 
 
-def export(root: str | Path, out: str | Path, rows: str = "vqgan", cols: str = "generator",
+def export(root: str | Path, out: str | Path, rows: str = "vqgan", cols: str = "perceptor_set",
            width: int = 256, fmt: str = "webp", quality: int = 80, title: str | None = None,
            compact: bool = False, *, experiments: list[str] | None = None,
            vqgans: list[str] | None = None, perceptors: list[str] | None = None) -> Path:
     """Write the static page for the runs under `root` (those of `experiments`, `vqgans` and
-    `perceptors`, as the page filters them; None: all) to `out`; return the page's path.
-    ExportError, before anything is written, where the sheets would be too large."""
+    `perceptors`, as the page filters them; None: all) to `out`, laid out by the axes `rows`
+    and `cols`; return the page's path. ExportError, before anything is written, where the
+    sheets would be too large."""
     if width < 1:
         raise ExportError(f"--width {width}: must be at least 1 px")
-    root = Path(root).resolve()
-    runs = chosen_runs(root, experiments, vqgans, perceptors)
+    state = RootState.open(root)
+    root, rows, cols = state.root, current_axis(rows), current_axis(cols)
+    runs = chosen_runs(state, experiments, vqgans, perceptors)
     html_path, assets = output_paths(out)
     ext = FORMATS[fmt][1]
     names = {run: f"{i:03d}-{re.sub(r'[^A-Za-z0-9._-]+', '-', run)[:80]}{ext}"
@@ -260,7 +262,7 @@ def export(root: str | Path, out: str | Path, rows: str = "vqgan", cols: str = "
     for run in runs.itertuples():
         sheet_layout(run.n_frames, *sizes[run.run])
     check_budget({run.run: (run.n_frames, *sizes[run.run]) for run in runs.itertuples()}, width)
-    look = effects_html(load_effects(scores_dir(root), runs, root))
+    look = effects_html(load_effects(state.scores, runs, root))
     for folder in (html_path.parent, assets):
         make_folder(folder, out)
     packed = {

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from bisect import bisect_right
 from typing import Any, Callable
 
@@ -9,9 +10,11 @@ import pandas as pd
 
 from engine.runfolder import PYTTI_PERCEPTORS
 
+from .rows import OLD_COLUMNS
+
 #: Catalog columns that can be an axis, with their labels.
-AXES = {"vqgan": "VQGAN", "generator": "perceptors", "experiment": "experiment", "seed": "seed",
-        "size": "size", "rerun": "re-run"}
+AXES = {"vqgan": "VQGAN", "perceptor_set": "perceptor set", "experiment": "experiment",
+        "seed": "seed", "size": "size", "rerun": "re-run"}
 SETTING = "setting:"
 #: Settings already covered by a column above, or not scalar enough to label a row.
 COVERED = {"vqgan_model", "perceptors", "seed", "width", "height", "use_mmc", "mmc_models",
@@ -40,11 +43,20 @@ def _varying_settings(df: pd.DataFrame) -> list[str]:
     )
 
 
+def current_axis(axis: str) -> str:
+    """`axis`, or the axis a renamed column's old name (`OLD_COLUMNS`) stands for, with a
+    FutureWarning."""
+    if axis in OLD_COLUMNS:
+        warnings.warn(f"the axis {axis!r} is now {OLD_COLUMNS[axis]!r}; {axis!r} goes in the next "
+                      "release", FutureWarning, stacklevel=2)
+    return OLD_COLUMNS.get(axis, axis)
+
+
 def axis_options(df: pd.DataFrame) -> dict[str, str]:
-    """Label -> axis of every way to lay out the grid: VQGAN and perceptors always, the
+    """Label -> axis of every way to lay out the grid: VQGAN and perceptor set always, the
     experiment where there are several, any other column or setting where its value varies
     within an experiment (a setting that only tells experiments apart is no axis)."""
-    always = {"vqgan", "generator"} | ({"experiment"} if df["experiment"].nunique() > 1 else set())
+    always = {"vqgan", "perceptor_set"} | ({"experiment"} if df["experiment"].nunique() > 1 else set())
     options = {label: key for key, label in AXES.items()
                if key in always or (key != "experiment" and _varies(df[key], df["experiment"]))}
     options.update({key: SETTING + key for key in _varying_settings(df)})
@@ -75,8 +87,9 @@ def title(run: pd.Series, with_experiment: bool) -> str:
 
 
 def grid_spec(df: pd.DataFrame, rows: str, cols: str, frames: FrameSource) -> dict[str, Any]:
-    """The JSON the player renders: row and column values, the union of frame steps, and per run
-    its place, caption, frame index at each step, losses and frames (from `frames(run)`)."""
+    """The JSON the player renders: the axes (`row_axis`, `col_axis`) with their labels, row and
+    column values, the union of the frames' steps, and per run its place, caption, the index of
+    its frame shown at each step, each frame's step and loss, and its frames (from `frames(run)`)."""
     row_of, col_of = axis_values(df, rows), axis_values(df, cols)
     steps = sorted({s for run_steps in df["frame_steps"] for s in run_steps})
     with_experiment = df["experiment"].nunique() > 1 and "experiment" not in (rows, cols)
@@ -94,5 +107,6 @@ def grid_spec(df: pd.DataFrame, rows: str, cols: str, frames: FrameSource) -> di
     ]
     return {
         "rows": sorted(set(row_of), key=natural_key), "cols": sorted(set(col_of), key=natural_key),
-        "row_axis": axis_label(rows), "col_axis": axis_label(cols), "steps": steps, "cells": cells,
+        "row_axis": rows, "col_axis": cols, "row_label": axis_label(rows), "col_label": axis_label(cols),
+        "steps": steps, "cells": cells,
     }

@@ -17,6 +17,9 @@ COLUMNS = [
     "frame_scenes", "scenes", "losses", "final_loss", "metrics", "settings", "settings_file",
     "source", "untrained", "status", "reason", "modified",
 ]
+#: Renamed columns: old name → new. For one release `catalog --json` carries the old name too and
+#: the axes take it (URLs, `--rows`/`--cols`, `dashboard.show`).
+OLD_COLUMNS = {"generator": "perceptor_set"}
 
 
 def _blank_row(root: Path, folder: Path, base: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import panel as pn
 
 from .app import TITLE, create_app
 from .frames import LOCAL_HOSTS, frame_routes, guard_hosts, served_hosts
+from .state import RootState
 
 ANY_ADDRESS = {"", "0.0.0.0", "::"}
 
@@ -26,14 +27,13 @@ def websocket_origins(port: int, address: str, origins: Sequence[str]) -> list[s
 
 def serve(root: str | Path, scores: str | Path | None = None, port: int = 5006,
           address: str = "127.0.0.1", origins: Sequence[str] = (), show: bool = False) -> None:
-    """Serve the dashboard for `root` until interrupted. FileNotFoundError where `root` is not
-    a folder."""
-    if not Path(root).is_dir():
-        raise FileNotFoundError(f"no such folder: {root}")
+    """Serve the dashboard for `root` until interrupted: every session's app reads the root
+    through one `RootState`. FileNotFoundError where `root` is not a folder."""
+    state = RootState.open(root, scores, background=True)
     allowed = websocket_origins(port, address, origins)
     print(f"dashboard: serving {root} at http://{address}:{port}/", flush=True)
     server = pn.serve(
-        lambda: create_app(root, scores), port=port, address=address, show=show, start=False,
+        lambda: create_app(state), port=port, address=address, show=show, start=False,
         websocket_origin=allowed, title=TITLE, extra_patterns=frame_routes(root),
     )
     # Bokeh's Server keeps its Tornado application as `_tornado` (Panel reads it too); the

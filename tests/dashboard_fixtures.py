@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from engine.runfolder import FORMAT, Frame, RunFolder, frame_count, frame_step, parse_cell_name, scene_weights
+from engine.runfolder.frames import read_table
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -34,6 +35,7 @@ PYTTI_IDS = {"ViT-B32": "ViT-B/32", "ViT-B16": "ViT-B/16", "ViT-L14": "ViT-L/14"
              "RN101": "RN101", "RN50x4": "RN50x4"}  # mmc_models ids
 SCENES = ("a photograph of a bright and beautiful spring day"
           " || a painting of a cold wintery landscape")
+SELF_PREFERENCE = {"mean": 0.75, "low": 0.5, "high": 1.0}  # what make_scores' self_preference.json says
 
 
 def frame_colour(cell: int, n: int, n_frames: int = 40) -> tuple[int, int, int]:
@@ -87,7 +89,8 @@ def make_our_run(root: Path, name: str, vqgan: str, perceptors: Sequence[str], *
         "models": {"vqgan": {"name": f"{vqgan}_16384", "slug": vqgan, "untrained": True},
                    "perceptors": [{"name": f"{p}:openai", "slug": p, "untrained": True}
                                   for p in perceptors]},
-        "prompts": [{"scene": 0, "text": "a photograph", "weight": 1.0, "label": "s0p0"}],
+        "prompts": [{"scene": k, "text": text.strip(), "weight": 1.0, "label": f"s{k}p0"}
+                    for k, text in enumerate(scenes.split("||"))],
     }
     run.sidecar.write_text(json.dumps(sidecar), encoding="utf-8")
     if draw is None:
@@ -108,6 +111,19 @@ def make_our_run(root: Path, name: str, vqgan: str, perceptors: Sequence[str], *
         run.write_metrics({"steps": total, "frames": n_frames, "final_loss": fixture_loss(total, cell),
                            "steps_per_second": 3.5})
     return run.path
+
+
+def add_frame(folder: Path, n: int, colour: tuple[int, int, int], size: tuple[int, int]) -> Path:
+    """Frame `n` of the run in `folder`, saved as the engine saves one: the PNG, then its row in
+    the frame table (step: n times the first frame's; scene weights: the last frame's)."""
+    run = RunFolder(folder.parent, folder.name)
+    write_frame(run.frame(n), colour, size)
+    frames = read_table(run.frame_table, run.namespace)
+    step = n * frames[0].step
+    run.write_frame_table([*frames, Frame(n, run.frame(n).name, step, fixture_loss(step),
+                                          hashlib.sha256(run.frame(n).read_bytes()).hexdigest(),
+                                          frames[-1].scenes)])
+    return run.frame(n)
 
 
 def damage_frame(folder: Path, n: int) -> Path:
@@ -154,8 +170,8 @@ def make_pytti_run(root: Path, name: str, vqgan: str, perceptors: Sequence[str],
 
 def copy_run(template: Path, root: Path, experiment: str, vqgan: str | None = None) -> Path:
     """A copy of the grid cell `template` as a cell of `experiment` (and `vqgan`, default the
-    same) under `root`: sidecar, losses and metrics written through RunFolder, frames
-    hard-linked under the new name."""
+    same) under `root`: sidecar, losses, frame table and metrics written through RunFolder,
+    frames hard-linked under the new name."""
     cell = parse_cell_name(template.name)
     name = cell_name(cell.vqgan if vqgan is None else vqgan, list(cell.perceptors), experiment)
     run, old = RunFolder(root, name), RunFolder(template.parent, template.name)
@@ -165,6 +181,7 @@ def copy_run(template: Path, root: Path, experiment: str, vqgan: str | None = No
         os.link(path, run.frame(n))
     header, *rows = old.losses.read_text().splitlines()
     run.write_losses(header.split(",")[3:], [[float(v) for v in row.split(",")] for row in rows])
+    run.write_frame_table(read_table(old.frame_table, old.namespace))
     if old.metrics.exists():
         metrics = json.loads(old.metrics.read_text())
         run.write_metrics({k: v for k, v in metrics.items() if k != "complete"})
@@ -243,23 +260,35 @@ def make_grid(root: Path, vqgans: Sequence[str], perceptors: Sequence[str], n_fr
 
 
 def make_scores(scores: Path, vqgans: Sequence[str], perceptors: Sequence[str], n_frames: int,
-                save_every: int = 50, experiment: str = STUDY) -> Path:
-    """`bias_matrix.csv` and `image_stats.csv` for a `make_grid` grid, as the score stage writes."""
+                save_every: int = 50, experiment: str = STUDY, seeds: Sequence[int] = (12345,)) -> Path:
+    """The judge and imagestats stages' files (`bias_matrix.csv`, `self_preference.json`,
+    `image_stats.csv`) for a `make_grid` grid and its replicates `<cell>__seed-<n>` of `seeds`
+    after the first, written through experiments.scorefiles. `SELF_PREFERENCE` is what
+    self_preference.json says of every judge and VQGAN (with an interval where several seeds)."""
+    import pandas as pd
+
+    from experiments.bias import standardise
+    from experiments.imagestats import STATS
+    from experiments.scorefiles import BIAS_COLUMNS, FRAME_COLUMNS, write_csv, write_json
+
+    def cell(v: str, p: str, k: int) -> str:
+        return cell_name(v, [p], experiment) + (f"__seed-{seeds[k]}" if k else "")
+
+    bias = pd.DataFrame([[cell(v, g, k), v, g, s, j, 0.2 + 0.01 * i + 0.02 * (g == j) + 0.001 * k]
+                         for k, s in enumerate(seeds) for i, v in enumerate(vqgans)
+                         for g in perceptors for j in perceptors], columns=BIAS_COLUMNS[:-1])
+    stats = pd.DataFrame([
+        [cell(v, p, k), v, p, s, n, n * save_every, 10 + n + i, 0.3 + 0.01 * n, 0.5 - 0.01 * j, 0.1 * n,
+         "#%02x%02x%02x;#000000" % frame_colour(i * len(perceptors) + j, n, n_frames)]
+        for k, s in enumerate(seeds) for i, v in enumerate(vqgans) for j, p in enumerate(perceptors)
+        for n in range(1, n_frames + 1)], columns=[*FRAME_COLUMNS, *STATS, "palette"])
+    preference = {**SELF_PREFERENCE, "seeds": len(seeds)} if len(seeds) > 1 else \
+        {**SELF_PREFERENCE, "low": None, "high": None, "seeds": 1}
     scores.mkdir(parents=True, exist_ok=True)
-    bias = ["vqgan,generator,judge,similarity"] + [
-        f"{v},{g},{j},{0.2 + 0.01 * i + 0.02 * (g == j):.3f}"
-        for i, v in enumerate(vqgans) for g in perceptors for j in perceptors]
-    (scores / "bias_matrix.csv").write_text("\n".join(bias) + "\n")
-    stats = ["cell,vqgan,generator,frame,step,"
-             "colourfulness,saturation,contrast,edge_density,palette"]
-    for i, v in enumerate(vqgans):
-        for j, p in enumerate(perceptors):
-            for n in range(1, n_frames + 1):
-                c = "#%02x%02x%02x" % frame_colour(i * len(perceptors) + j, n, n_frames)
-                stats.append(f"{cell_name(v, [p], experiment)},{v},{p},{n},{n * save_every},"
-                             f"{10 + n + i},{0.3 + 0.01 * n},{0.5 - 0.01 * j},{0.1 * n},"
-                             f"{c};#000000")
-    (scores / "image_stats.csv").write_text("\n".join(stats) + "\n")
+    write_csv(scores / "bias_matrix.csv", standardise(bias), BIAS_COLUMNS)
+    write_json(scores / "self_preference.json", {"judges": {p: preference for p in perceptors},
+                                                 "vqgans": {v: preference for v in vqgans}})
+    write_csv(scores / "image_stats.csv", stats, list(stats.columns))
     return scores
 
 
@@ -336,7 +365,8 @@ def open_offline(browser, url: str, width: int, height: int):
 
 
 def with_losses(root: Path):
-    """The catalog of `root` with its runs' loss tables read (`dashboard.catalog.losses`)."""
-    from dashboard.catalog import load_catalog, losses
+    """The catalog of `root` with its runs' loss tables read (`dashboard.losstables.losses`)."""
+    from dashboard.catalog import load_catalog
+    from dashboard.losstables import losses
 
     return losses(load_catalog(root), root)

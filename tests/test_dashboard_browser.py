@@ -94,10 +94,14 @@ def _assert_fits(page, n_tiles: int) -> None:
 
 def test_study_grid_fits_and_compares_in_place(chromium_browser, study) -> None:
     url, _ = study
-    page, errors = _open(chromium_browser, url + "/?step=1", 1366, 768)  # step from the URL
+    # the step (steps done) from the URL, and the perceptor set's axis by its old name
+    page, errors = _open(chromium_browser, url + "/?step=100&cols=generator", 1366, 768)
     _assert_fits(page, len(VQGANS) * len(PERCEPTORS))
     shown = page.evaluate(SHOWN)
-    assert all(s["loaded"] and s["n"] == 2 for s in shown)
+    assert all(s["loaded"] and s["n"] == 2 for s in shown)  # frames at steps 50, 100, ...
+    assert page.evaluate("gridPlayer.state()")["index"] == 1
+    assert page.evaluate("[gridPlayer.grid.col_axis, gridPlayer.grid.cols.length]") == [
+        "perceptor_set", len(PERCEPTORS)]
     assert page.locator(".dp-tile .dp-badge").count() == 1  # the damaged run, and only it
     assert page.locator(f'.dp-tile[data-id="{DAMAGED}"] .dp-badge').inner_text() == "damaged"
     assert page.get_by_text("0 incomplete · 1 damaged").count() == 1  # the summary
@@ -204,8 +208,8 @@ def test_keys_after_a_sidebar_click_context_url_and_live_updates(chromium_browse
     assert page.locator(".dp-play svg.dp-icon-pause").count() == 1 and (icon < 80).sum() > 20
     page.keyboard.press(" ")
     assert not page.evaluate("gridPlayer.state().playing")
-    page.keyboard.press("End")  # the URL leaves out defaults, such as step 0
-    page.wait_for_function(f"location.search.includes('step={FRAMES - 1}')", timeout=20_000)
+    page.keyboard.press("End")  # the URL carries the step shown, in steps done
+    page.wait_for_function(f"location.search.includes('step={FRAMES * 50}')", timeout=20_000)
     shown_vqgans = parse_qs(urlsplit(page.url).query)["vqgan"][0]
     assert "imagenet" not in shown_vqgans.replace("openimages", "") and "sflckr" in shown_vqgans
 

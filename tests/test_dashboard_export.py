@@ -8,6 +8,7 @@ import struct
 import subprocess
 import sys
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,8 @@ from dashboard.export import (GUTTER, ExportError, check_budget, export, export_
                               output_paths)
 from dashboard_fixtures import (REPO, cell_name, frame_colour, make_grid, make_our_run, open_offline,
                                 write_frame)
+from engine.runfolder import RunFolder
+from engine.runfolder.frames import read_table
 
 VQGANS = ["imagenet", "openimages", "wikiart", "coco", "sflckr"]
 PERCEPTORS = ["ViT-B32", "ViT-B16", "ViT-L14", "RN50", "RN101"]
@@ -201,3 +204,24 @@ def test_split_padded_sheets_never_bleed_into_the_enlarged_view(
         assert np.abs(centre - (RED if k % 2 == 0 else BLUE)).max() < 40, (k, centre)
         assert np.abs(ring - centre).max() < 40, (k, ring.min(axis=0), ring.max(axis=0))
     page.close()
+
+
+@pytest.mark.browser
+def test_captions_and_context_come_from_the_frame_table(tmp_path: Path, chromium_browser) -> None:
+    """A frame table whose steps and scene weights are not the settings' schedule (which puts
+    frame 1 at step 10, all scene 1): the page shows the table's."""
+    root = tmp_path / "runs"
+    make_our_run(root, "told", "coco", ["RN50"], save_every=10, steps=30, size=(64, 32))
+    run = RunFolder(root, "told")
+    run.write_frame_table([replace(f, step=7 * f.n, scenes=(0.25, 0.75)) for f in read_table(run.frame_table, "told")])
+    page, _, errors = open_offline(chromium_browser, export(root, tmp_path / "site").as_uri(), 1000, 700)
+    page.wait_for_function("window.gridPlayer && gridPlayer.state().pending === 0")
+    assert page.locator(".dp-tile .dp-cap").inner_text().startswith("step 7 ")
+    assert page.locator(".dp-step").inner_text() == "step 7 · 1/3"
+    context = page.locator(".dp-context").inner_text()
+    assert "scene 1 (25 %) → 2 (75 %) of 2" in context
+    assert "a painting of a cold wintery landscape 0.75" in " ".join(context.split())
+    page.keyboard.press("End")
+    assert page.locator(".dp-tile .dp-cap").inner_text().startswith("step 21 ")
+    assert not errors
+    page.context.close()

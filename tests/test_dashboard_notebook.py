@@ -202,7 +202,7 @@ def test_an_output_holds_max_runs_and_says_so(tmp_path: Path, monkeypatch) -> No
 
 @pytest.mark.parametrize("options, message", [
     ({"vqgans": "coco"}, "vqgans='coco' is not a name any run with frames has; choose from 'imagenet', 'wikiart'"),
-    ({"rows": "seeds"}, "rows='seeds' is not an axis of these runs; choose from 'vqgan', 'generator'"),
+    ({"rows": "seeds"}, "rows='seeds' is not an axis of these runs; choose from 'vqgan', 'perceptor_set'"),
     ({"width": 0}, "width=0: must be at least 1 px"),
 ])
 def test_show_names_a_bad_option_and_what_is_allowed(tmp_path: Path, options, message) -> None:
@@ -212,6 +212,15 @@ def test_show_names_a_bad_option_and_what_is_allowed(tmp_path: Path, options, me
     with pytest.raises(ValueError) as error:
         dashboard.show(runs, **options)
     assert message in str(error.value)
+
+
+def test_show_takes_the_old_name_of_the_perceptor_set_axis(tmp_path: Path) -> None:
+    import dashboard
+
+    with pytest.warns(FutureWarning, match="'generator' is now 'perceptor_set'"):
+        grid = _grid(dashboard.show(make_runs(tmp_path / "runs"), rows="generator", cols="vqgan"))
+    assert (grid["row_axis"], grid["row_label"], grid["rows"]) == ("perceptor_set", "perceptor set",
+                                                                   ["RN50", "ViT-B32"])
 
 
 def test_show_of_a_missing_folder_says_so(tmp_path: Path) -> None:

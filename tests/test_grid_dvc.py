@@ -21,6 +21,7 @@ from experiments import demo
 pytestmark = pytest.mark.dvc
 
 CELLS = ["cell@tiny-tiny-vit", "cell@tiny-tiny-rn", "cell@tiny-gumbel-tiny-vit", "cell@tiny-gumbel-tiny-rn"]
+SCORING = ["judge", "imagestats", "effects"]  # the stages after the cells, by cost
 OUT = Path("experiments/images_out")
 
 
@@ -103,9 +104,9 @@ def demo_repo(tmp_path_factory: pytest.TempPathFactory, model_cache: Path):
     return repo, output
 
 
-def test_repro_runs_fetch_then_every_cell_then_score(demo_repo) -> None:
+def test_repro_runs_fetch_then_every_cell_then_scoring(demo_repo) -> None:
     repo, output = demo_repo
-    assert ran(output) == ["fetch_models", *CELLS, "score"]
+    assert ran(output) == ["fetch_models", *CELLS, *SCORING]
     names = [p.name for p in cell_dirs(repo)]
     assert names == sorted(f"demo_untrained__{v}_{p}" for v in ("tiny", "tiny-gumbel") for p in ("tiny-vit", "tiny-rn"))
     for name in names:
@@ -129,14 +130,18 @@ def test_second_repro_runs_nothing(demo_repo) -> None:
     repo, _ = demo_repo
     output = dvc(repo, "repro")
     assert ran(output) == [] and restored(output) == [], output
-    assert set(unchanged(output)) == {"fetch_models", *CELLS, "score"}
+    assert set(unchanged(output)) == {"fetch_models", *CELLS, *SCORING}
     assert "up to date" in dvc(repo, "status")
 
 
 @pytest.mark.parametrize("code, stages", [
-    ("experiments/grid/checks.py", {"fetch_models", "score"}),  # validation: no cell
-    ("engine/runfolder/names.py", {"score"}),  # how the scores read a run folder
-    ("experiments/grid/model.py", {"fetch_models", *CELLS, "score"}),  # what a cell runs
+    ("experiments/grid/checks.py", {"fetch_models", *SCORING}),  # validation: no cell
+    ("engine/runfolder/names.py", {"judge", "imagestats"}),  # how the scoring reads a run folder
+    ("experiments/grid/model.py", {"fetch_models", *CELLS, *SCORING}),  # what a cell runs
+    ("experiments/judge.py", {"judge"}),  # the CLIP judges: nothing else
+    ("experiments/imagestats.py", {"imagestats"}),  # the pixels: nothing else
+    ("experiments/effects.py", {"effects"}),  # the analysis: no judge, no pixels
+    ("experiments/scorefiles.py", set(SCORING)),  # the files they share
 ])
 def test_an_edit_to_the_code_a_stage_imports_makes_it_pending(demo_repo, code: str, stages: set[str]) -> None:
     repo, _ = demo_repo
@@ -154,18 +159,18 @@ def test_bias_matrix_and_image_statistics(demo_repo) -> None:
     repo, _ = demo_repo
     scores = repo / "experiments/scores"
     rows = read_csv(scores / "bias_matrix.csv")
-    assert list(rows[0]) == ["vqgan", "generator", "judge", "similarity", "seed", "z"]
-    pairs = [(r["vqgan"], r["generator"], r["judge"]) for r in rows]
+    assert list(rows[0]) == ["cell", "vqgan", "perceptor_set", "seed", "judge", "similarity", "z", "generator"]
+    pairs = [(r["vqgan"], r["perceptor_set"], r["judge"]) for r in rows]
     expected = {(v, g, j) for v in ("tiny", "tiny-gumbel") for g in ("tiny-vit", "tiny-rn") for j in ("tiny-vit", "tiny-rn")}
-    assert len(pairs) == len(set(pairs)) == 8 and set(pairs) == expected  # one value per (generator, judge) per VQGAN
+    assert len(pairs) == len(set(pairs)) == 8 and set(pairs) == expected  # one value per (perceptor set, judge) per VQGAN
     assert all(-1 <= float(r["similarity"]) <= 1 for r in rows)
     bias = json.loads((scores / "bias.json").read_text())
     assert {(v, g, j) for v in bias for g in bias[v] for j in bias[v][g]} == expected
-    assert all(bias[r["vqgan"]][r["generator"]][r["judge"]] == pytest.approx(float(r["similarity"]), abs=1e-5) for r in rows)
+    assert all(bias[r["vqgan"]][r["perceptor_set"]][r["judge"]] == pytest.approx(float(r["similarity"]), abs=1e-5) for r in rows)
 
     stats = read_csv(scores / "image_stats.csv")
-    assert list(stats[0]) == ["cell", "vqgan", "generator", "frame", "step", "colourfulness", "saturation",
-                              "contrast", "edge_density", "palette"]
+    assert list(stats[0]) == ["cell", "vqgan", "perceptor_set", "seed", "frame", "step", "colourfulness", "saturation",
+                              "contrast", "edge_density", "palette", "generator"]
     assert len(stats) == 4 * 4
     assert sorted({int(r["step"]) for r in stats}) == [5, 10, 15, 20]
     assert all(re.fullmatch(r"#[0-9a-f]{6}(;#[0-9a-f]{6}){0,4}", r["palette"]) for r in stats)
@@ -212,7 +217,7 @@ def test_replacing_one_perceptor_entry_runs_exactly_its_cells(demo_repo) -> None
     params["grid"]["perceptors"] = {"tiny-vit": "tiny-vit", "tiny-vit_tiny-rn": "tiny-vit+tiny-rn"}
     write_params(repo, params)
     output = dvc(repo, "repro")
-    assert ran(output) == ["fetch_models", "cell@tiny-tiny-vit_tiny-rn", "cell@tiny-gumbel-tiny-vit_tiny-rn", "score"], output
+    assert ran(output) == ["fetch_models", "cell@tiny-tiny-vit_tiny-rn", "cell@tiny-gumbel-tiny-vit_tiny-rn", *SCORING], output
     assert set(unchanged(output)) == {"cell@tiny-tiny-vit", "cell@tiny-gumbel-tiny-vit"}
     for name, files in kept.items():
         assert snapshot(repo / OUT / name) == files, f"{name} was touched"
@@ -220,7 +225,7 @@ def test_replacing_one_perceptor_entry_runs_exactly_its_cells(demo_repo) -> None
                           "demo_untrained__tiny_tiny-vit_tiny-rn_settings.json").read_text())
     assert sidecar["settings"]["perceptors"] == ["tiny-vit", "tiny-rn"]
     rows = read_csv(repo / "experiments/scores/bias_matrix.csv")
-    assert {(r["generator"], r["judge"]) for r in rows} == {(g, j) for g in ("tiny-vit", "tiny-vit+tiny-rn")
+    assert {(r["perceptor_set"], r["judge"]) for r in rows} == {(g, j) for g in ("tiny-vit", "tiny-vit+tiny-rn")
                                                             for j in ("tiny-vit", "tiny-rn")}
     assert len(rows) == 8
 
@@ -234,7 +239,7 @@ def test_removing_a_vqgan_leaves_the_other_cells_untouched(demo_repo) -> None:
     del params["grid"]["vqgan_models"]["tiny-gumbel"]
     write_params(repo, params)
     output = dvc(repo, "repro")
-    assert ran(output) == ["fetch_models", "score"], output
+    assert ran(output) == ["fetch_models", *SCORING], output
     assert restored(output) == [] and set(unchanged(output)) == {"cell@tiny-tiny-vit", "cell@tiny-tiny-rn"}
     for name, files in kept.items():
         assert snapshot(repo / OUT / name) == files, f"{name} was touched"
@@ -277,7 +282,7 @@ def test_offline_fetch_fails_before_any_cell_with_the_demo_pointer(tmp_path: Pat
 
 
 def test_study_grid_resolves_in_dvc(tmp_path: Path) -> None:
-    """The real study's params: DVC resolves its 40 cells between fetch_models and score, and a
+    """The real study's params: DVC resolves its 40 cells between fetch_models and scoring, and a
     further seed adds a replicate stage of each (nothing runs)."""
     from experiments.grid import read_params
 
@@ -285,10 +290,11 @@ def test_study_grid_resolves_in_dvc(tmp_path: Path) -> None:
     repo = demo.create_demo(tmp_path / "study", params=params)
     stages = dvc(repo, "stage", "list", "--name-only").split()
     cells = [s for s in stages if s.startswith("cell@")]
-    assert stages == ["fetch_models", *cells, "score"] and len(cells) == 40
+    assert stages == ["fetch_models", *cells, *SCORING] and len(cells) == 40
     assert "cell@imagenet-ViT-B32_RN50" in cells and "cell@sflckr-RN50_RN101" in cells
     edges = set(re.findall(r'"([^"]+)" -> "([^"]+)"', dvc(repo, "dag", "--dot")))
-    assert edges == {("fetch_models", c) for c in cells} | {(c, "score") for c in cells}
+    assert edges == ({("fetch_models", c) for c in cells} | {(c, s) for c in cells for s in SCORING[:2]}
+                     | {(s, "effects") for s in SCORING[:2]})
     status = json.loads(dvc(repo, "status", "--json"))  # every cell's params resolve
     assert set(status) == set(stages)
     params["grid"]["seeds"] = [7]

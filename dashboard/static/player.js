@@ -96,27 +96,18 @@ function picture(cell) {
   };
 }
 
-// The (scene, factor) pairs active at 0-based step t (engine/prompts.py's schedule).
-function sceneBlend(t, n, perScene, interpolation) {
-  const k = Math.min(Math.floor(t / perScene), n - 1);
-  const u = t - k * perScene;
-  const span = Math.min(interpolation, perScene);
-  if (k === 0 || u >= span) return [[k, 1]];
-  if (u === 0) return [[k - 1, 1]];
-  return [[k - 1, 1 - u / span], [k, u / span]];
-}
-
 // Loads every frame once, in playing order, and keeps it decoded.
 class Preloader {
   constructor() {
     this.images = new Map();
   }
 
-  load(cells, from) {
+  // Every frame of `cells`, those at and after position `index` of the grid's steps first.
+  load(cells, index) {
     const longest = Math.max(0, ...cells.map((c) => c.steps.length));
     for (let d = 0; d < longest; d++) {
       for (const cell of cells) {
-        const k = (from + d) % longest;
+        const k = (index + d) % longest;
         if (k < cell.steps.length) this.fetch(urlOf(cell, k));
       }
     }
@@ -155,7 +146,7 @@ export class GridPlayer {
     this.cells = new Map();
     this.tiles = [];
     this.bigs = [];
-    this.i = 0;
+    this.index = 0;  // the position of the step shown in grid.steps
     this.dir = 1;
     this.fps = 10;
     this.mode = "loop";
@@ -239,23 +230,26 @@ export class GridPlayer {
     this.el.remove();
   }
 
-  setGrid(grid) {
+  // Show `grid` at `step` (steps done; default: the step shown now, so a grid that gains steps
+  // stays where it is).
+  setGrid(grid, step = this.grid.steps[this.index]) {
     this.grid = grid;
+    this.index = this.indexOf(step);
     this.cells = new Map(grid.cells.map((c) => [c.id, c]));
     this.perSlot = Math.max(1, ...this.slotCounts(grid).values());
     this.gridEl.style.gridTemplateColumns = `min-content repeat(${grid.cols.length}, auto)`;
     this.gridEl.replaceChildren(...this.layout(grid));
     this.paintHeads(this.heads);
     this.slider.max = Math.max(grid.steps.length - 1, 0);
-    const schedules = new Set(grid.cells.map((c) => JSON.stringify(c.schedule ?? null)));
-    this.sharedSchedule = schedules.size === 1;
+    const contexts = new Set(grid.cells.map((c) => JSON.stringify([c.scenes, c.steps, c.weights])));
+    this.sharedContext = contexts.size === 1;
     this.lazy = grid.cells.length > EAGER;
     this.seen.clear();
     this.watcher.disconnect();
     if (this.lazy) for (const tile of this.tiles) this.watcher.observe(tile.el);
-    else this.preloader.load(grid.cells, this.i);
+    else this.preloader.load(grid.cells, this.index);
     this.renderDetail();
-    this.show(this.i);
+    this.show(this.index);
     this.fit();
   }
 
@@ -268,11 +262,11 @@ export class GridPlayer {
       this.seen.add(tile);
       cells.push(tile.cell);
     }
-    if (cells.length) this.preloader.load(cells, this.i);
+    if (cells.length) this.preloader.load(cells, this.index);
   }
 
-  // Colour the row and column headers: heads = {axis label: {header: {colour, title}}} (the
-  // "What drives the look" panel's pick); {} clears them.
+  // Colour the row and column headers: heads = {axis: {header: {colour, title}}} (the "What
+  // drives the look" panel's pick); {} clears them.
   paintHeads(heads = {}) {
     this.heads = heads;
     for (const [cls, axis] of [["dp-rowhead", this.grid.row_axis], ["dp-colhead", this.grid.col_axis]]) {
@@ -291,7 +285,7 @@ export class GridPlayer {
   }
 
   layout(grid) {
-    const nodes = [h("div", { class: "dp-corner" }, `${grid.row_axis} ╲ ${grid.col_axis}`),
+    const nodes = [h("div", { class: "dp-corner" }, `${grid.row_label} ╲ ${grid.col_label}`),
       ...grid.cols.map((c) => h("div", { class: "dp-colhead" }, c))];
     const slots = new Map();
     for (const r of grid.rows) {
@@ -468,73 +462,87 @@ export class GridPlayer {
 
   // ---- context: the scene and prompt weights at the current step ----
 
+  // The scenes active at the frame a cell shows, as [scene, weight] pairs, from its frame table.
+  activeScenes(cell) {
+    const weights = cell.weights?.[cell.at[this.index] ?? 0] ?? [];
+    return weights.map((w, n) => [n, w]).filter(([n, w]) => w > 0 && cell.scenes?.[n]);
+  }
+
   renderContext() {
-    const cell = this.cells.get(this.selected) ?? this.grid.cells.find((c) => c.schedule);
-    const s = cell?.schedule;
-    const k = cell ? cell.at[this.i] ?? 0 : 0;
-    if (!s || cell.steps[k] == null) {
+    const cell = this.cells.get(this.selected) ?? this.grid.cells.find((c) => c.scenes?.length);
+    const active = cell ? this.activeScenes(cell) : [];
+    if (!active.length) {
       this.context.replaceChildren();
       this.contextKey = null;
       return;
     }
-    const blend = sceneBlend(Math.max(cell.steps[k] - 1, 0), s.scenes.length, s.steps_per_scene, s.interpolation_steps);
-    const key = JSON.stringify([cell.id, this.sharedSchedule, blend]);
+    const key = JSON.stringify([cell.id, this.sharedContext, active]);
     if (key === this.contextKey && this.context.childElementCount) return;  // same as shown
     this.contextKey = key;
-    const whose = this.sharedSchedule ? "all cells" : cell.title + (cell.tag ? ` · ${cell.tag}` : "");
-    const scenes = blend.map(([n, f]) => `${n + 1}${blend.length > 1 ? ` (${Math.round(f * 100)} %)` : ""}`).join(" → ");
-    const prompts = blend.flatMap(([n, f]) => s.scenes[n].map((p) =>
-      h("span", { class: "dp-prompt" + (p.weight < 0 ? " dp-negative" : "") }, p.text, h("b", {}, ` ${+(p.weight * f).toFixed(2)}`))));
-    this.context.replaceChildren(h("span", { class: "dp-scene" }, `scene ${scenes} of ${s.scenes.length}`),
+    const whose = this.sharedContext ? "all cells" : cell.title + (cell.tag ? ` · ${cell.tag}` : "");
+    const scenes = active.map(([n, w]) => `${n + 1}${active.length > 1 ? ` (${Math.round(w * 100)} %)` : ""}`).join(" → ");
+    const prompts = active.flatMap(([n, w]) => cell.scenes[n].map((p) =>
+      h("span", { class: "dp-prompt" + (p.weight < 0 ? " dp-negative" : "") }, p.text, h("b", {}, ` ${+(p.weight * w).toFixed(2)}`))));
+    this.context.replaceChildren(h("span", { class: "dp-scene" }, `scene ${scenes} of ${cell.scenes.length}`),
       ...prompts, h("span", { class: "dp-whose" }, whose));
   }
 
   // ---- playing ----
 
   paint(view) {
-    const k = view.cell.at[this.i] ?? 0;
+    const k = view.cell.at[this.index] ?? 0;
     view.pic.show(k);
     const loss = view.cell.losses?.[k];
     view.cap.textContent = `step ${view.cell.steps[k] ?? "-"}` + (loss == null ? "" : ` · loss ${loss.toFixed(3)}`);
   }
 
-  // Switch every cell to step index i, all in the same task, hence the same animation frame.
-  show(i) {
+  // The position in grid.steps of `step` (steps done): of the last step at or before it, else 0.
+  indexOf(step) {
+    const steps = this.grid.steps;
+    let index = 0;
+    while (index + 1 < steps.length && steps[index + 1] <= step) index++;
+    return index;
+  }
+
+  // Show every cell at the step in position `index` of grid.steps, all in the same task, hence
+  // in the same paint of the page.
+  show(index) {
     const n = this.grid.steps.length;
-    this.i = Math.max(0, Math.min(i, n - 1));
+    this.index = Math.max(0, Math.min(index, n - 1));
     for (const view of this.tiles) this.paint(view);
     for (const view of this.bigs) this.paint(view);
-    this.slider.value = String(this.i);
-    const text = n ? `step ${this.grid.steps[this.i]} · ${this.i + 1}/${n}` : "no frames";
+    this.slider.value = String(this.index);
+    const text = n ? `step ${this.grid.steps[this.index]} · ${this.index + 1}/${n}` : "no frames";
     this.label.textContent = text;
     this.panelStep.textContent = text;
     if (this.context.isConnected) this.renderContext();
   }
 
-  // Whether every tile's frame at step index i has loaded, so showing it leaves no blank.
-  ready(i) {
+  // Whether every tile's frame at the step in position `index` has loaded, so showing it leaves
+  // no blank.
+  ready(index) {
     const tiles = this.lazy ? [...this.seen] : this.tiles;
-    return tiles.every((t) => this.preloader.ready(urlOf(t.cell, t.cell.at[i] ?? 0)));
+    return tiles.every((t) => this.preloader.ready(urlOf(t.cell, t.cell.at[index] ?? 0)));
   }
 
-  // The step index after this one, and the direction after it, under loop or reflect.
+  // The position of the step after this one, and the direction after it, under loop or reflect.
   following() {
     const n = this.grid.steps.length;
-    if (n < 2) return [this.i, this.dir];
-    if (this.mode === "loop") return [(this.i + 1) % n, 1];
-    const dir = this.i + this.dir < 0 || this.i + this.dir >= n ? -this.dir : this.dir;
-    return [this.i + dir, dir];
+    if (n < 2) return [this.index, this.dir];
+    if (this.mode === "loop") return [(this.index + 1) % n, 1];
+    const dir = this.index + this.dir < 0 || this.index + this.dir >= n ? -this.dir : this.dir;
+    return [this.index + dir, dir];
   }
 
   tick(now) {
     if (!this.playing) return;
     const period = 1000 / this.fps;
     if (now - this.last >= period) {
-      const [i, dir] = this.following();
-      if (this.ready(i)) {
+      const [index, dir] = this.following();
+      if (this.ready(index)) {
         this.last = Math.max(this.last + period, now - period);
         this.dir = dir;
-        this.show(i);
+        this.show(index);
       }
     }
     requestAnimationFrame(this.tick);
@@ -556,34 +564,40 @@ export class GridPlayer {
   pause() {
     if (!this.playing) return;
     this.setPlaying(false);
-    this.hooks.onStep?.(this.i);
+    this.reportStep();
+  }
+
+  // Tell the hooks the step shown (steps done).
+  reportStep() {
+    const step = this.grid.steps[this.index];
+    if (step !== undefined) this.hooks.onStep?.(step);
   }
 
   toggle() {
     this.playing ? this.pause() : this.play();
   }
 
-  seek(i) {
-    this.show(i);
-    this.hooks.onStep?.(this.i);
+  seek(index) {
+    this.show(index);
+    this.reportStep();
   }
 
   nudge(delta) {
     this.pause();
-    this.seek(this.i + delta);
+    this.seek(this.index + delta);
   }
 
-  jump(i) {
+  jump(index) {
     this.pause();
-    this.seek(i);
+    this.seek(index);
   }
 
   // For tests and the benchmark: where the player is and what each tile shows.
   state() {
     return {
-      index: this.i, step: this.grid.steps[this.i], playing: this.playing, pending: this.preloader.pending,
+      index: this.index, step: this.grid.steps[this.index], playing: this.playing, pending: this.preloader.pending,
       selected: this.selected, size: this.size,
-      tiles: this.tiles.map((t) => ({ id: t.cell.id, row: t.cell.row, col: t.cell.col, frame: t.cell.at[this.i] })),
+      tiles: this.tiles.map((t) => ({ id: t.cell.id, row: t.cell.row, col: t.cell.col, frame: t.cell.at[this.index] })),
     };
   }
 }
@@ -596,25 +610,25 @@ export function mount(el, grid, options = {}) {
   return player;
 }
 
-// Panel JSComponent entry point: the grid, step, selection and baseline sync with Python.
+// Panel JSComponent entry point: the grid, step (steps done), selection and baseline sync with
+// Python.
 export function render({ model, el }) {
   const player = new GridPlayer(el, {
     scoped: model.scoped,
     fitHeight: !model.scoped,
     hooks: {
-      onStep: (i) => { model.step = i; },
+      onStep: (step) => { model.step = step; },
       onSelect: (id) => { model.selected = id; },
       onBaseline: (id) => { model.baseline = id; },
     },
   });
   player.selected = model.selected || null;
   player.baseline = model.baseline || null;
-  player.i = model.step;
   player.heads = model.heads;
-  player.setGrid(model.grid);
+  player.setGrid(model.grid, model.step);
   window.gridPlayer = player;
   model.on("grid", () => player.setGrid(model.grid));
-  model.on("step", () => model.step !== player.i && player.show(model.step));
+  model.on("step", () => model.step !== player.grid.steps[player.index] && player.show(player.indexOf(model.step)));
   model.on("selected", () => model.selected !== (player.selected ?? "") && player.setSelected(model.selected));
   model.on("baseline", () => model.baseline !== (player.baseline ?? "") && player.setBaseline(model.baseline));
   model.on("heads", () => player.paintHeads(model.heads));
