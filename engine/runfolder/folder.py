@@ -116,13 +116,15 @@ class RunFolder:
         return frame_problems({n: self.frame(n) for n in range(1, len(hashes) + 1)}, hashes)
 
     def completion_problems(self) -> list[str]:
-        """What makes this folder's finished run (metrics.json, the frame table) untrustworthy
-        (empty: nothing)."""
+        """What makes this folder's finished run untrustworthy (empty: nothing): its frames against
+        the hashes its frame table records (format /2: metrics.json's `frame_sha256`)."""
         try:
-            if json.loads(self.metrics.read_text()).get("complete") is not True:
+            metrics = json.loads(self.metrics.read_text())
+            if metrics.get("complete") is not True:
                 raise ValueError("not complete")
-            hashes = [f.sha256 for f in read_table(self.frame_table, self.namespace)]
-        except (OSError, ValueError, AttributeError) as err:
+            hashes = ([f.sha256 for f in read_table(self.frame_table, self.namespace)]
+                      if self.frame_table.exists() else list(metrics["frame_sha256"]))
+        except (OSError, ValueError, AttributeError, KeyError, TypeError) as err:
             return [f"{self.metrics} or {self.frame_table.name} is unreadable ({err})"]
         return self.frame_problems(hashes) if hashes else [f"{self.frame_table.name} lists no frame"]
 
