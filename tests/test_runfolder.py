@@ -170,3 +170,11 @@ def test_the_contract_imports_no_torch():
                "print('ok')\n")
     out = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True, check=False)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+@pytest.mark.parametrize("fmt", [FORMAT, "vqgan-clip-run/2"])
+def test_a_finished_run_is_complete_for_its_writer_whatever_its_format(tmp_path, fmt):
+    run = write_run(tmp_path / "r", fmt=fmt)
+    assert run.completion_problems() == []
+    run.frame(3).write_bytes(PNG + b"changed")
+    assert run.completion_problems() == [f"frame 3 ({run.frame(3)}) is damaged (its SHA-256 differs from the recorded one)"]
