@@ -313,10 +313,10 @@ def http_get(port: int, path: str, host: str = "127.0.0.1",
 
 @contextmanager
 def running(command: Sequence[str], port: int, ready_path: str = "/", timeout: float = 90.0,
-            env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
-    """Run a server `command` from the repo root (in `env`) until `ready_path` answers 200;
-    stop it after."""
-    proc = subprocess.Popen(list(command), cwd=REPO, stdout=subprocess.PIPE,
+            env: dict[str, str] | None = None, cwd: Path = REPO) -> Iterator[subprocess.Popen]:
+    """Run a server `command` in `cwd` (default the repo root; in `env`) until `ready_path`
+    answers 200; stop it after."""
+    proc = subprocess.Popen(list(command), cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env)
     try:
         deadline = time.monotonic() + timeout
