@@ -99,7 +99,8 @@ def _sync_url(filters: Filters, player: GridPlayer) -> None:
     if location is None:
         return
     query = location.query_params
-    renamed = {k: OLD_COLUMNS[query[k]] for k in ("rows", "cols") if query.get(k) in OLD_COLUMNS}
+    renamed = {k: OLD_COLUMNS[v] for k in ("rows", "cols")
+               if isinstance(v := query.get(k), str) and v in OLD_COLUMNS}
     if renamed:
         location.update_query(**renamed)
     widgets = {"vqgan": filters.vqgans, "perceptors": filters.perceptors,

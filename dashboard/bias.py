@@ -91,12 +91,12 @@ def preference_parts(preference: dict[str, Any] | None, vqgans: set[str]) -> lis
     """Markdown: the self-preference per judge and per VQGAN of `vqgans`, from the judge stage's
     `self_preference.json` (`{"judges": {judge: {mean, low, high, seeds}}, "vqgans": {...}}`)."""
     if preference is None:
-        return [f"*The self-preference needs the judge stage's `{SELF_PREFERENCE}` beside the bias "
-                "matrix; run the judge stage to write it.*"]
+        return [(f"*The self-preference needs the judge stage's `{SELF_PREFERENCE}` beside the bias "
+                 "matrix; run the judge stage to write it.*")]
     judges, by_vqgan = preference.get("judges") or {}, preference.get("vqgans") or {}
     if not judges:
-        return ["*No judge has a cell guided by its own perceptor alone, so there is no "
-                "self-preference to show.*"]
+        return [("*No judge has a cell guided by its own perceptor alone, so there is no "
+                 "self-preference to show.*")]
     seeds = max((e.get("seeds") or 0 for e in judges.values()), default=0)
     return ["### Self-preference", seeds_note(seeds),
             preference_table(judges, "judge (over every VQGAN)"),

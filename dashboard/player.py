@@ -21,7 +21,7 @@ class GridPlayer(JSComponent):
         "step before it, or the first), synced when the player stops."))
     selected = param.String(default="", doc="Run shown large.")
     baseline = param.String(default="", doc="Run pinned beside the selected one.")
-    heads = param.Dict(default={}, doc="Header colours: {axis label: {header: {colour, title}}}.")
+    heads = param.Dict(default={}, doc="Header colours: {axis: {header: {colour, title}}}.")
     scoped = param.Boolean(default=False, constant=True, doc=(
         "On a page shared with other things (a notebook): keys act only with the focus inside "
         "the player, and 'fit' fits the width only."))

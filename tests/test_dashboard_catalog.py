@@ -15,7 +15,7 @@ from dashboard.grid import axis_options, grid_spec
 from dashboard_fixtures import (
     MALFORMED, NOT_UTF8, REPO, STUDY, cell_name, damage_frame, fixture_loss, frame_colour,
     make_corrupt_run, make_empty_run, make_grid, make_malformed_runs, make_our_run,
-    make_pytti_run, make_scores, with_losses,
+    make_pytti_run, with_losses,
 )
 
 PYTTI = cell_name("wikiart", ["ViT-B32", "RN50"])  # a pair cell
