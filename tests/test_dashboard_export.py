@@ -115,7 +115,7 @@ def test_export_plays_offline_from_a_file_url(exported: Path, chromium_browser) 
     page.wait_for_function("window.gridPlayer.state().index >= 5")
     page.locator(".dp-play").click()
     state = page.evaluate("window.gridPlayer.state()")
-    assert len({t["frameIndex"] for t in state["tiles"]}) == 1 and state["tiles"][0]["frameIndex"] >= 5
+    assert len({t["frame"] for t in state["tiles"]}) == 1 and state["tiles"][0]["frame"] >= 5
     page.evaluate(f"window.gridPlayer.show({FRAMES - 1})")
     for name, cell in probe:  # the last frame, from the same sheet
         png = page.locator(f'.dp-tile[data-id="{name}"] .dp-frame').screenshot()

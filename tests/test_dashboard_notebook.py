@@ -45,7 +45,7 @@ def _poller(task):
     return "refresh_on_change" in getattr(getattr(owner, "callback", None), "__qualname__", "")
 result = sum(map(_poller, asyncio.all_tasks()))"""
 # What each tile shows: its cell, the frame index, and whether its sheet is a data URL.
-TILES = """() => gridPlayer.state().tiles.map((t, n) => ({id: t.id, frame_index: t.frameIndex,
+TILES = """() => gridPlayer.state().tiles.map((t, n) => ({id: t.id, frame: t.frame,
     inline: gridPlayer.tiles[n].pic.el.style.backgroundImage.startsWith('url("data:image/webp')}))"""
 
 
@@ -255,14 +255,14 @@ def test_show_plays_the_grid_inline_and_follows_new_frames(chromium_browser, jup
     page.wait_for_function("gridPlayer.state().pending === 0", timeout=60_000)
     tiles = page.evaluate(TILES)
     assert sorted(t["id"] for t in tiles) == sorted(cell_name(v, [p]) for v, p in CELLS)
-    assert all(t["inline"] and t["frame_index"] == 0 for t in tiles), tiles
+    assert all(t["inline"] and t["frame"] == 0 for t in tiles), tiles
     page.locator(".dp-tile").first.scroll_into_view_if_needed()
     _assert_frames_shown(page, 1)
 
     page.locator(".dp-step").click()  # the focus in the output
     page.keyboard.press("ArrowRight")
     assert page.evaluate("gridPlayer.state().index") == 1
-    assert {t["frame_index"] for t in page.evaluate(TILES)} == {1}
+    assert {t["frame"] for t in page.evaluate(TILES)} == {1}
     _assert_frames_shown(page, 2)
     page.keyboard.press("ArrowLeft")
     assert page.evaluate("gridPlayer.state().index") == 0
@@ -283,7 +283,7 @@ def test_show_plays_the_grid_inline_and_follows_new_frames(chromium_browser, jup
                            timeout=30_000)
     page.locator(".dp-step").click()
     page.keyboard.press("End")
-    shown = {t["id"]: t["frame_index"] for t in page.evaluate(TILES)}
+    shown = {t["id"]: t["frame"] for t in page.evaluate(TILES)}
     assert shown[LIVE] == FRAMES - 1, shown
 
     # the cell run again: the first output's poller stops, the new one polls

@@ -597,7 +597,7 @@ export class GridPlayer {
     return {
       index: this.index, step: this.grid.steps[this.index], playing: this.playing, pending: this.preloader.pending,
       selected: this.selected, size: this.size,
-      tiles: this.tiles.map((t) => ({ id: t.cell.id, row: t.cell.row, col: t.cell.col, frameIndex: t.cell.at[this.index] })),
+      tiles: this.tiles.map((t) => ({ id: t.cell.id, row: t.cell.row, col: t.cell.col, frame: t.cell.at[this.index] })),
     };
   }
 }
