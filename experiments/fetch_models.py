@@ -19,7 +19,16 @@ from pathlib import Path
 
 from engine.cli import error_boundary
 from engine.runfolder import parse_cell_name
-from experiments.grid import DEMO_COMMAND, PARAMS_FILE, STAMPS_DIR, Grid, GridError, Model, load_grid
+from experiments.grid import (
+    DEMO_COMMAND,
+    PARAMS_FILE,
+    STAMPS_DIR,
+    Grid,
+    GridError,
+    Model,
+    load_grid,
+)
+from experiments.grid.dvcyaml import write_cell_stages
 
 
 def fetch_model(model: Model, *, progress: bool = True) -> dict:
@@ -127,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
 def fetch_and_stamp(params: str) -> int:
     """The stage: every model of the grid ready, one stamp per grid entry."""
     grid = load_grid(params)
+    dvc_yaml = Path(params).parent / "dvc.yaml"
+    if dvc_yaml.is_file() and write_cell_stages(dvc_yaml, list(grid.vary)):
+        raise GridError(f"{dvc_yaml}'s cell stages did not vary what grid.vary varies "
+                        f"({', '.join(grid.vary) or 'nothing'}); they are rewritten now: run `dvc repro` again")
     if grid.untrained:
         print("fetch_models: this grid uses UNTRAINED tiny models (random weights); its images and scores "
               "say nothing about real checkpoints", flush=True)
@@ -136,7 +149,7 @@ def fetch_and_stamp(params: str) -> int:
           f"{len(grid.cells)} cells")
     for path in stale_cells(grid):
         print(f"fetch_models: note: {path} is not in the grid any more (DVC no longer tracks it; "
-              "the score stage ignores it); delete it when you no longer need it")
+              "the scoring ignores it); delete it when you no longer need it")
     return 0
 
 

@@ -1,10 +1,11 @@
-"""Stages `cell@<vqgan>-<perceptor set>` and `replicate@<vqgan>-<perceptor set>-<seed>`: one optimisation of the grid.
+"""Stages `cell@<vqgan>-<perceptor set>[-<level>...]` and `replicate@...-<seed>`: one optimisation of the grid.
 
-    python -m experiments.run_cell VQGAN_SLUG PERCEPTOR_SET [--seed N]
+    python -m experiments.run_cell VQGAN_SLUG PERCEPTOR_SET [--vary SETTING=LEVEL ...] [--seed N]
 
-The cell's engine settings are params.yaml's `settings` plus its VQGAN, its perceptors, its seed
-(default settings.seed; N from grid.seeds for a replicate) and its file namespace, the cell's
-name (`<experiment>__<vqgan>_<perceptors>`, `__seed-<N>` added for a replicate). The run works
+The cell's engine settings are params.yaml's `settings` plus its VQGAN, its perceptors, its level
+of each setting of grid.vary, its seed (default settings.seed; N from grid.seeds for a replicate)
+and its file namespace, the cell's name (`<experiment>__<vqgan>_<perceptors>`, then
+`__<key>-<level>_...` for the varied settings and `__seed-<N>` for a replicate). The run works
 in the partial folder (experiments/.partial/, or $VQCLIP_PARTIAL_DIR) and is moved to
 `<out_dir>/<cell>/` (the stage's DVC output) only when complete: DVC deletes a stage's outputs
 before running it, so an interrupted cell would otherwise lose its frames; this way the next
@@ -34,13 +35,14 @@ if TYPE_CHECKING:
 
 
 def run_cell(vqgan: str, set_key: str, params: str | Path = PARAMS_FILE, *, seed: int | None = None,
+             varied: dict[str, str] | None = None,
              quiet: bool = True) -> Path:
     """Run one cell (resuming its partial run if any) and return its folder under out_dir."""
     from engine.locks import exclusive_lock
     from engine.settings import resolve_settings
 
     grid = load_grid(params)
-    cell = grid.cell(vqgan, set_key, seed)
+    cell = grid.cell(vqgan, set_key, seed, varied)
     partial = partial_dir()
     settings = resolve_settings({**grid.engine_settings(cell, out_dir=partial), "allow_overwrite": True})
     untrained = " (UNTRAINED models)" if cell.untrained else ""
@@ -72,16 +74,26 @@ def _run_and_move(settings: Settings, final: Path, out_dir: str, quiet: bool) ->
     return final
 
 
+def _level(text: str) -> tuple[str, str]:
+    setting, sep, level = text.partition("=")
+    if not sep or not setting or not level:
+        raise argparse.ArgumentTypeError(f"--vary {text!r}: expected SETTING=LEVEL, a level slug of grid.vary")
+    return setting, level
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="python -m experiments.run_cell", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("vqgan", help="a key of grid.vqgan_models")
     parser.add_argument("set_key", metavar="PERCEPTOR_SET", help="a key of grid.perceptors (a perceptor set)")
     parser.add_argument("--seed", type=int, help="a seed of grid.seeds (default: settings.seed)")
+    parser.add_argument("--vary", action="append", default=[], type=_level, metavar="SETTING=LEVEL",
+                        help="the cell's level of a setting of grid.vary (one per varied setting)")
     parser.add_argument("--params", default=PARAMS_FILE)
     args = parser.parse_args(argv)
     quiet = not sys.stderr.isatty() or bool(os.environ.get("VQCLIP_QUIET"))
-    return error_boundary(lambda: run_cell(args.vqgan, args.set_key, args.params, seed=args.seed, quiet=quiet),
+    return error_boundary(lambda: run_cell(args.vqgan, args.set_key, args.params, seed=args.seed,
+                                                   varied=dict(args.vary), quiet=quiet),
                           "interrupted: the cell resumes from its last saved frame at the next `dvc repro`")
 
 if __name__ == "__main__":

@@ -202,7 +202,7 @@ def test_no_complete_run_is_an_error_naming_the_left_out(tmp_path: Path) -> None
 
 def test_effects_stage_writes_effects_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The judge (tiny judges), imagestats and effects stages: effects.json with the judges' similarities."""
-    from experiments.effects import write_grid_effects
+    from experiments.effects.stage import write_grid_effects
     from experiments.imagestats import measure_grid
     from experiments.judge import judge
     from test_score import SETTINGS, _grid_of_cells, grid_params

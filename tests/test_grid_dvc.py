@@ -140,7 +140,7 @@ def test_second_repro_runs_nothing(demo_repo) -> None:
     ("experiments/grid/model.py", {"fetch_models", *CELLS, *SCORING}),  # what a cell runs
     ("experiments/judge.py", {"judge"}),  # the CLIP judges: nothing else
     ("experiments/imagestats.py", {"imagestats"}),  # the pixels: nothing else
-    ("experiments/effects.py", {"effects"}),  # the analysis: no judge, no pixels
+    ("experiments/effects/anova.py", {"effects"}),  # the analysis: no judge, no pixels
     ("experiments/scorefiles.py", set(SCORING)),  # the files they share
 ])
 def test_an_edit_to_the_code_a_stage_imports_makes_it_pending(demo_repo, code: str, stages: set[str]) -> None:

@@ -44,6 +44,16 @@ class RunRecord:
         return names.split_rerun(self.base)[1]
 
     @property
+    def varied(self) -> dict[str, str]:
+        """The level of each setting the run's name says was varied, by setting name: a grid cell's
+        `key-level` pairs (grid.vary), or a pytti family's (`ref-False_dsw-0.0`: reencode_each_frame,
+        direct_stabilization_weight)."""
+        cell = names.parse_cell_name(self.base)
+        if cell is not None:
+            return dict(cell.varied)
+        return {names.setting_of(key): value for key, value in self.named.items()}
+
+    @property
     def final_loss(self) -> float | None:
         value = (self.metrics or {}).get("final_loss")
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):

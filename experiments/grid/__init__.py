@@ -32,7 +32,14 @@ Modules: `model` (cells, names, each cell's engine settings), `params` (reading 
 """
 from experiments.grid.checks import build_grid
 from experiments.grid.layout import (
-    DEMO_COMMAND, INPUTS_DIR, METRICS_DIR, PARAMS_FILE, PARTIAL_ENV, SCORES_DIR, STAMPS_DIR, partial_dir,
+    DEMO_COMMAND,
+    INPUTS_DIR,
+    METRICS_DIR,
+    PARAMS_FILE,
+    PARTIAL_ENV,
+    SCORES_DIR,
+    STAMPS_DIR,
+    partial_dir,
 )
 from experiments.grid.model import CELL_KEYS, Cell, CellNotReady, Grid, GridError, Model
 from experiments.grid.params import load_grid, read_params

@@ -5,6 +5,8 @@ returns the entries that are right.
 """
 from __future__ import annotations
 
+import difflib
+import itertools
 import re
 from typing import Any, Iterable
 
@@ -137,3 +139,63 @@ def seed_entries(value: Any, seed: Any, problems: list[str]) -> tuple[int, ...]:
         problems.append(f"grid.seeds lists {seed}, which is settings.seed: every cell runs with settings.seed "
                         "already (with the study's names); list only the further seeds")
     return tuple(dict.fromkeys(s for s in value if s != seed))
+
+
+def _fixed(setting: str) -> str | None:
+    """Why a setting cannot vary between the grid's cells, or None where it can."""
+    from engine.settings import NON_RESULT_KEYS
+    from experiments.grid.model import CELL_KEYS
+
+    if setting in CELL_KEYS:
+        return "the grid sets it per cell (grid.vqgan_models, grid.perceptors, the cell's name and folder)"
+    if setting == "seed":
+        return "the grid's seeds are settings.seed and grid.seeds"
+    if setting in NON_RESULT_KEYS:
+        return "it does not change a run's frames, so cells would differ by name only"
+    if setting == "pytti_unused":
+        return "it is the list of a pytti file's ignored keys, not a setting"
+    return None
+
+
+def vary_entries(value: Any, settings: dict[str, Any], problems: list[str]) -> dict[str, dict[str, Any]]:
+    """grid.vary: setting → {level slug: value}. Each setting is an engine setting that can differ
+    between cells, each slug fits a DVC stage name and a folder name, and each combination of
+    levels is settings the engine accepts."""
+    from engine.settings import FIELDS, SettingsError, resolve_settings
+
+    if value is None or value == {}:
+        return {}
+    if not isinstance(value, dict):
+        problems.append(f"grid.vary={value!r:.100}: expected a mapping of setting: {{level slug: value}}, e.g. "
+                        "{scenes: {city: 'a city at night', forest: 'a forest in the fog'}}")
+        return {}
+    vary: dict[str, dict[str, Any]] = {}
+    for setting, levels in value.items():
+        where = f"grid.vary.{setting}"
+        if setting not in FIELDS:
+            close = difflib.get_close_matches(str(setting), FIELDS, n=3)
+            problems.append(f"{where}: unknown setting" + (f"; did you mean {', '.join(close)}?" if close else
+                                                           " (see docs/engine.md for the settings)"))
+        elif reason := _fixed(setting):
+            problems.append(f"{where}: {setting} cannot vary between cells: {reason}")
+        elif not isinstance(levels, dict) or not levels:
+            problems.append(f"{where}={levels!r:.100}: expected a mapping of level slug: value, e.g. "
+                            "{low: 1.0, high: 2.0}")
+        else:
+            bad = [slug for slug in levels if not isinstance(slug, str) or not _SLUG.match(slug)]
+            problems += [f"{where}.{slug}: a level slug names DVC stages and folders: use letters, digits and "
+                         "'-' only" for slug in bad]
+            if not bad:
+                vary[setting] = dict(levels)
+    base = {k: v for k, v in settings.items() if k not in FIELDS or not _fixed(k)}
+    seen: set[str] = set()
+    for levels in itertools.product(*(v.items() for v in vary.values())):
+        try:
+            resolve_settings({**base, **{s: v for s, (_, v) in zip(vary, levels)}, "vqgan_model": "x",
+                              "perceptors": ["x"], "file_namespace": "x"})
+        except SettingsError as err:
+            named = ", ".join(f"grid.vary.{s}.{slug}" for s, (slug, _) in zip(vary, levels))
+            if str(err) not in seen:
+                seen.add(str(err))
+                problems.append(f"{named}: the engine refuses it: {err}")
+    return vary

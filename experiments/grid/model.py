@@ -5,9 +5,9 @@ depend on this module: keep it to what a cell is and runs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from engine.errors import InputError, StateError
 from engine.runfolder import PERCEPTOR_SET_SEP, cell_name
@@ -45,19 +45,21 @@ class Cell:
     perceptors: tuple[Model, ...]
     seed: int
     replicate: bool = False  # False: settings.seed's cell; True: a seed of grid.seeds
+    varied: tuple[tuple[str, str], ...] = ()  # (setting, level slug) of each setting of grid.vary
 
     @property
     def name(self) -> str:
-        """The run folder and file namespace (engine.runfolder's cell name): `__seed-<n>` for a replicate."""
+        """The run folder and file namespace (engine.runfolder's cell name): the varied settings'
+        `key-level` pairs where there are some, `__seed-<n>` for a replicate."""
         return cell_name(self.experiment, self.vqgan.slug, [p.slug for p in self.perceptors],
-                         self.seed if self.replicate else None)
+                         self.seed if self.replicate else None, self.varied)
 
     @property
     def stage(self) -> str:
-        """The DVC stage that makes this cell (DVC joins matrix keys with '-')."""
-        if self.replicate:
-            return f"replicate@{self.vqgan.slug}-{self.set_key}-{self.seed}"
-        return f"cell@{self.vqgan.slug}-{self.set_key}"
+        """The DVC stage that makes this cell (DVC joins matrix values with '-', in dvc.yaml's order:
+        VQGAN, perceptor set, each varied setting's level, seed)."""
+        parts = [self.vqgan.slug, self.set_key, *(level for _, level in self.varied)]
+        return f"replicate@{'-'.join([*parts, str(self.seed)])}" if self.replicate else f"cell@{'-'.join(parts)}"
 
     @property
     def perceptor_set(self) -> str:
@@ -79,7 +81,8 @@ class Grid:
     vqgans: dict[str, Model]  # slug → model
     perceptor_sets: dict[str, tuple[Model, ...]]  # key (slugs joined by '_') → models
     seeds: tuple[int, ...]  # settings.seed, then grid.seeds
-    cells: tuple[Cell, ...]  # by VQGAN, perceptor set, seed
+    cells: tuple[Cell, ...]  # by VQGAN, perceptor set, varied levels, seed
+    vary: dict[str, dict[str, Any]] = field(default_factory=dict)  # grid.vary: setting → {level slug: value}
 
     @property
     def models(self) -> list[Model]:
@@ -99,14 +102,17 @@ class Grid:
     def untrained(self) -> bool:
         return any(m.untrained for m in self.models)
 
-    def cell(self, vqgan: str, set_key: str, seed: int | None = None) -> Cell:
-        """The cell of a VQGAN slug, a perceptor set's key and a seed (default: settings.seed)."""
+    def cell(self, vqgan: str, set_key: str, seed: int | None = None, varied: Mapping[str, str] | None = None) -> Cell:
+        """The cell of a VQGAN slug, a perceptor set's key, a seed (default: settings.seed) and a level
+        slug of each varied setting."""
         seed = self.seeds[0] if seed is None else seed
+        levels = tuple((setting, (varied or {}).get(setting)) for setting in self.vary)
         for cell in self.cells:
-            if cell.vqgan.slug == vqgan and cell.set_key == set_key and cell.seed == seed:
+            if cell.vqgan.slug == vqgan and cell.set_key == set_key and cell.seed == seed and cell.varied == levels:
                 return cell
-        raise GridError(f"no cell {vqgan!r} × {set_key!r} × seed {seed} in the grid; VQGANs: "
-                        f"{', '.join(self.vqgans)}; perceptor sets: {', '.join(self.perceptor_sets)}; "
+        varies = "".join(f"; {setting}: {', '.join(slugs)}" for setting, slugs in self.vary.items())
+        raise GridError(f"no cell {vqgan!r} × {set_key!r} × seed {seed}{_levels(dict(levels))} in the grid; VQGANs: "
+                        f"{', '.join(self.vqgans)}; perceptor sets: {', '.join(self.perceptor_sets)}{varies}; "
                         f"seeds: {', '.join(map(str, self.seeds))}")
 
     def cell_dir(self, cell: Cell) -> Path:
@@ -117,6 +123,11 @@ class Grid:
 
     def engine_settings(self, cell: Cell, out_dir: str | Path | None = None) -> dict[str, Any]:
         """The engine settings of one cell (validate with `engine.settings.resolve_settings`)."""
-        return {**self.settings, "vqgan_model": cell.vqgan.name,
-                "perceptors": [p.name for p in cell.perceptors], "file_namespace": cell.name,
-                "seed": cell.seed, "out_dir": str(out_dir if out_dir is not None else self.out_dir)}
+        return {**self.settings, **{setting: self.vary[setting][level] for setting, level in cell.varied},
+                "vqgan_model": cell.vqgan.name, "perceptors": [p.name for p in cell.perceptors],
+                "file_namespace": cell.name, "seed": cell.seed,
+                "out_dir": str(out_dir if out_dir is not None else self.out_dir)}
+
+
+def _levels(levels: Mapping[str, str | None]) -> str:
+    return "".join(f" × {setting}={level}" for setting, level in levels.items())
