@@ -1,4 +1,4 @@
-"""What drives the look (experiments/effects.py): synthetic roots written through the run-folder
+"""What drives the look (experiments/effects/): synthetic roots written through the run-folder
 contract, each with a known structure the analysis of variance must find."""
 from __future__ import annotations
 
@@ -61,8 +61,8 @@ def effects(root: Path, **kw) -> dict:
     return effects_of_runs(find_runs(root), "exp", **kw)
 
 
-def assert_shares(result: dict) -> None:
-    values = [result[k] for k in SHARES if result[k] is not None]
+def assert_shares(result: dict, shares=SHARES) -> None:
+    values = [result[k] for k in shares if result[k] is not None]
     assert all(0 <= v <= 1 for v in values) and sum(values) == pytest.approx(1, abs=1e-5)
 
 
@@ -237,3 +237,73 @@ def test_dashboard_bars_pick_a_measure_and_colour_its_heads(tmp_path: Path) -> N
     alpha = {v: float(h["colour"].rsplit(",", 1)[1].rstrip(")")) for v, h in heads["VQGAN"].items()}
     assert alpha["vq-fine"] > alpha["vq-mid"] > alpha["vq-coarse"]  # finer stripes: more edges, darker
     assert set(heads["perceptors"]) == set(HUES)
+
+
+# ---------------------------------------------------------------- more factors than VQGAN and perceptor set
+
+PROMPTS = {"city": 0.0, "forest": 40.0, "sea": 80.0}  # what each prompt adds to the brightness
+VQ_LIFT = {"vq-a": 0.0, "vq-b": 3.0}  # and each VQGAN, a little
+
+
+def prompt_table(swap: bool = False) -> pd.DataFrame:
+    """Brightness set mostly by the prompt (a little by the VQGAN, plus seed noise) over 2 VQGANs ×
+    2 perceptor sets × 3 prompts × 3 seeds; `swap` exchanges the VQGAN and perceptor set labels."""
+    rng = np.random.default_rng(11)
+    rows = []
+    for v in VQ_LIFT:
+        for p in ("p-a", "p-b"):
+            for prompt, lift in PROMPTS.items():
+                for seed in (1, 2, 3):
+                    first, second = (p, v) if swap else (v, p)
+                    rows.append({"run": f"{v}-{p}-{prompt}-{seed}", "cell": f"{v}-{p}-{prompt}", "vqgan": first,
+                                 "perceptor_set": second, "scenes": prompt, "seed": seed,
+                                 "contrast": 100 + lift + VQ_LIFT[v] + rng.normal(0, 1)})
+    return pd.DataFrame(rows)
+
+
+def test_a_planted_prompt_effect_is_the_prompts_and_swaps_with_its_label() -> None:
+    factors = ["vqgan", "perceptor_set", "scenes"]
+    got = analyse(prompt_table(), "exp", resamples=200, factors=factors)
+    result = got["measures"]["contrast"]
+    assert got["factors"] == factors
+    assert got["shares"] == [*factors, "interaction", "other_interactions", "residual"]
+    assert result["scenes"] > 0.97 and 0 < result["vqgan"] < 0.03 and result["reading"].endswith("% scenes")
+    assert_shares(result, got["shares"])
+    assert set(result["means"]["scenes"]) == set(PROMPTS) and result["low"]["scenes"] > 0.9
+    swapped = analyse(prompt_table(swap=True), "exp", resamples=200, factors=factors)["measures"]["contrast"]
+    assert swapped["vqgan"] == pytest.approx(result["perceptor_set"], abs=1e-9)
+    assert swapped["perceptor_set"] == pytest.approx(result["vqgan"], abs=1e-9)
+    assert swapped["scenes"] == pytest.approx(result["scenes"], abs=1e-9)
+
+
+def test_a_factor_with_one_level_has_no_share_and_says_so() -> None:
+    table = prompt_table()
+    table = table[table["scenes"] == "forest"]
+    got = analyse(table, "exp", resamples=0, factors=["vqgan", "perceptor_set", "scenes"])
+    assert got["measures"]["contrast"]["scenes"] == 0
+    assert "one scenes (forest): its share is 0 by construction" in got["notes"]
+
+
+def test_without_replicates_every_interaction_is_pooled_into_the_residual() -> None:
+    table = prompt_table()
+    table = table[table["seed"] == 1]
+    result = analyse(table, "exp", resamples=0, factors=["vqgan", "perceptor_set", "scenes"])["measures"]["contrast"]
+    assert result["interaction"] is None and result["other_interactions"] is None
+    assert result["scenes"] > 0.98
+
+
+def test_the_pytti_stability_family_is_read_with_its_three_factors(tmp_path: Path) -> None:
+    """pytti's second family, `exp_video_basic_stability_modes_ref-<bool>_dsw-<w>_ssw-<w>`: its
+    varied settings become factors by their setting names."""
+    names = [f"exp_video_basic_stability_modes_ref-{ref}_dsw-{dsw}_ssw-{ssw}"
+             for ref in ("True", "False") for dsw in ("0.0", "1.0") for ssw in ("0.0", "1.0")]
+    for i, name in enumerate(names):
+        make_pytti_run(tmp_path / "study", name, "sflckr", ["ViT-B32"], cell=i, n_frames=2)
+    runs = find_runs(tmp_path)
+    assert dict(runs[0].varied).keys() == {"reencode_each_frame", "direct_stabilization_weight",
+                                           "semantic_stabilization_weight"}
+    got = effects_of_runs(runs, "exp_video_basic_stability_modes", resamples=0)
+    assert got["factors"] == ["vqgan", "perceptor_set", "reencode_each_frame", "direct_stabilization_weight",
+                              "semantic_stabilization_weight"]
+    assert (got["cells"], got["runs"], got["excluded"]) == (8, 8, [])
+    assert set(got["measures"]["contrast"]["means"]["direct_stabilization_weight"]) == {"0.0", "1.0"}

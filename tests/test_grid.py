@@ -378,3 +378,84 @@ def test_judge_windows_cover_the_frame() -> None:
     assert windows(64, 64) == [(0, 0, 64)]
     assert windows(100, 250) == [(0, 0, 100), (0, 75, 100), (0, 150, 100)]
     assert windows(256, 128) == [(0, 0, 128), (128, 0, 128)]
+
+
+# ---------------------------------------------------------------- grid.vary
+
+SCENES = {"apple": "a red apple", "sky": "a blue sky"}
+
+
+def test_vary_adds_a_cell_per_level_named_in_pyttis_key_value_convention() -> None:
+    from engine.runfolder import parse_cell_name
+
+    grid = build_grid(demo_params(**{"grid.vary": {"scenes": SCENES}}))
+    assert len(grid.cells) == 2 * 2 * 2 and list(grid.vary) == ["scenes"]
+    cell = grid.cell("tiny-gumbel", "tiny-rn", varied={"scenes": "sky"})
+    assert (cell.name, cell.stage) == ("demo_untrained__tiny-gumbel_tiny-rn__scenes-sky", "cell@tiny-gumbel-tiny-rn-sky")
+    assert grid.engine_settings(cell)["scenes"] == "a blue sky"
+    assert parse_cell_name(cell.name).varied == (("scenes", "sky"),)
+    two = build_grid(demo_params(**{"grid.vary": {"scenes": SCENES, "direct_stabilization_weight": {"lo": 0.0, "hi": 1.0}},
+                                    "grid.seeds": [7]}))
+    cell = two.cell("tiny", "tiny-vit", 7, {"scenes": "apple", "direct_stabilization_weight": "hi"})
+    assert cell.name == "demo_untrained__tiny_tiny-vit__scenes-apple_dsw-hi__seed-7"  # pytti's short key
+    assert cell.stage == "replicate@tiny-tiny-vit-apple-hi-7" and len(two.cells) == 2 * 2 * 2 * 2 * 2
+    assert parse_cell_name(cell.name).varied == (("scenes", "apple"), ("direct_stabilization_weight", "hi"))
+
+
+@pytest.mark.parametrize("vary, message", [
+    ({"sceens": {"a": "x"}}, "grid.vary.sceens: unknown setting; did you mean scenes"),
+    ({"cut_pow": {"neg": -1.0}}, "grid.vary.cut_pow.neg: the engine refuses it: setting cut_pow=-1.0: must be > 0"),
+    ({"cut_pow": {"one_two": 1.0}}, "grid.vary.cut_pow.one_two: a level slug names DVC stages and folders"),
+    ({"cut_pow": {"a@b": 1.0}}, "grid.vary.cut_pow.a@b: a level slug names DVC stages and folders"),
+    ({"seed": {"a": 1}}, "grid.vary.seed: seed cannot vary between cells: the grid's seeds are settings.seed and "
+                         "grid.seeds"),
+    ({"vqgan_model": {"a": "tiny"}}, "grid.vary.vqgan_model: vqgan_model cannot vary between cells: the grid sets it"),
+    ({"device": {"a": "cpu"}}, "grid.vary.device: device cannot vary between cells: it does not change a run's frames"),
+    ({"cutouts": {str(i): i + 1 for i in range(300)}}, "the grid has 1200 cells (2 VQGANs × 2 perceptor sets × "
+                                                        "300 cutouts × 1 seeds), more than 2000"),
+    ({"cutouts": []}, "grid.vary.cutouts=[]: expected a mapping of level slug: value"),
+])
+def test_vary_refuses_what_cannot_make_cells_in_one_line_each(vary: dict, message: str) -> None:
+    params = demo_params(**{"grid.vary": vary})
+    if "300 cutouts" in message:  # 1200 cells pass; twice as many seeds do not
+        assert len(build_grid(params).cells) == 1200
+        params["grid"]["seeds"] = [1]
+        message = message.replace("1200", "2400").replace("× 1 seeds", "× 2 seeds")
+    assert message in grid_error(params)
+
+
+def test_dvc_yaml_holds_the_studys_cell_stages_until_vary_varies_something(tmp_path: Path) -> None:
+    from experiments.grid.dvcyaml import cell_stages, cell_stages_lag, write_cell_stages
+
+    study = REPO / "dvc.yaml"
+    assert not cell_stages_lag(study, [])  # without vary: the study's stages, names and folders
+    stages = yaml.safe_load(study.read_text())["stages"]
+    assert stages["cell"]["outs"] == ["${out_dir}/${experiment}__${item.vqgan}_${item.perceptors}"]
+    assert list(stages["cell"]["matrix"]) == ["vqgan", "perceptors"]
+    copy = tmp_path / "dvc.yaml"
+    shutil.copyfile(study, copy)
+    assert write_cell_stages(copy, ["scenes", "direct_stabilization_weight"]) and not write_cell_stages(
+        copy, ["scenes", "direct_stabilization_weight"])
+    varied = yaml.safe_load(copy.read_text())["stages"]
+    assert list(varied["replicate"]["matrix"]) == ["vqgan", "perceptors", "scenes", "direct_stabilization_weight", "seed"]
+    assert varied["cell"]["outs"] == [
+        "${out_dir}/${experiment}__${item.vqgan}_${item.perceptors}__scenes-${item.scenes}_dsw-"
+        "${item.direct_stabilization_weight}"]
+    assert "grid.vary.scenes.${item.scenes}" in varied["cell"]["params"]
+    assert varied["judge"] == stages["judge"] and copy.read_text().count("cell stages") == 2
+    assert cell_stages([]) in study.read_text()
+
+
+def test_grid_command_lists_the_varied_settings_and_rewrites_dvc_yaml(tmp_path: Path, capsys) -> None:
+    from experiments.grid.cli import main
+
+    shutil.copyfile(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(demo_params(**{"grid.vary": {"scenes": SCENES}})))
+    assert main(["--params", str(tmp_path / "params.yaml")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("dvc.yaml: cell stages rewritten to vary scenes (grid.vary)")
+    assert out[1].startswith("8 cells = 2 VQGANs × 2 perceptor sets × 2 scenes × 1 seed (12345)")
+    assert out[3].split() == ["cell", "vqgan", "perceptors", "scenes", "seed", "DVC", "stage"]
+    row = next(line.split() for line in out[4:] if "tiny_tiny-rn__scenes-sky" in line)
+    assert row == ["demo_untrained__tiny_tiny-rn__scenes-sky", "tiny", "tiny-rn", "sky", "12345", "cell@tiny-tiny-rn-sky"]
+    assert len(out) == 4 + 8
