@@ -31,12 +31,13 @@ def with_seed(table: pd.DataFrame) -> pd.DataFrame:
     return table if "seed" in table.columns else table.assign(seed=0)
 
 
-def standardise(table: pd.DataFrame) -> pd.DataFrame:
-    """`table` with `z` (similarity z-scored within each judge and seed; NaN where a judge gave
-    every cell the same value), `diagonal` (the perceptor set is the judge alone) and `involved` (the
-    judge is one of the perceptor set's perceptors)."""
+def standardise(table: pd.DataFrame, conditions: Sequence[str] = ()) -> pd.DataFrame:
+    """`table` with `z` (similarity z-scored within each judge, seed and level of the `conditions`,
+    the settings the grid varies: a prompt is compared with itself; NaN where a judge gave every cell
+    the same value), `diagonal` (the perceptor set is the judge alone) and `involved` (the judge is
+    one of the perceptor set's perceptors)."""
     df = with_seed(table).copy()
-    groups = df.groupby(["judge", "seed"], dropna=False)["similarity"]
+    groups = df.groupby(["judge", "seed", *conditions], dropna=False)["similarity"]
     spread = groups.transform("std", ddof=0)
     df["z"] = (df["similarity"] - groups.transform("mean")) / spread.where(spread > 0)
     df["diagonal"] = df["perceptor_set"] == df["judge"]
@@ -44,13 +45,15 @@ def standardise(table: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def self_preference(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per (seed, VQGAN, judge) that has its own cell and at least one other: `own`
-    (z of its own cell), `others` (mean z of the cells not involving it), `preference` (own -
-    others, in the judge's spread) and `raw` (the same difference in raw similarity)."""
-    df = standardise(table)
+def self_preference(table: pd.DataFrame, conditions: Sequence[str] = ()) -> pd.DataFrame:
+    """One row per (seed, VQGAN, level of the `conditions`, judge) that has its own cell and at
+    least one other: `own` (z of its own cell), `others` (mean z of the cells not involving it),
+    `preference` (own - others, in the judge's spread) and `raw` (the same difference in raw
+    similarity). A summary averages over the VQGANs and levels within each seed."""
+    df = standardise(table, conditions)
     rows = []
-    for (seed, vqgan, judge), cells in df.groupby(["seed", "vqgan", "judge"], dropna=False, sort=True):
+    for (seed, vqgan, *_, judge), cells in df.groupby(["seed", "vqgan", *conditions, "judge"], dropna=False,
+                                                      sort=True):
         own, others = cells[cells["diagonal"]], cells[~cells["involved"]]
         if own.empty or others.empty:
             continue

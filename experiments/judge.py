@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -105,10 +105,11 @@ def judge_cells(grid: Grid, records: dict[str, RunRecord], device: str | None) -
 
 
 def bias_table(grid: Grid, similarity: dict[tuple[str, str], float]) -> pd.DataFrame:
-    """The bias matrix: a row per cell and judge, with z-scores within each judge and seed."""
-    rows = [[c.name, c.vqgan.slug, c.perceptor_set, c.seed, j.slug, similarity[c.name, j.slug]]
-            for c in grid.cells for j in grid.judges]
-    return standardise(pd.DataFrame(rows, columns=BIAS_COLUMNS[:-1]))
+    """The bias matrix: a row per cell and judge with z-scores within each judge, seed and level of
+    the varied settings (a column each, here; the file keeps them in the cell's name)."""
+    rows = [[c.name, c.vqgan.slug, c.perceptor_set, c.seed, j.slug, similarity[c.name, j.slug],
+             *(level for _, level in c.varied)] for c in grid.cells for j in grid.judges]
+    return standardise(pd.DataFrame(rows, columns=[*BIAS_COLUMNS[:-1], *grid.vary]), list(grid.vary))
 
 
 def nested_means(bias: pd.DataFrame) -> dict:
@@ -120,9 +121,10 @@ def nested_means(bias: pd.DataFrame) -> dict:
     return result
 
 
-def preference_metrics(bias: pd.DataFrame) -> dict:
-    """Self-preference per judge and per VQGAN (experiments/bias.py) as DVC metrics."""
-    prefs = self_preference(bias)
+def preference_metrics(bias: pd.DataFrame, conditions: Sequence[str] = ()) -> dict:
+    """Self-preference per judge and per VQGAN (experiments/bias.py), within each level of the
+    varied settings `conditions`, as DVC metrics."""
+    prefs = self_preference(bias, conditions)
     return {f"{by}s": {row[by]: {k: (rounded(row[k]) if k != "seeds" else int(row[k]))
                                  for k in ("mean", "low", "high", "seeds")}
                        for row in summary(prefs, by).to_dict("records")}
@@ -135,7 +137,7 @@ def judge(grid: Grid, folder: Path = SCORES_DIR, *, device: str | None = None) -
     folder.mkdir(parents=True, exist_ok=True)
     return {BIAS_MATRIX: write_csv(folder / BIAS_MATRIX, bias, BIAS_COLUMNS),
             BIAS: write_json(folder / BIAS, nested_means(bias)),
-            SELF_PREFERENCE: write_json(folder / SELF_PREFERENCE, preference_metrics(bias))}
+            SELF_PREFERENCE: write_json(folder / SELF_PREFERENCE, preference_metrics(bias, list(grid.vary)))}
 
 
 def judge_grid(params: str) -> None:

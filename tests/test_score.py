@@ -178,3 +178,15 @@ def test_damaged_incomplete_and_missing_cells_are_named(tmp_path, monkeypatch) -
                                         r"run `dvc repro cell@tiny-tiny-vit`"):
         judge(grid, tmp_path / "scores", device="cpu")
     assert not (tmp_path / "scores").exists(), "nothing is written before every cell reads"
+
+
+def test_self_preference_is_taken_within_each_level_of_a_varied_setting() -> None:
+    """Two prompts, one of which every judge scores far higher: within each prompt the bonus is
+    found as with one prompt; pooled across prompts, the prompt's offset would swamp it."""
+    one = table({1: 0.0})
+    both = pd.concat([one.assign(scenes="city"), one.assign(scenes="sea", similarity=one["similarity"] + 5.0)])
+    prefs = self_preference(both, ["scenes"])
+    assert len(prefs) == 2 * len(VQGANS) * len(JUDGES)
+    assert prefs["preference"].to_numpy() == pytest.approx(BONUS / _spread(BONUS))
+    assert standardise(both, ["scenes"]).groupby(["judge", "scenes"])["z"].mean().to_numpy() == pytest.approx(0, abs=1e-9)
+    assert not np.allclose(self_preference(both.drop(columns="scenes").assign(seed=1))["preference"], BONUS / _spread(BONUS))
