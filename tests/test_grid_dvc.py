@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -85,8 +86,10 @@ def commit(repo: Path, message: str) -> None:
 
 
 def reset_to_baseline(repo: Path) -> None:
-    """The demo grid again, with no folder of other cells left over; no cell may need running."""
+    """The demo grid again (dvc.yaml's cell stages too), with no folder of other cells left over;
+    no cell may need running."""
     write_params(repo, baseline_params())
+    sh(repo, sys.executable, "-m", "experiments.grid")
     keep = {f"demo_untrained__{v}_{p}" for v in ("tiny", "tiny-gumbel") for p in ("tiny-vit", "tiny-rn")}
     for folder in cell_dirs(repo):
         if folder.name not in keep:
@@ -337,3 +340,43 @@ def test_two_seeds_make_one_folder_each_and_the_init_image_is_a_dependency(tmp_p
     output = dvc(repo, "repro", cells[0])
     assert ran(output) == [cells[0]], output
     assert (repo / OUT / names[0] / f"{names[0]}_2.png").read_bytes() != frames[names[0]]
+
+
+def test_vary_runs_a_cell_per_level_and_then_only_what_a_level_changes(demo_repo) -> None:
+    """grid.vary with two prompts over the 2 × 2 demo grid: 8 cells; a third prompt runs its 4
+    cells and no other; dropping one runs none; a second repro runs nothing. dvc.yaml's cell
+    stages follow: the first repro after vary appears rewrites them and stops, the next runs."""
+    repo, _ = demo_repo
+    params = baseline_params()
+    params["grid"]["vary"] = {"scenes": {"apple": "a red apple", "sky": "a blue sky"}}
+    stages = [f"cell@{v}-{p}-{level}" for v in ("tiny", "tiny-gumbel") for p in ("tiny-vit", "tiny-rn")
+              for level in ("apple", "sky", "tree")]
+    try:
+        write_params(repo, params)
+        output = dvc(repo, "repro", check=False)
+        assert "cell stages did not vary what grid.vary varies (scenes); they are rewritten now" in output
+        assert ran(output) == ["fetch_models"], output
+        output = dvc(repo, "repro")
+        assert sorted(s for s in ran(output) if s.startswith("cell@")) == sorted(s for s in stages if "tree" not in s)
+        assert ran(output)[-3:] == SCORING
+        sidecar = json.loads((repo / OUT / "demo_untrained__tiny_tiny-rn__scenes-sky" /
+                              "demo_untrained__tiny_tiny-rn__scenes-sky_settings.json").read_text())
+        assert sidecar["settings"]["scenes"] == "a blue sky"
+        effects = json.loads((repo / "experiments/scores/effects.json").read_text())
+        assert effects["factors"] == ["vqgan", "perceptor_set", "scenes"] and effects["cells"] == 8
+
+        params["grid"]["vary"]["scenes"]["tree"] = "a green tree"
+        write_params(repo, params)
+        output = dvc(repo, "repro")
+        assert sorted(s for s in ran(output) if s.startswith("cell@")) == sorted(s for s in stages if "tree" in s)
+
+        del params["grid"]["vary"]["scenes"]["sky"]
+        write_params(repo, params)
+        output = dvc(repo, "repro")
+        assert not [s for s in ran(output) if s.startswith("cell@")], output
+        judged = {r["cell"] for r in read_csv(repo / "experiments/scores/bias_matrix.csv")}
+        assert len(judged) == 8 and not [c for c in judged if "sky" in c]
+        assert ran(dvc(repo, "repro")) == []
+    finally:
+        reset_to_baseline(repo)
+    assert "cell stages" in (repo / "dvc.yaml").read_text() and "grid.vary.scenes" not in (repo / "dvc.yaml").read_text()
