@@ -234,9 +234,9 @@ def test_dashboard_bars_pick_a_measure_and_colour_its_heads(tmp_path: Path) -> N
     source.selected.indices = [row]
     assert picked == ["edge_density"]
     heads = head_colours([doc], "edge_density")
-    alpha = {v: float(h["colour"].rsplit(",", 1)[1].rstrip(")")) for v, h in heads["VQGAN"].items()}
+    alpha = {v: float(h["colour"].rsplit(",", 1)[1].rstrip(")")) for v, h in heads["vqgan"].items()}
     assert alpha["vq-fine"] > alpha["vq-mid"] > alpha["vq-coarse"]  # finer stripes: more edges, darker
-    assert set(heads["perceptors"]) == set(HUES)
+    assert set(heads["perceptor_set"]) == set(HUES)
 
 
 # ---------------------------------------------------------------- more factors than VQGAN and perceptor set
