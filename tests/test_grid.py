@@ -459,3 +459,14 @@ def test_grid_command_lists_the_varied_settings_and_rewrites_dvc_yaml(tmp_path: 
     row = next(line.split() for line in out[4:] if "tiny_tiny-rn__scenes-sky" in line)
     assert row == ["demo_untrained__tiny_tiny-rn__scenes-sky", "tiny", "tiny-rn", "sky", "12345", "cell@tiny-tiny-rn-sky"]
     assert len(out) == 4 + 8
+
+
+def test_the_commented_prompt_axis_of_params_yaml_is_a_valid_grid_of_160_cells() -> None:
+    """The `vary:` block params.yaml documents, uncommented, validates: 5 VQGANs × 8 perceptor sets × 4 prompts."""
+    lines = (REPO / "params.yaml").read_text().splitlines()
+    start = lines.index("  # vary:")
+    block = [line.replace("  # ", "  ", 1) for line in lines[start:] if line.startswith("  #   ") or line == "  # vary:"]
+    params = yaml.safe_load("\n".join([*lines[:start], *block, *lines[start + len(block):]]))
+    grid = build_grid(params)
+    assert len(grid.cells) == 160 and list(grid.vary["scenes"]) == ["landscape", "portrait", "street", "still-life"]
+    assert all(s.count("||") == 1 for s in grid.vary["scenes"].values())  # two seasons each, as the study's prompt
