@@ -129,7 +129,8 @@ def sidecar(settings: Settings, guide: Guide, device: torch.device, final_out_di
         "format": runfolder.FORMAT,
         "settings": recorded,
         "seed": settings.seed,
-        "models": {"vqgan": guide.vqgan.info.as_dict(), "perceptors": [p.info.as_dict() for p in guide.perceptors]},
+        "models": {"vqgan": {**guide.vqgan.info.as_dict(), "factor": guide.vqgan.factor},  # pixels per latent cell
+                   "perceptors": [p.info.as_dict() for p in guide.perceptors]},
         "prompts": [{"scene": p.scene, "text": p.text, "weight": p.weight,
                      "stop": None if p.stop == float("-inf") else p.stop, "label": p.label} for p in guide.prompts],
         "versions": {"python": platform.python_version(), "torch": torch.__version__,

@@ -11,7 +11,8 @@ viewer-only install reads them.
 | `self_preference.json` | judge | {"judges": {judge: {mean, low, high, seeds}}, "vqgans": {...}} (DVC metrics) |
 | `image_stats.csv` | imagestats | `cell,vqgan,perceptor_set,seed,frame,step,<statistic>...,palette`: a row per frame |
 | `image_stats.json` | imagestats | {vqgan: {perceptor set: {statistic: mean over frames and seeds}}} (DVC metrics) |
-| `effects.json` | effects | each measure's shares of variance (experiments/effects.py) (DVC metrics) |
+| `cmmd.json` | judge | `{"cmmd": {judge: {factor: {A: {B: CMMD}}}}, "vendi": {judge: {cell: score}}}` (DVC metrics) |
+| `effects.json` | effects | each measure's shares of variance (experiments/effects/) (DVC metrics) |
 
 Until the next release the CSVs also carry a perceptor set's old column name, `generator`, with the
 same values, and readers take files that have only the old name.
@@ -38,6 +39,7 @@ SELF_PREFERENCE = "self_preference.json"
 IMAGE_STATS = "image_stats.csv"
 IMAGE_STATS_SUMMARY = "image_stats.json"
 EFFECTS = "effects.json"
+CMMD = "cmmd.json"
 
 OLD_NAMES = {"generator": "perceptor_set"}  # column → its new name; written beside it for one release
 RUN_COLUMNS = ["cell", "vqgan", "perceptor_set", "seed"]  # which run a row is about

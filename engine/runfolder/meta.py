@@ -24,6 +24,7 @@ from engine.runfolder.names import (
 )
 
 MAX_JSON_BYTES = 4_000_000
+DEFAULT_FACTOR = 16  # the VQGAN downsampling factor of the study's checkpoints
 MAX_JSON_DEPTH = 32
 _KINDS = {dict: "an object", list: "a list", str: "a string"}
 
@@ -49,6 +50,7 @@ class Meta:
     untrained: bool = False  # made with a random-weight model: says nothing about a checkpoint
     zero_based_losses: bool = False  # losses.csv of format /1: `step` is the 0-based step index
     format: str | None = None  # our sidecar's `format`
+    vqgan_factor: int = DEFAULT_FACTOR  # pixels per latent cell side; older and pytti folders: the study's 16
     scenes: list[list[tuple[str, float]]] = field(default_factory=list)  # per scene: its prompts (text, weight)
 
     @property
@@ -204,8 +206,15 @@ def read_ours(path: Path) -> Meta:
         save_every=max(to_int(settings.get("save_every")) or 1, 1), total_steps=total_steps(settings),
         settings=settings, untrained=any(m.get("untrained") is True for m in [vqgan, *entries]),
         zero_based_losses=doc.get("format") in ZERO_BASED_LOSS_FORMATS, format=_text(doc.get("format")),
+        vqgan_factor=_factor(vqgan.get("factor")),
         scenes=recorded_scenes(typed(doc, "prompts", list, where), settings),
     )
+
+
+def _factor(value: Any) -> int:
+    """A recorded downsampling factor (a power of two from 2 to 64), else the study's 16."""
+    factor = to_int(value)
+    return factor if factor in {2, 4, 8, 16, 32, 64} else DEFAULT_FACTOR
 
 
 def pytti_perceptors(settings: dict[str, Any], where: str = "settings") -> list[str]:

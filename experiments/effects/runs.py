@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from experiments import imagestats
+from engine.runfolder.meta import to_float
 from experiments.effects.analysis import SIMILARITY, EffectsError
 from experiments.effects.anova import PAIR
-from experiments.imagestats import STATS
+from experiments.imagestats import DEFAULT_FACTOR, STATS, frame_stats
 
 if TYPE_CHECKING:
     from engine.runfolder import RunRecord
@@ -34,6 +34,9 @@ class RunInfo:
     reason: str = ""
     cell: str = ""  # the run's file namespace (a grid cell's name), without pytti's re-run suffix
     varied: tuple[tuple[str, str], ...] = ()  # (setting, level) of each setting its name says was varied
+    factor: int = DEFAULT_FACTOR  # its VQGAN's pixels per latent cell side
+    seconds_per_step: float | None = None  # from its metrics, where it has them
+    wall_time_s: float | None = None
 
 
 def find_runs(root: Path) -> list[RunInfo]:
@@ -68,9 +71,11 @@ def run_info(root: Path, record: RunRecord) -> RunInfo:
     """The analysis's view of a run read under `root`."""
     rel = record.folder.relative_to(root).as_posix()
     name = record.base if rel == "." else rel if record.base == record.folder.name else f"{rel}/{record.base}"
+    metrics = record.metrics or {}
+    rate, wall = to_float(metrics.get("steps_per_second")), to_float(metrics.get("wall_time_s"))
     return RunInfo(name, record.experiment, record.meta.vqgan, record.meta.perceptor_set, record.meta.seed,
                    tuple(record.folder / f.name for f in record.frames), record.status, record.reason, record.cell,
-                   tuple(record.varied.items()))
+                   tuple(record.varied.items()), record.meta.vqgan_factor, 1 / rate if rate else None, wall)
 
 
 def pick_experiment(runs: Sequence[RunInfo], experiment: str | None, root: Path) -> str:
@@ -108,9 +113,10 @@ def usable(runs: Iterable[RunInfo], factors: Sequence[str] = PAIR) -> tuple[list
     return kept, left
 
 
-def image_measures(pixels: Sequence[np.ndarray]) -> dict[str, float]:
-    """Each statistic of `STATS`, averaged over the given frames."""
-    return {k: float(np.mean([getattr(imagestats, k)(p) for p in pixels])) for k in STATS}
+def image_measures(pixels: Sequence[np.ndarray], factor: int = DEFAULT_FACTOR) -> dict[str, float]:
+    """Each statistic of `STATS`, averaged over the given frames (`factor`: their VQGAN's)."""
+    stats = [frame_stats(p, factor) for p in pixels]
+    return {k: float(np.mean([s[k] for s in stats])) for k in STATS}
 
 
 def read_pixels(paths: Sequence[Path]) -> list[np.ndarray]:
@@ -132,7 +138,7 @@ def measure_table(runs: Sequence[RunInfo], frames: str = "final",
     rows, left = [], []
     for r in runs:
         try:
-            values = image_measures(read_pixels(r.frames[-1:] if frames == "final" else r.frames))
+            values = image_measures(read_pixels(r.frames[-1:] if frames == "final" else r.frames), r.factor)
         except OSError as err:
             left.append({"run": r.name, "reason": f"a frame cannot be read ({err})"})
             continue
