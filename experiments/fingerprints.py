@@ -34,7 +34,15 @@ import numpy as np
 
 from engine.cli import Parser, error_boundary
 from experiments import imagestats
-from experiments.effects import FRAMES, EffectsError, factors_of, find_runs, label, pick_experiment, usable
+from experiments.effects import (
+    FRAMES,
+    EffectsError,
+    factors_of,
+    find_runs,
+    label,
+    pick_experiment,
+    usable,
+)
 from experiments.effects.runs import RunInfo, read_pixels
 from experiments.scorefiles import CMMD, read_json, scores_dir
 

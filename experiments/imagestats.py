@@ -208,7 +208,13 @@ def summary(table: pd.DataFrame) -> dict:
 def measure_grid(params: str) -> None:
     """The stage: measure every frame of the grid of `params` and write the score files."""
     from experiments.grid import SCORES_DIR, load_grid
-    from experiments.scorefiles import FRAME_COLUMNS, IMAGE_STATS, IMAGE_STATS_SUMMARY, write_csv, write_json
+    from experiments.scorefiles import (
+        FRAME_COLUMNS,
+        IMAGE_STATS,
+        IMAGE_STATS_SUMMARY,
+        write_csv,
+        write_json,
+    )
 
     grid = load_grid(params)
     table = stats_table(grid)

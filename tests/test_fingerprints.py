@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dashboard_fixtures import REPO, make_our_run
 from PIL import Image, ImageFilter
 
-from dashboard_fixtures import REPO, make_our_run
 from experiments.effects import find_runs
 from experiments.fingerprints import fingerprints, palette, palette_distance
 from experiments.imagestats import grid_artifact, spectral_slope
