@@ -18,13 +18,18 @@ judge but low under the others has found that perceptor's blind spots rather tha
 experiments/bias.py turns the similarities into each judge's self-preference, in the judge's
 own spread, with a 95 % interval over the grid's seeds.
 
-Writes into experiments/scores/ (experiments/scorefiles.py): bias_matrix.csv, bias.json and
-self_preference.json.
+Per judge it also measures how far apart the final frames of every two VQGANs (and every two
+levels of each other factor) are in that judge's eyes, CMMD, and how varied each cell's final
+frames are over the seeds, the Vendi score (experiments/setdistances.py).
+
+Writes into experiments/scores/ (experiments/scorefiles.py): bias_matrix.csv, bias.json,
+self_preference.json and cmmd.json.
 """
 from __future__ import annotations
 
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -35,8 +40,17 @@ from engine.cli import error_boundary
 from experiments.bias import self_preference, standardise, summary
 from experiments.cells import frame_pixels, read_cells
 from experiments.grid import PARAMS_FILE, SCORES_DIR, Grid, load_grid
-from experiments.scorefiles import (BIAS, BIAS_COLUMNS, BIAS_MATRIX, SELF_PREFERENCE, rounded, write_csv,
-                                    write_json)
+from experiments.scorefiles import (
+    BIAS,
+    BIAS_COLUMNS,
+    BIAS_MATRIX,
+    CMMD,
+    SELF_PREFERENCE,
+    rounded,
+    write_csv,
+    write_json,
+)
+from experiments.setdistances import cmmd, vendi
 
 if TYPE_CHECKING:
     from engine.runfolder import RunRecord
@@ -70,38 +84,66 @@ def embed_frames(perceptor: Any, frames: list[np.ndarray]) -> Any:
     return torch.cat(out)
 
 
-def frame_similarities(perceptor: Any, record: RunRecord, pixels: list[np.ndarray]) -> list[float]:
-    """Each frame's similarity to its scene prompt under one judge."""
+def frame_similarities(perceptor: Any, record: RunRecord, images: Any) -> list[float]:
+    """Each frame's similarity to its scene prompt under one judge (`images`: the frames' embeddings)."""
     scenes = [[(text, weight) for text, weight in scene if weight > 0] for scene in record.meta.scenes]
     texts = [text for scene in scenes for text, _ in scene]
     if not texts:
-        return [float("nan")] * len(pixels)
-    sims = (embed_frames(perceptor, pixels) @ perceptor.encode_text(texts).cpu().T).numpy()  # (frames, texts)
+        return [float("nan")] * len(images)
+    sims = (images @ perceptor.encode_text(texts).cpu().T).numpy()  # (frames, texts)
     per_scene, i = [], 0
     for scene in scenes:
         weights = np.array([w for _, w in scene])
-        per_scene.append(sims[:, i:i + len(scene)] @ weights / weights.sum() if scene else np.full(len(pixels), np.nan))
+        per_scene.append(sims[:, i:i + len(scene)] @ weights / weights.sum() if scene else np.full(len(images), np.nan))
         i += len(scene)
     return [float(sum(weight * per_scene[k][f] for k, weight in enumerate(frame.scenes) if weight))
             for f, frame in enumerate(record.frames)]
 
 
-def judge_cells(grid: Grid, records: dict[str, RunRecord], device: str | None) -> dict[tuple[str, str], float]:
-    """(cell name, judge slug) → the cell's mean similarity under that judge, one judge loaded at a time."""
+def judge_cells(grid: Grid, records: dict[str, RunRecord],
+                device: str | None) -> tuple[dict[tuple[str, str], float], dict[str, dict[str, np.ndarray]]]:
+    """(cell name, judge slug) → the cell's mean similarity under that judge, and judge slug → cell name →
+    the embedding of the cell's final frame; one judge loaded at a time."""
     from engine.device import pick_device
     from engine.factory import load_perceptor
 
     torch_device = pick_device(device or grid.settings.get("device", "auto"))
     pixels = {name: frame_pixels(record) for name, record in records.items()}
     similarity: dict[tuple[str, str], float] = {}
+    finals: dict[str, dict[str, np.ndarray]] = {}
     for judge in grid.judges:
         print(f"judge: {len(records)} cells judged by {judge.name}", flush=True)
         perceptor = load_perceptor(judge.name, torch_device, progress=False)
         for name, record in records.items():
-            values = [v for v in frame_similarities(perceptor, record, pixels[name]) if not math.isnan(v)]
+            images = embed_frames(perceptor, pixels[name])
+            values = [v for v in frame_similarities(perceptor, record, images) if not math.isnan(v)]
             similarity[name, judge.slug] = float(np.mean(values)) if values else float("nan")
+            finals.setdefault(judge.slug, {})[name] = images[-1].numpy()
         del perceptor
-    return similarity
+    return similarity, finals
+
+
+def set_distances(grid: Grid, finals: dict[str, dict[str, np.ndarray]]) -> dict[str, Any]:
+    """Per judge, the CMMD between the final frames of every two levels of each factor (VQGAN,
+    perceptor set, each varied setting), and per cell the Vendi score of its final frames over the
+    grid's seeds (null with one seed): experiments/setdistances.py."""
+    levels = {"vqgan": lambda c: c.vqgan.slug, "perceptor_set": lambda c: c.perceptor_set,
+              **{s: (lambda c, s=s: dict(c.varied)[s]) for s in grid.vary}}
+    replicates: dict[str, list[str]] = {}
+    for cell in grid.cells:
+        replicates.setdefault(replace(cell, seed=grid.seeds[0], replicate=False).name, []).append(cell.name)
+    out: dict[str, Any] = {"cmmd": {}, "vendi": {}}
+    for judge, by_cell in finals.items():
+        out["cmmd"][judge] = {}
+        for factor, level_of in levels.items():
+            sets: dict[str, list[np.ndarray]] = {}
+            for cell in grid.cells:
+                sets.setdefault(level_of(cell), []).append(by_cell[cell.name])
+            out["cmmd"][judge][factor] = {a: {b: rounded(cmmd(np.stack(sets[a]), np.stack(sets[b])))
+                                              for b in sets if b != a} for a in sets}
+        out["vendi"][judge] = {base: rounded(vendi(np.stack([by_cell[n] for n in names])))
+                               for base, names in replicates.items()}
+    return out
 
 
 def bias_table(grid: Grid, similarity: dict[tuple[str, str], float]) -> pd.DataFrame:
@@ -133,10 +175,12 @@ def preference_metrics(bias: pd.DataFrame, conditions: Sequence[str] = ()) -> di
 
 def judge(grid: Grid, folder: Path = SCORES_DIR, *, device: str | None = None) -> dict[str, Path]:
     """Judge every cell of the grid with every judge; write the judge stage's score files."""
-    bias = bias_table(grid, judge_cells(grid, read_cells(grid), device))
+    similarity, finals = judge_cells(grid, read_cells(grid), device)
+    bias = bias_table(grid, similarity)
     folder.mkdir(parents=True, exist_ok=True)
     return {BIAS_MATRIX: write_csv(folder / BIAS_MATRIX, bias, BIAS_COLUMNS),
             BIAS: write_json(folder / BIAS, nested_means(bias)),
+            CMMD: write_json(folder / CMMD, set_distances(grid, finals)),
             SELF_PREFERENCE: write_json(folder / SELF_PREFERENCE, preference_metrics(bias, list(grid.vary)))}
 
 

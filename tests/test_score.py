@@ -141,6 +141,12 @@ def test_score_stage_writes_seeds_z_and_self_preference(tmp_path, monkeypatch) -
     prefs = json.loads((tmp_path / "scores" / "self_preference.json").read_text())
     assert set(prefs["judges"]) == {"tiny-vit", "tiny-rn"} and set(prefs["vqgans"]) == {"tiny"}
     assert all(v["seeds"] == 2 and v["low"] <= v["mean"] <= v["high"] for v in prefs["judges"].values())
+    distances = json.loads((tmp_path / "scores" / "cmmd.json").read_text())
+    assert set(distances["cmmd"]) == {"tiny-vit", "tiny-rn"} and distances["cmmd"]["tiny-vit"]["vqgan"] == {"tiny": {}}
+    pairs = distances["cmmd"]["tiny-rn"]["perceptor_set"]
+    assert pairs["tiny-vit"]["tiny-rn"] == pairs["tiny-rn"]["tiny-vit"] is not None
+    vendi = distances["vendi"]["tiny-vit"]  # per cell over its two seeds: between 1 and 2 distinct images
+    assert set(vendi) == {c.name for c in grid.cells if not c.replicate} and all(1 <= v <= 2 for v in vendi.values())
     means = json.loads((tmp_path / "scores" / "bias.json").read_text())["tiny"]["tiny-rn"]
     assert means["tiny-vit"] == pytest.approx(
         bias.query("perceptor_set == 'tiny-rn' and judge == 'tiny-vit'")["similarity"].mean(), abs=1e-5)
@@ -190,3 +196,27 @@ def test_self_preference_is_taken_within_each_level_of_a_varied_setting() -> Non
     assert prefs["preference"].to_numpy() == pytest.approx(BONUS / _spread(BONUS))
     assert standardise(both, ["scenes"]).groupby(["judge", "scenes"])["z"].mean().to_numpy() == pytest.approx(0, abs=1e-9)
     assert not np.allclose(self_preference(both.drop(columns="scenes").assign(seed=1))["preference"], BONUS / _spread(BONUS))
+
+
+def test_cmmd_is_about_0_between_samples_of_one_set_and_grows_with_a_planted_shift() -> None:
+    from experiments.setdistances import cmmd
+
+    rng = np.random.default_rng(0)
+
+    def unit(a: np.ndarray) -> np.ndarray:
+        return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+    x, y = unit(rng.normal(size=(30, 64))), unit(rng.normal(size=(30, 64)))
+    away = np.zeros(64)
+    away[0] = 3.0
+    shifted = [cmmd(x, unit(y + s * away)) for s in (0.1, 0.3, 1.0)]
+    assert abs(cmmd(x, y)) < 0.2 * shifted[0] and shifted == sorted(shifted) and shifted[-1] > 5
+    assert cmmd(x, y) == pytest.approx(cmmd(y, x)) and cmmd(x[:1], y) is None
+
+
+def test_vendi_counts_distinct_images() -> None:
+    from experiments.setdistances import vendi
+
+    assert vendi(np.ones((6, 8))) == pytest.approx(1)  # identical frames: one image
+    assert vendi(np.eye(5)) == pytest.approx(5)  # orthogonal ones: five
+    assert 1 < vendi(np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0]])) < 3 and vendi(np.ones((1, 8))) is None
