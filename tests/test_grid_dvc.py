@@ -173,7 +173,8 @@ def test_bias_matrix_and_image_statistics(demo_repo) -> None:
 
     stats = read_csv(scores / "image_stats.csv")
     assert list(stats[0]) == ["cell", "vqgan", "perceptor_set", "seed", "frame", "step", "colourfulness", "saturation",
-                              "contrast", "edge_density", "palette", "generator"]
+                              "contrast", "edge_density", "spectral_slope", "grid_artifact", "cielab_a", "cielab_b",
+                              "palette", "generator"]
     assert len(stats) == 4 * 4
     assert sorted({int(r["step"]) for r in stats}) == [5, 10, 15, 20]
     assert all(re.fullmatch(r"#[0-9a-f]{6}(;#[0-9a-f]{6}){0,4}", r["palette"]) for r in stats)
