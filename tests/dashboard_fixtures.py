@@ -8,6 +8,7 @@ from __future__ import annotations
 import colorsys
 import hashlib
 import http.client
+import itertools
 import json
 import os
 import socket
@@ -22,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from engine.runfolder import FORMAT, Frame, RunFolder, frame_count, frame_step, parse_cell_name, scene_weights
+from engine.runfolder import cell_name as engine_cell_name
 from engine.runfolder.frames import read_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,14 +73,16 @@ def fixture_loss(step: int, cell: int = 0) -> float:
 def make_our_run(root: Path, name: str, vqgan: str, perceptors: Sequence[str], *, cell: int = 0,
                  n_frames: int = 3, size: tuple[int, int] = (32, 16), save_every: int = 10,
                  steps: int | None = None, seed: int = 12345, complete: bool = True,
-                 noise: float = 0.0, draw: Callable[[int], np.ndarray] | None = None) -> Path:
+                 noise: float = 0.0, draw: Callable[[int], np.ndarray] | None = None,
+                 scenes: str | None = None) -> Path:
     """A run folder in our format (docs/run-folder-format.md), written through `RunFolder`: a
     loss row per step, and, where `complete`, metrics.json with the frames' SHA-256. `steps`
     (default `n_frames * save_every`) sets the run's length; its frames are then every
-    `save_every` steps plus the last. `draw(n)`, where given, is frame n's (H, W, 3) uint8 pixels."""
+    `save_every` steps plus the last. `draw(n)`, where given, is frame n's (H, W, 3) uint8 pixels.
+    `scenes` (default: `SCENES`, its first scene alone for an odd number of steps) is the prompt."""
     total = steps or n_frames * save_every
     n_frames = frame_count(total, save_every)
-    scenes = SCENES if total % 2 == 0 else SCENES.split("||")[0].strip()
+    scenes = scenes or (SCENES if total % 2 == 0 else SCENES.split("||")[0].strip())
     run = RunFolder(root, name)
     run.path.mkdir(parents=True, exist_ok=True)
     settings = {"vqgan_model": vqgan, "perceptors": list(perceptors), "width": size[0],
@@ -259,6 +263,21 @@ def make_grid(root: Path, vqgans: Sequence[str], perceptors: Sequence[str], n_fr
     ]
 
 
+#: grid.vary's prompt levels of `make_prompt_grid`: slug -> the prompt its sidecar records.
+PROMPTS = {"city": "a city at night", "forest": "a forest in the fog", "sea": "a calm sea at dawn"}
+
+
+def make_prompt_grid(root: Path, vqgans: Sequence[str], perceptors: Sequence[str], n_frames: int, *,
+                     prompts: dict[str, str] = PROMPTS, experiment: str = STUDY, **run: object) -> list[Path]:
+    """A grid with the prompt as a factor (grid.vary's `scenes`): a cell per VQGAN x perceptor x
+    prompt, named `<experiment>__<vqgan>_<perceptor>__scenes-<slug>` (engine.runfolder.cell_name),
+    whose sidecar records the prompt itself; `run`: more options of `make_our_run`."""
+    cells = itertools.product(vqgans, perceptors, prompts.items())
+    return [make_our_run(root, engine_cell_name(experiment, v, [p], varied=[("scenes", slug)]), v, [p],
+                         cell=k, n_frames=n_frames, scenes=prompt, **run)
+            for k, (v, p, (slug, prompt)) in enumerate(cells)]
+
+
 def make_scores(scores: Path, vqgans: Sequence[str], perceptors: Sequence[str], n_frames: int,
                 save_every: int = 50, experiment: str = STUDY, seeds: Sequence[int] = (12345,)) -> Path:
     """The judge and imagestats stages' files (`bias_matrix.csv`, `self_preference.json`,
@@ -279,7 +298,7 @@ def make_scores(scores: Path, vqgans: Sequence[str], perceptors: Sequence[str], 
                          for g in perceptors for j in perceptors], columns=BIAS_COLUMNS[:-1])
     stats = pd.DataFrame([
         [cell(v, p, k), v, p, s, n, n * save_every, 10 + n + i, 0.3 + 0.01 * n, 0.5 - 0.01 * j, 0.1 * n,
-         "#%02x%02x%02x;#000000" % frame_colour(i * len(perceptors) + j, n, n_frames)]
+         *(0.01 * n for _ in STATS[4:]), "#%02x%02x%02x;#000000" % frame_colour(i * len(perceptors) + j, n, n_frames)]
         for k, s in enumerate(seeds) for i, v in enumerate(vqgans) for j, p in enumerate(perceptors)
         for n in range(1, n_frames + 1)], columns=[*FRAME_COLUMNS, *STATS, "palette"])
     preference = {**SELF_PREFERENCE, "seeds": len(seeds)} if len(seeds) > 1 else \
