@@ -4,14 +4,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
+import textwrap
+from dataclasses import fields, replace
+from typing import Any
 
 from engine.cli import Parser, error_boundary
 from engine.errors import InputError
 
 
 def cmd_models(args: argparse.Namespace) -> None:
-    """List every VQGAN and perceptor with whether it is cached and its size."""
+    """List every VQGAN and perceptor with whether it is cached, its size and its aliases; the
+    untrained tiny models apart."""
     from engine import cache
     from engine.factory import model_table
 
@@ -20,18 +23,24 @@ def cmd_models(args: argparse.Namespace) -> None:
         print(json.dumps(rows, indent=2))
         return
     print(f"cache: {cache.cache_dir()}   user models file: {cache.user_models_file()}")
-    for kind in ("vqgan", "perceptor"):
-        kind_rows = [r for r in rows if r["kind"] == kind]
-        if not kind_rows:
+    trained = {kind: [r for r in rows if r["kind"] == kind and not r["untrained"]] for kind in ("vqgan", "perceptor")}
+    sections = [("VQGANS", trained["vqgan"], ""),
+                ("PERCEPTORS", sorted(trained["perceptor"], key=lambda r: not r["aliases"]),
+                 ": pytti's (OpenAI CLIP) first, with pytti's names as aliases"),
+                ("UNTRAINED TINY MODELS", [r for r in rows if r["untrained"]],
+                 ": random weights generated here, for tests and demos only")]
+    for title, section, note in sections:
+        if not section:
             continue
-        print(f"\n{kind.upper()}S ({len(kind_rows)})")
-        width = max(len(r["name"]) for r in kind_rows)
-        for r in kind_rows:
+        print(f"\n{title} ({len(section)}){note}")
+        width = max(len(r["name"]) for r in section)
+        for r in section:
             size = f"{r['size_mb']:8.1f} MB" if r["size_mb"] is not None else "       ? MB"
             state = "cached " if r["cached"] else "-      "
-            flag = "  UNTRAINED (random weights, tests/demos only)" if r["untrained"] else ""
-            aliases = f"  aliases: {', '.join(r['aliases'])}" if r["aliases"] and kind == "vqgan" else ""
-            print(f"  {r['name']:<{width}}  {state} {size}  slug={r['slug']}{flag}{aliases}")
+            aliases = [a for a in r["aliases"] if a != r["name"]]
+            also = f"  aliases: {', '.join(aliases)}" if aliases else ""
+            kind = f"  {r['kind']}" if r["untrained"] else ""
+            print(f"  {r['name']:<{width}}  {state} {size}  slug={r['slug']}{kind}{also}")
 
 
 def cmd_fetch(args: argparse.Namespace) -> None:
@@ -84,6 +93,42 @@ def cmd_gpucheck(args: argparse.Namespace) -> None:
     print(report(cuda_device(args.device)))
 
 
+SETTINGS_DOC = "docs/engine.md"
+_NAME_WIDTH = 30  # `key=default` column of the settings listing
+
+
+def settings_epilog(width: int = 100) -> str:
+    """Every setting as `key=default  meaning`, grouped as docs/engine.md groups them."""
+    from engine.settings import SETTING_GROUPS, Settings
+
+    meaning = {f.name: f.metadata["meaning"] for f in fields(Settings)}
+    defaults = Settings().to_dict()
+    lines = [f"settings (key=value; values are read as YAML; {SETTINGS_DOC} explains each one):"]
+    for group, names in SETTING_GROUPS.items():
+        lines.append(f"\n{group}:")
+        for name in names:
+            key = f"  {name}={_yaml_value(defaults[name])}"
+            text = textwrap.wrap(meaning[name], width - _NAME_WIDTH - 2)
+            if len(key) < _NAME_WIDTH:
+                lines.append(f"{key:<{_NAME_WIDTH}}  {text[0]}")
+                text = text[1:]
+            else:
+                lines.append(key)
+            lines += [" " * (_NAME_WIDTH + 2) + rest for rest in text]
+    return "\n".join(lines)
+
+
+def _yaml_value(value: Any) -> str:
+    """A default as it would be typed after `key=`."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "+".join(value)
+    if value == "":
+        return '""'
+    return f"'{value}'" if isinstance(value, str) and " " in value else str(value)
+
+
 def check_counts(args: argparse.Namespace, **least: int) -> None:
     """Refuse, before any work, an integer option below its least allowed value."""
     for name, low in least.items():
@@ -108,9 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_fetch)
     for name, func, text in (("run", cmd_run, "run one optimisation"),
                              ("bench", cmd_bench, "benchmark the step (random weights)")):
-        p = sub.add_parser(name, help=text, description=func.__doc__)
+        p = sub.add_parser(name, help=text, description=func.__doc__, epilog=settings_epilog(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--config", help="settings file: YAML/JSON, or a pytti _settings.txt")
-        p.add_argument("overrides", nargs="*", metavar="key=value", help="settings (values parsed as YAML)")
+        p.add_argument("overrides", nargs="*", metavar="key=value", help="settings, listed below (later ones win)")
         if name == "run":
             p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
         else:
