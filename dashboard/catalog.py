@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import pandas as pd
 
 from engine.runfolder.walk import run_folders
 
+from .grid import levels_text, natural_key, varied_settings
 from .index import Index
 from .rows import COLUMNS, OLD_COLUMNS
 
@@ -41,9 +42,12 @@ def load_catalog(root: str | Path, skip: Iterable[Path] = (), index: Index | Non
 
 def select(df: pd.DataFrame, vqgans: Iterable[str] | None = None,
            perceptors: Iterable[str] | None = None,
-           experiments: Iterable[str] | None = None) -> pd.DataFrame:
+           experiments: Iterable[str] | None = None,
+           levels: Mapping[str, Iterable[str]] | None = None) -> pd.DataFrame:
     """The runs with frames whose VQGAN, experiment and every perceptor are among those given
-    (None = no filter). `ViT-B32` alone never brings in a `ViT-B32+RN50` run."""
+    (None = no filter), and whose level of each varied setting of `levels` is among its levels
+    (a run that did not vary the setting is kept). `ViT-B32` alone never brings in a
+    `ViT-B32+RN50` run."""
     keep = df["n_frames"] > 0
     if vqgans is not None:
         keep &= df["vqgan"].isin(list(vqgans))
@@ -52,7 +56,14 @@ def select(df: pd.DataFrame, vqgans: Iterable[str] | None = None,
     if perceptors is not None:
         allowed = set(perceptors)
         keep &= df["perceptors"].map(lambda ps: set(ps) <= allowed)
+    for setting, ticked in (levels or {}).items():
+        keep &= df["factors"].map(lambda f, s=setting, kept=set(ticked): s not in f or f[s] in kept)
     return df[keep]
+
+
+def levels_of(df: pd.DataFrame, setting: str) -> list[str]:
+    """The levels of a varied setting among the runs, sorted."""
+    return sorted({f[setting] for f in df["factors"] if setting in f}, key=natural_key)
 
 
 def perceptor_names(df: pd.DataFrame) -> list[str]:
@@ -61,10 +72,12 @@ def perceptor_names(df: pd.DataFrame) -> list[str]:
 
 
 def to_table(df: pd.DataFrame) -> str:
-    """A readable table of the catalog."""
+    """A readable table of the catalog (with a `varied` column where runs varied settings)."""
     if df.empty:
         return "no runs found"
     table = df[SUMMARY].round({"final_loss": 4}).astype(object)
+    if varied_settings(df):
+        table.insert(SUMMARY.index("seed") + 1, "varied", [levels_text(f) or None for f in df["factors"]])
     return table.where(table.notna(), "-").to_string(index=False, max_colwidth=60)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from .grid import title
+from .grid import levels_text, title
 
 
 def _scalar(value: Any) -> bool:
@@ -15,11 +15,12 @@ def _scalar(value: Any) -> bool:
 
 
 def slot_tags(df: pd.DataFrame) -> dict[str, str]:
-    """run -> a short tag for runs that share experiment, VQGAN and perceptor set: the seed where
-    each has its own, else up to two settings that differ (seed first), else the re-run
-    number. Runs alone in their group get no tag."""
+    """run -> a short tag for runs that share experiment, VQGAN, perceptor set and the levels of
+    their varied settings: the seed where each has its own, else up to two settings that differ
+    (seed first), else the re-run number. Runs alone in their group get no tag."""
     tags: dict[str, str] = {}
-    for _, group in df.groupby(["experiment", "vqgan", "perceptor_set"], sort=False, dropna=False):
+    levels = df["factors"].map(levels_text).rename("levels")
+    for _, group in df.groupby(["experiment", "vqgan", "perceptor_set", levels], sort=False, dropna=False):
         if len(group) < 2:
             continue
         table = pd.DataFrame([{**{k: str(v) for k, v in s.items() if _scalar(v)}, "seed": str(seed)}
@@ -35,10 +36,12 @@ def slot_tags(df: pd.DataFrame) -> dict[str, str]:
 
 
 def labels(df: pd.DataFrame) -> dict[str, str]:
-    """run -> the name a legend or hover gives it: caption plus tag (`slot_tags`)."""
+    """run -> the name a legend or hover gives it: caption, levels of its varied settings and tag
+    (`slot_tags`)."""
     with_experiment = df["experiment"].nunique() > 1
     tags = slot_tags(df)
-    return {run.run: title(run, with_experiment) + (f" · {tags[run.run]}" if run.run in tags else "")
+    return {run.run: " · ".join(filter(None, [title(run, with_experiment), levels_text(run.factors),
+                                              tags.get(run.run)]))
             for run in df.itertuples()}
 
 

@@ -20,7 +20,7 @@ from engine.runfolder.walk import Listing, Stamp
 from .rows import folder_rows
 
 log = logging.getLogger(__name__)
-INDEX_VERSION = 3  # 3: rows carry perceptor_set, frame_scenes and scenes
+INDEX_VERSION = 4  # 3: rows carry perceptor_set, frame_scenes and scenes; 4: factors
 SAVE_DELAY = 5.0  # s from a change to the background write of the index
 READERS = min(4, os.cpu_count() or 1)  # run folders read at once (hashing leaves the GIL)
 Entry = tuple[Stamp, list[dict[str, Any]], int]  # a folder's stamp, rows and own mtime

@@ -15,8 +15,10 @@ COLUMNS = [
     "run", "cell", "rerun", "folder", "experiment", "vqgan", "perceptors", "perceptor_set", "seed",
     "width", "height", "size", "save_every", "n_frames", "frames", "frame_steps", "frame_losses",
     "frame_scenes", "scenes", "losses", "final_loss", "metrics", "settings", "settings_file",
-    "source", "untrained", "status", "reason", "modified",
+    "source", "untrained", "status", "reason", "modified", "factors",
 ]
+#: The factors every run has; each setting its name says was varied is one more (`RunRecord.varied`).
+BASE_FACTORS = ("vqgan", "perceptor_set", "seed")
 #: Renamed columns: old name → new. For one release `catalog --json` carries the old name too and
 #: the axes take it (URLs, `--rows`/`--cols`, `dashboard.show`).
 OLD_COLUMNS = {"generator": "perceptor_set"}
@@ -35,7 +37,7 @@ def _blank_row(root: Path, folder: Path, base: str) -> dict[str, Any]:
         "frame_steps": [], "frame_losses": [], "frame_scenes": [], "scenes": [], "losses": None,
         "final_loss": None, "metrics": None, "settings": {}, "settings_file": None,
         "source": "folder name", "untrained": False, "status": "incomplete", "reason": "",
-        "modified": None,
+        "modified": None, "factors": {"vqgan": "?", "perceptor_set": "?", "seed": None},
     }
 
 
@@ -46,7 +48,8 @@ def unreadable_row(root: Path, folder: Path, problem: str) -> dict[str, Any]:
 
 def record_row(root: Path, record: RunRecord) -> dict[str, Any]:
     """One catalog row from a run's record: each frame's path (relative to `root`), step, loss and
-    scene weights from its frame table; each scene's prompts as `{text, weight}`."""
+    scene weights from its frame table; each scene's prompts as `{text, weight}`; its `factors`
+    (VQGAN, perceptor set, seed and the level of each varied setting, by setting name)."""
     row = _blank_row(root, record.folder, record.base)
     meta, rel = record.meta, record.folder.relative_to(root)
     return {
@@ -64,6 +67,8 @@ def record_row(root: Path, record: RunRecord) -> dict[str, Any]:
         "settings": {**record.named, **meta.settings}, "settings_file": record.settings_file,
         "source": meta.source, "untrained": meta.untrained, "status": record.status,
         "reason": record.reason.replace(f"{record.folder}{os.sep}", ""),
+        "factors": {"vqgan": meta.vqgan, "perceptor_set": meta.perceptor_set, "seed": meta.seed,
+                    **record.varied},
     }
 
 

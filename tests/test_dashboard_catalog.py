@@ -10,13 +10,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dashboard.catalog import Index, load_catalog, select, to_json
-from dashboard.grid import axis_options, grid_spec
+from dashboard.catalog import Index, levels_of, load_catalog, select, to_json
+from dashboard.grid import SETTING, axis_options, check_axis, grid_spec, varied_settings
 from dashboard_fixtures import (
-    MALFORMED, NOT_UTF8, REPO, STUDY, cell_name, damage_frame, fixture_loss, frame_colour,
+    MALFORMED, NOT_UTF8, PROMPTS, REPO, STUDY, cell_name, damage_frame, fixture_loss, frame_colour,
     make_corrupt_run, make_empty_run, make_grid, make_malformed_runs, make_our_run,
-    make_pytti_run, with_losses,
+    make_prompt_grid, make_pytti_run, with_losses,
 )
+from engine.errors import InputError
+from engine.runfolder.names import setting_of
 
 PYTTI = cell_name("wikiart", ["ViT-B32", "RN50"])  # a pair cell
 PYTTI_RN50 = cell_name("wikiart", ["RN50"])
@@ -253,7 +255,8 @@ def test_key_value_names_give_experiment_and_settings(families: pd.DataFrame) ->
 
 def test_axes_vary_within_an_experiment(families: pd.DataFrame) -> None:
     both = axis_options(families)
-    assert {"setting:cutouts", "setting:steps_per_frame", "experiment"} <= set(both.values())
+    assert {"cutouts", "steps_per_frame", "experiment"} <= set(both.values())  # factors, by setting name
+    assert not {"setting:cutouts", "setting:steps_per_frame"} & set(both.values())  # no second axis of them
     assert "setting:scenes" not in both.values()  # it only tells the two experiments apart
     study = axis_options(families[families["experiment"] == STUDY])
     assert set(study.values()) == {"vqgan", "perceptor_set"}
@@ -270,7 +273,76 @@ def test_the_pytti_video_family_takes_its_experiment_and_settings(tmp_path: Path
     assert cat.loc[names[1], "settings"]["dsw"] == "5.0"
     assert {k: cat.loc[names[2], "settings"][k] for k in ("ref", "dsw", "ssw")} == {
         "ref": "False", "dsw": "1.0", "ssw": "0.0"}
-    assert {"setting:ref", "setting:dsw"} <= set(axis_options(cat).values())
+    assert cat.loc[names[2], "factors"] == {
+        "vqgan": "imagenet", "perceptor_set": "ViT-B32", "seed": 12345, "reencode_each_frame": "False",
+        "direct_stabilization_weight": "1.0", "semantic_stabilization_weight": "0.0"}
+
+
+def test_the_stability_familys_three_factors_are_axes_filters_and_captions(tmp_path: Path) -> None:
+    names = [f"exp_video_basic_stability_modes_ref-{ref}_dsw-{dsw}_ssw-{ssw}"
+             for ref in ("True", "False") for dsw in ("0.0", "1.0") for ssw in ("0.0", "1.0")]
+    for i, name in enumerate(names):
+        make_pytti_run(tmp_path, name, "sflckr", ["ViT-B32"], cell=i, n_frames=2)
+    cat = load_catalog(tmp_path)
+    factors = ["reencode_each_frame", "direct_stabilization_weight", "semantic_stabilization_weight"]
+    assert varied_settings(cat) == factors
+    axes = axis_options(cat)
+    assert {axes[f] for f in factors} == set(factors)  # labelled and named by the setting
+    settings = [a.removeprefix(SETTING) for a in axes.values() if a.startswith(SETTING)]
+    assert not [s for s in settings if setting_of(s) in factors]  # `setting:dsw` is no second axis of it
+    assert levels_of(cat, "direct_stabilization_weight") == ["0.0", "1.0"]
+    spec = grid_spec(cat, "direct_stabilization_weight", "semantic_stabilization_weight",
+                     lambda run: {"frames": []})
+    assert (spec["rows"], spec["cols"], spec["row_label"]) == (["0.0", "1.0"], ["0.0", "1.0"],
+                                                               "direct_stabilization_weight")
+    assert {c["levels"] for c in spec["cells"]} == {"ref=True", "ref=False"}  # the factor not on an axis
+    kept = select(cat, levels={"reencode_each_frame": ["False"], "direct_stabilization_weight": ["1.0"]})
+    assert sorted(kept["run"]) == sorted(n for n in names if "ref-False_dsw-1.0" in n)
+
+
+# ---------------------------------------------------------------- the prompt as a factor (grid.vary)
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2 VQGAN x 1 perceptor x 3 prompt grid beside the plain study grid of another experiment."""
+    root = tmp_path_factory.mktemp("prompts")
+    make_prompt_grid(root, ["vq-a", "vq-b"], ["RN50"], 2, experiment="exp_prompts")
+    make_grid(root, ["vq-a"], ["RN50"], 2)
+    return root
+
+
+def test_the_catalog_lists_each_runs_factors(prompts: Path) -> None:
+    cat = load_catalog(prompts).set_index("run")
+    cell = "exp_prompts__vq-b_RN50__scenes-forest"
+    assert cat.loc[cell, "factors"] == {"vqgan": "vq-b", "perceptor_set": "RN50", "seed": 12345,
+                                        "scenes": "forest"}
+    assert cat.loc[cell, "settings"]["scenes"] == PROMPTS["forest"]  # the level names the real prompt
+    assert cat.loc[cell_name("vq-a", ["RN50"]), "factors"] == {"vqgan": "vq-a", "perceptor_set": "RN50",
+                                                               "seed": 12345}
+    runs = {r["run"]: r for r in json.loads(_cli("catalog", "--root", str(prompts), "--json"))}
+    assert runs[cell]["factors"]["scenes"] == "forest"
+    table = _cli("catalog", "--root", str(prompts))
+    assert "scenes=forest" in table.splitlines()[[cell in line for line in table.splitlines()].index(True)]
+
+
+def test_the_prompt_is_an_axis_a_filter_and_a_caption(prompts: Path) -> None:
+    cat = load_catalog(prompts)
+    axes = axis_options(cat)
+    assert axes["scenes"] == "scenes" and "setting:scenes" not in axes.values()
+    assert levels_of(cat, "scenes") == sorted(PROMPTS)
+    spec = grid_spec(cat, "scenes", "vqgan", lambda run: {"frames": []})
+    assert spec["rows"] == ["-", *sorted(PROMPTS)]  # the other experiment's cell has no prompt level
+    assert spec["factor_labels"]["perceptor_set"] == "perceptor set"
+    by_id = {c["id"]: c for c in spec["cells"]}
+    assert by_id["exp_prompts__vq-a_RN50__scenes-sea"]["row"] == "sea"
+    assert by_id["exp_prompts__vq-a_RN50__scenes-sea"]["levels"] == ""  # shown by its row
+    beside = grid_spec(cat, "vqgan", "perceptor_set", lambda run: {"frames": []})
+    assert {c["levels"] for c in beside["cells"]} == {"", *(f"scenes={p}" for p in PROMPTS)}
+    city = select(cat, levels={"scenes": ["city"]})
+    assert sorted(city["run"]) == sorted(["exp_prompts__vq-a_RN50__scenes-city",
+                                          "exp_prompts__vq-b_RN50__scenes-city", cell_name("vq-a", ["RN50"])])
+    with pytest.raises(InputError, match=r"--rows prompt: not an axis of these runs; choose from .*scenes"):
+        check_axis(cat, "prompt", "--rows")
 
 
 # ---------------------------------------------------------------- folders that once crashed it
