@@ -18,9 +18,12 @@ from experiments.scorefiles import SELF_PREFERENCE
 
 from .grid import natural_key
 
-HEIGHT = 320
 RDBU = list(RdBu11)  # Bokeh orders it blue to red: low z blue, high z red
 ROW = 24  # px per heatmap row
+COLUMN = 64  # px per judge column
+MIN_COLUMNS = 280  # px of judges' columns at least: the title's width
+FRAME = 90  # px of title and judges' names above the rows
+ROW_LABELS = 200  # px for the cells' names left of the heatmap
 LEGEND = ("Each judge's similarities are z-scored within the judge (0: its mean, ±1: its "
           "standard deviation), so columns share one scale. Solid outline: the cell guided by "
           "the judge's own perceptor alone; dashed: a pair that includes it.")
@@ -38,7 +41,8 @@ def judged_cells(bias: pd.DataFrame) -> pd.DataFrame:
 
 def heatmap(cells: pd.DataFrame) -> figure:
     """Cells (rows) × judges (columns), coloured by z on one scale centred on 0; the judge's own
-    perceptor's cell outlined solid, a pair that includes it dashed."""
+    perceptor's cell outlined solid, a pair that includes it dashed. COLUMN px a judge: the
+    heatmap's size follows the judges and the cells, not the window."""
     df = cells.assign(cell=cells["vqgan"] + " · " + cells["perceptor_set"].str.replace("+", " + "))
     df["label"] = df["z"].map(lambda v: "" if math.isnan(v) else f"{v:+.2f}")
     df["raw"] = df["similarity"].map("{:.4f}".format)
@@ -47,8 +51,9 @@ def heatmap(cells: pd.DataFrame) -> figure:
     rows = sorted(df["cell"].unique(), key=natural_key, reverse=True)
     judges = sorted(df["judge"].unique(), key=natural_key)
     fig = figure(title="similarity, z-scored within each judge",
-                 x_range=judges, y_range=rows, height=max(HEIGHT, ROW * len(rows) + 90),
-                 sizing_mode="stretch_width", x_axis_location="above", toolbar_location=None,
+                 x_range=judges, y_range=rows, height=ROW * len(rows) + FRAME,
+                 width=ROW_LABELS + max(COLUMN * len(judges), MIN_COLUMNS), x_axis_location="above",
+                 toolbar_location=None,
                  tools="hover", tooltips=[("cell", "@cell"), ("judge", "@judge"), ("z", "@label"),
                                           ("mean similarity", "@raw"), ("seeds", "@seeds")])
     source = ColumnDataSource(df.drop(columns=["diagonal", "involved"]).to_dict("list"))
