@@ -5,7 +5,7 @@ the server's one `RootState`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping
 
 import pandas as pd
 import panel as pn
@@ -13,23 +13,21 @@ from bokeh.models import Span
 
 from dashboard import plots
 from dashboard.bias import bias_view
-from dashboard.catalog import perceptor_names, select
+from dashboard.catalog import select
 from dashboard.context import cell_context, labels, slot_tags
 from dashboard.effects import look_panels
+from dashboard.filters import Filters, build_filters, build_sidebar, choose, update_filters
 from dashboard.frames import frame_url
-from dashboard.grid import FrameSource, axis_options, current_axis, grid_spec
+from dashboard.grid import FrameSource, grid_spec
 from dashboard.live import Live
 from dashboard.player import GridPlayer
 from dashboard.rows import OLD_COLUMNS
 from dashboard.state import RootState
-from engine.errors import InputError
 from experiments.imagestats import STATS
 from experiments.scorefiles import BIAS_MATRIX, IMAGE_STATS, SELF_PREFERENCE, read_csv, read_json
 
 TITLE = "VQGAN+CLIP bias dashboard"
 POLL_MS = 2000  # how often an open page looks for new frames and runs (a few stat calls)
-SIDEBAR_WIDTH = 250
-FIRST_VIEW_RUNS = 64  # more runs than this in several experiments: the page opens on the newest
 
 
 def served_frames(run: pd.Series) -> dict[str, list[str]]:
@@ -50,21 +48,13 @@ def signature(catalog: pd.DataFrame) -> list[tuple]:
     return list(zip(catalog["run"], catalog["n_frames"], catalog["status"]))
 
 
-def _checks(label: str, options: list[str]) -> pn.widgets.CheckBoxGroup:
-    return pn.widgets.CheckBoxGroup(label=label, options=options, value=list(options),
-                                    sizing_mode="stretch_width")
-
-
-def _update_checks(checks: pn.widgets.CheckBoxGroup, options: list[str]) -> None:
-    """New options, ticked; those the user unticked stay unticked."""
-    new = [o for o in options if o not in checks.options]
-    checks.param.update(options=options,
-                        value=[v for v in checks.value if v in options] + new)
-
-
 def at_most(shown: pd.DataFrame, limit: int | None) -> pd.DataFrame:
     """The first `limit` of the runs (all where `limit` is None)."""
     return shown if limit is None else shown.head(limit)
+
+
+def _playable(catalog: pd.DataFrame) -> pd.DataFrame:
+    return catalog[catalog["n_frames"] > 0]
 
 
 def _summary(catalog: pd.DataFrame, shown: pd.DataFrame, ticked: pd.DataFrame) -> str:
@@ -93,8 +83,9 @@ def _sidebar_toggle(sidebar: pn.Column) -> pn.widgets.Button:
 
 
 def _sync_url(filters: Filters, player: GridPlayer) -> None:
-    """Keep filters, axes, step and selection in the page's URL (query string); an axis named
-    by its old name is renamed there first."""
+    """Keep filters, axes, step and selection in the page's URL (query string), each varied
+    setting's levels under its setting name (but a name the page uses itself); an axis named by
+    its old name is renamed there first."""
     location = pn.state.location
     if location is None:
         return
@@ -105,96 +96,18 @@ def _sync_url(filters: Filters, player: GridPlayer) -> None:
         location.update_query(**renamed)
     widgets = {"vqgan": filters.vqgans, "perceptors": filters.perceptors,
                "experiments": filters.experiments, "rows": filters.rows, "cols": filters.cols}
+    keys = {*widgets, "step", "selected", "baseline"}
+
+    def sync_levels(setting: str, checks: pn.widgets.CheckBoxGroup) -> None:
+        if setting not in keys:
+            location.sync(checks, {"value": setting})
+
     for name, widget in widgets.items():
         location.sync(widget, {"value": name})
+    for setting, checks in filters.levels.checks.items():
+        sync_levels(setting, checks)
+    filters.levels.on_new = sync_levels
     location.sync(player, {"step": "step", "selected": "selected", "baseline": "baseline"})
-
-
-class Filters(NamedTuple):
-    """The sidebar's widgets: which runs are shown and how the grid is laid out."""
-
-    vqgans: pn.widgets.CheckBoxGroup
-    perceptors: pn.widgets.CheckBoxGroup
-    experiments: pn.widgets.CheckBoxGroup
-    rows: pn.widgets.Select
-    cols: pn.widgets.Select
-    swap: pn.widgets.Button
-    baseline: pn.widgets.Select
-
-
-def _playable(catalog: pd.DataFrame) -> pd.DataFrame:
-    return catalog[catalog["n_frames"] > 0]
-
-
-def _baselines(ready: pd.DataFrame) -> dict[str, str]:
-    return {"(none)": "", **{r: r for r in ready["run"]}}
-
-
-def first_experiments(ready: pd.DataFrame) -> list[str]:
-    """The experiments ticked on opening: all, or where there are more than FIRST_VIEW_RUNS runs
-    in several, the one with the newest file (the URL's `experiments` overrides it)."""
-    experiments = sorted(ready["experiment"].unique())
-    if len(ready) <= FIRST_VIEW_RUNS or len(experiments) < 2:
-        return experiments
-    return [ready.loc[pd.to_numeric(ready["modified"]).idxmax(), "experiment"]]
-
-
-def build_filters(ready: pd.DataFrame) -> Filters:
-    """The filter and layout widgets for the runs with frames, everything ticked but, in a big
-    root, other experiments than the newest (`first_experiments`)."""
-    axes = axis_options(ready)
-    rows = pn.widgets.Select(label="Rows", options=axes, value="vqgan", sizing_mode="stretch_width")
-    cols = pn.widgets.Select(label="Columns", options=axes, value="perceptor_set",
-                             sizing_mode="stretch_width")
-    swap = pn.widgets.Button(label="⇅ swap rows and columns", sizing_mode="stretch_width")
-
-    def swap_axes(_: object) -> None:
-        rows.value, cols.value = cols.value, rows.value
-
-    swap.on_click(swap_axes)
-    experiments = _checks("Experiments", sorted(ready["experiment"].unique()))
-    experiments.value = first_experiments(ready)
-    return Filters(
-        _checks("VQGAN", sorted(ready["vqgan"].unique())),
-        _checks("Perceptors", perceptor_names(ready)), experiments, rows, cols, swap,
-        pn.widgets.Select(label="Baseline", sizing_mode="stretch_width", options=_baselines(ready)))
-
-
-def choose(filters: Filters, chosen: Mapping[str, str | list[str]]) -> None:
-    """Set filters by field name: `vqgans`, `perceptors`, `experiments` to names (one or a list),
-    `rows`, `cols` to an axis (an old name taken, `grid.current_axis`). ValueError naming a value
-    no run has, and those allowed."""
-    for name, value in chosen.items():
-        widget = getattr(filters, name)
-        if isinstance(widget, pn.widgets.Select):
-            value = current_axis(value)
-        options = widget.options
-        allowed = list(options.values()) if isinstance(options, dict) else list(options)
-        values = [value] if isinstance(value, str) else list(value)
-        what = "an axis of these runs" if isinstance(widget, pn.widgets.Select) else \
-            "a name any run with frames has"
-        for v in values:
-            if v not in allowed:
-                raise InputError(f"{name}={v!r} is not {what}; choose from "
-                                 f"{', '.join(map(repr, allowed)) or '(none)'}")
-        widget.value = value if isinstance(widget, pn.widgets.Select) else values
-
-
-def update_filters(filters: Filters, ready: pd.DataFrame) -> None:
-    """New options from a re-read catalog; what the user chose stays chosen."""
-    _update_checks(filters.vqgans, sorted(ready["vqgan"].unique()))
-    _update_checks(filters.perceptors, perceptor_names(ready))
-    _update_checks(filters.experiments, sorted(ready["experiment"].unique()))
-    filters.baseline.options = _baselines(ready)
-    axes = {**axis_options(ready), **filters.rows.options}
-    filters.rows.options, filters.cols.options = axes, dict(axes)
-
-
-def build_sidebar(root: str | Path, filters: Filters) -> pn.Column:
-    f = filters
-    return pn.Column(f"### {Path(root).resolve().name}", "#### Filters", f.vqgans, f.perceptors,
-                     f.experiments, "#### Layout", f.rows, f.cols, f.swap, f.baseline,
-                     width=SIDEBAR_WIDTH, styles={"overflow-wrap": "anywhere"})
 
 
 class StepMarkers:
@@ -264,7 +177,7 @@ def refresh_on_change(state: RootState, live: Live, filters: Filters, poll_ms: i
 
 
 def create_app(state: RootState, poll_ms: int = POLL_MS, *, frames: FrameSource = served_frames,
-               chosen: Mapping[str, str | list[str]] | None = None, embedded: bool = False,
+               chosen: Mapping[str, Any] | None = None, embedded: bool = False,
                stop_when: Callable[[], bool] = lambda: False,
                max_runs: int | None = None) -> pn.viewable.Viewable:
     """The dashboard for the runs of `state` (its root); score panels where its scores folder
@@ -276,8 +189,8 @@ def create_app(state: RootState, poll_ms: int = POLL_MS, *, frames: FrameSource 
     live = Live(catalog=state.catalog())
     filters = build_filters(_playable(live.catalog))
     choose(filters, chosen or {})
-    shown = pn.bind(select, live.param.catalog, vqgans=filters.vqgans,
-                    perceptors=filters.perceptors, experiments=filters.experiments)
+    shown = pn.bind(select, live.param.catalog, vqgans=filters.vqgans, perceptors=filters.perceptors,
+                    experiments=filters.experiments, levels=filters.levels.param.value)
     kept = pn.bind(at_most, shown, max_runs)
     detailed = pn.bind(state.losses, kept)  # loss tables read for the runs shown only
     player = GridPlayer(grid=pn.bind(player_grid, detailed, rows=filters.rows, cols=filters.cols,

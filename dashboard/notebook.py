@@ -100,6 +100,7 @@ def replaced_when_rerun() -> Callable[[], bool]:
 
 def show(root: str | Path, *, experiments: str | list[str] | None = None,
          vqgans: str | list[str] | None = None, perceptors: str | list[str] | None = None,
+         levels: dict[str, str | list[str]] | None = None,
          rows: str = "vqgan", cols: str = "perceptor_set", width: int = 192,
          scores: str | Path | None = None, poll_ms: int = POLL_MS) -> pn.viewable.Viewable:
     """The synced grid of the runs under `root` as a notebook cell's output (display it, or
@@ -107,8 +108,9 @@ def show(root: str | Path, *, experiments: str | list[str] | None = None,
     compare, filters, losses and score panels, as `python -m dashboard serve` shows them.
 
     `experiments`, `vqgans`, `perceptors`: the runs ticked at first (names; None: as the
-    served page opens); `rows`, `cols`: the grid's axes (`generator`, the perceptor set's old
-    name, is still taken, for one release); `width`: px a frame is shown at most
+    served page opens); `levels`: {varied setting: its levels ticked at first}; `rows`, `cols`:
+    the grid's axes, any of the page's (`scenes`; `generator`, the perceptor set's old name, is
+    still taken, for one release); `width`: px a frame is shown at most
     (the output, and a saved notebook, hold every shown frame at this size, of MAX_RUNS runs
     at most: the summary says when more are ticked); `scores`: the
     score files' folder (default `<root>/../scores`); `poll_ms`: how often to look for new
@@ -119,7 +121,7 @@ def show(root: str | Path, *, experiments: str | list[str] | None = None,
     if width < 1:
         raise InputError(f"width={width}: must be at least 1 px")
     chosen = {name: value for name, value in {
-        "experiments": experiments, "vqgans": vqgans, "perceptors": perceptors,
+        "experiments": experiments, "vqgans": vqgans, "perceptors": perceptors, "levels": levels,
         "rows": rows, "cols": cols}.items() if value is not None}
     pn.extension(inline=True)  # Bokeh's and Panel's JS inside the output: no CDN, no network
     app = create_app(state, poll_ms, frames=InlineFrames(state.root, width),

@@ -41,6 +41,20 @@ function icon(name) {
   return svg;
 }
 
+// A <select> of [value, text] options calling onchange(value).
+function select(cls, options, onchange) {
+  const el = h("select", { class: cls, onchange: () => onchange(el.value) },
+    ...options.map(([value, text]) => h("option", { value }, text)));
+  return el;
+}
+
+// `control` with its visible label before it (clicking the label focuses the control); its
+// accessible name is the label alone (a <label> around a <select> would add the chosen option).
+function labelled(text, control) {
+  control.setAttribute("aria-label", text);
+  return h("label", { class: "dp-field" }, h("span", {}, text), control);
+}
+
 // Whether a key pressed with this element focused types text (the shortcuts then stay off).
 function typing(target) {
   if (!target) return false;
@@ -166,22 +180,18 @@ export class GridPlayer {
       h("button", { class: "dp-nudge", title: delta < 0 ? "previous step (←)" : "next step (→)", "aria-label": name, onclick: () => this.nudge(delta) }, icon(name));
     this.slider = h("input", { class: "dp-slider", type: "range", min: 0, max: 0, value: 0, "aria-label": "step", oninput: () => this.seek(+this.slider.value) });
     this.label = h("span", { class: "dp-step" });
-    const select = (cls, title, options, onchange) => {
-      const el = h("select", { class: cls, title, onchange: () => onchange(el.value) },
-        ...options.map(([value, text]) => h("option", { value }, text)));
-      return el;
-    };
-    this.speed = select("dp-speed", "speed", SPEEDS.map((f) => [f, `${f} fps`]), (v) => (this.fps = +v));
+    this.speed = select("dp-speed", SPEEDS.map((f) => [f, `${f} fps`]), (v) => (this.fps = +v));
     this.speed.value = String(this.fps);
-    this.modeSelect = select("dp-mode", "at the end", [["loop", "loop"], ["reflect", "reflect"]], (v) => (this.mode = v));
-    this.sizeSelect = select("dp-size", "tile size", SIZES.map((s) =>
+    this.modeSelect = select("dp-mode", [["loop", "loop"], ["reflect", "reflect"]], (v) => (this.mode = v));
+    this.sizeSelect = select("dp-size", SIZES.map((s) =>
       [s, s === "fit" ? "fit" : s === "actual" ? "actual pixels" : `${s} px`]), (v) => this.setSize(v));
     this.context = h("div", { class: "dp-context" });
     this.gridEl = h("div", { class: "dp-grid" });
     this.panel = this.makePanel();
     this.el = h("div", { class: "dp-player" + (options.compact ? " dp-compact" : "") },
       h("div", { class: "dp-controls" }, this.playButton, stepButton(-1, "prev"), stepButton(1, "next"),
-        this.slider, this.label, this.speed, this.modeSelect, this.sizeSelect),
+        this.slider, this.label, labelled("speed", this.speed), labelled("at the end", this.modeSelect),
+        labelled("tile size", this.sizeSelect)),
       this.context, h("div", { class: "dp-scroller" }, this.gridEl), this.panel);
     if (this.scoped) this.el.tabIndex = 0;  // a click inside gives the player the focus
     root.append(this.el);
@@ -312,11 +322,12 @@ export class GridPlayer {
   view(cell, cls) {
     const pic = picture(cell);
     const cap = h("span", { class: "dp-cap" });
-    const name = [cell.title, cell.tag].filter(Boolean).join(" · ");
+    const name = [cell.title, cell.levels, cell.tag].filter(Boolean).join(" · ");
     const damaged = cell.status === "damaged";
     const el = h("figure", { class: cls + (cell.note ? " dp-incomplete" : "") + (damaged ? " dp-damaged" : ""), "data-id": cell.id, title: [name, cell.note].filter(Boolean).join("\n") },
       pic.el, h("figcaption", {}, damaged ? h("span", { class: "dp-badge" }, "damaged") : "",
         h("span", { class: "dp-name" }, cell.title),
+        cell.levels ? h("span", { class: "dp-levels" }, cell.levels) : "",
         cell.tag ? h("span", { class: "dp-tag" }, cell.tag) : "", cap));
     return { cell, pic, cap, el };
   }
@@ -365,15 +376,16 @@ export class GridPlayer {
   // ---- the enlarged view: selected cell beside the pinned baseline, in a fixed side panel ----
 
   makePanel() {
-    this.compareSelect = h("select", { class: "dp-compare", title: "compare", onchange: () => this.setCompare(this.compareSelect.value) },
-      ...Object.entries(COMPARE).map(([value, text]) => h("option", { value }, text)));
+    this.compareSelect = select("dp-compare", Object.entries(COMPARE), (v) => this.setCompare(v));
     this.panelStep = h("span", { class: "dp-panel-step" });
+    this.diff = h("div", { class: "dp-diff" });
     this.wipe = h("input", { class: "dp-wipe", type: "range", min: 0, max: 100, value: 50, "aria-label": "A/B slider",
       oninput: () => this.paintWipe() });
     this.stage = h("div", { class: "dp-stage" });
     const close = h("button", { class: "dp-close", title: "close (Esc)", "aria-label": "close", onclick: () => this.setSelected(null, true) }, "×");
     return h("aside", { class: "dp-panel", hidden: "" },
-      h("div", { class: "dp-panel-head" }, this.panelStep, this.compareSelect, close), this.stage, this.wipe);
+      h("div", { class: "dp-panel-head" }, this.panelStep, labelled("compare", this.compareSelect), close),
+      this.diff, this.stage, this.wipe);
   }
 
   setCompare(mode) {
@@ -398,6 +410,7 @@ export class GridPlayer {
     this.stage.className = `dp-stage dp-${mode}`;
     this.stage.replaceChildren(...this.bigs.map((b) => b.el));
     this.compareSelect.disabled = !ab;
+    this.diff.textContent = ab ? this.differences(...this.bigs.map((b) => b.cell)) : "";
     this.wipe.hidden = mode !== "slider";
     this.panel.hidden = !open;
     for (const tile of this.tiles) {
@@ -431,6 +444,15 @@ export class GridPlayer {
     this.stage.classList.toggle("dp-row", row > column);
     const width = Math.floor(Math.max(column, row, MIN_TILE));
     for (const b of this.bigs) b.el.style.width = `${width}px`;
+  }
+
+  // "B differs from A in scenes: city → sea · seed: 1 → 2": the factors whose levels differ.
+  differences(a, b) {
+    const names = [...new Set([...Object.keys(a.factors || {}), ...Object.keys(b.factors || {})])];
+    const text = (cell, k) => String(cell.factors?.[k] ?? "-");
+    const differ = names.filter((k) => text(a, k) !== text(b, k))
+      .map((k) => `${this.grid.factor_labels?.[k] ?? k}: ${text(a, k)} → ${text(b, k)}`);
+    return differ.length ? `B differs from A in ${differ.join(" · ")}` : "A and B differ in no factor";
   }
 
   settingsTable(cell, other) {
@@ -479,7 +501,7 @@ export class GridPlayer {
     const key = JSON.stringify([cell.id, this.sharedContext, active]);
     if (key === this.contextKey && this.context.childElementCount) return;  // same as shown
     this.contextKey = key;
-    const whose = this.sharedContext ? "all cells" : cell.title + (cell.tag ? ` · ${cell.tag}` : "");
+    const whose = this.sharedContext ? "all cells" : [cell.title, cell.levels, cell.tag].filter(Boolean).join(" · ");
     const scenes = active.map(([n, w]) => `${n + 1}${active.length > 1 ? ` (${Math.round(w * 100)} %)` : ""}`).join(" → ");
     const prompts = active.flatMap(([n, w]) => cell.scenes[n].map((p) =>
       h("span", { class: "dp-prompt" + (p.weight < 0 ? " dp-negative" : "") }, p.text, h("b", {}, ` ${+(p.weight * w).toFixed(2)}`))));
