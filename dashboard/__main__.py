@@ -11,12 +11,12 @@ from engine.errors import InputError
 from .grid import AXES, SETTING, current_axis
 
 
-def axis(value: str) -> str:
-    """An axis name: a catalog column of `grid.AXES` (or its old name) or `setting:<key>`."""
-    value = current_axis(value)
-    if value in AXES or value.startswith(SETTING):
-        return value
-    raise argparse.ArgumentTypeError(f"{value}: not {', '.join(AXES)} or {SETTING}<key>")
+def level(value: str) -> tuple[str, str]:
+    """(setting, level) of `--level SETTING=LEVEL`."""
+    setting, sep, chosen = value.partition("=")
+    if not (setting and sep and chosen):
+        raise argparse.ArgumentTypeError(f"{value}: give SETTING=LEVEL, e.g. scenes=city")
+    return setting, chosen
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,13 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="write a static page that plays the grid offline")
     export.add_argument("--out", required=True, help="folder (index.html + assets/) or X.html")
-    export.add_argument("--rows", type=axis, default="vqgan",
-                        help=f"row axis: {', '.join(AXES)} or {SETTING}<key>")
-    export.add_argument("--cols", type=axis, default="perceptor_set", help="column axis, as --rows")
+    export.add_argument("--rows", type=current_axis, default="vqgan",
+                        help=f"row axis: {', '.join(AXES)}, a varied setting (scenes) or {SETTING}<key>")
+    export.add_argument("--cols", type=current_axis, default="perceptor_set", help="column axis, as --rows")
     export.add_argument("--width", type=int, default=256, help="frame width in the sheets (px)")
     export.add_argument("--format", choices=["webp", "jpeg"], default="webp")
     export.add_argument("--quality", type=int, default=80)
-    export.add_argument("--title", help="page title (default: VQGAN+CLIP grid: <root folder>)")
+    export.add_argument("--title", help="page title (default: VQGAN+CLIP grid: <experiments>)")
     export.add_argument("--compact", action="store_true",
                         help="fit a docs column of about 760 px: tiles scale to the page width")
     for option, what in (("--experiment", "experiment"), ("--vqgan", "VQGAN"),
@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
         export.add_argument(option, action="append", metavar=what.upper(),
                             help=f"export only runs of this {what} (repeat for several; "
                                  "as the page's filters: default all)")
+    export.add_argument("--level", action="append", type=level, metavar="SETTING=LEVEL",
+                        help="export only runs at this level of a varied setting (repeat for several; "
+                             "runs that did not vary it stay)")
 
     for sub in (catalog, serve, export):
         sub.add_argument("--root", required=True, help="folder of run folders")
@@ -90,9 +93,12 @@ def command(args: argparse.Namespace) -> None:
         from .export import export as write_export
         from .export import export_size
 
+        levels: dict[str, list[str]] = {}
+        for setting, chosen in args.level or ():
+            levels.setdefault(setting, []).append(chosen)
         path = write_export(args.root, args.out, args.rows, args.cols, args.width, args.format,
                             args.quality, args.title, args.compact, experiments=args.experiment,
-                            vqgans=args.vqgan, perceptors=args.perceptor)
+                            vqgans=args.vqgan, perceptors=args.perceptor, levels=levels or None)
         print(f"wrote {path} ({export_size(args.out) / 1e6:.1f} MB)")
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -23,10 +23,10 @@ from tqdm import tqdm
 from engine.errors import InputError
 from engine.fsutil import atomic_path
 
-from .catalog import perceptor_names, select
+from .catalog import levels_of, perceptor_names, select
 from .context import cell_context, slot_tags
 from .effects import effects_html, load_effects
-from .grid import current_axis, grid_spec
+from .grid import check_axis, current_axis, grid_spec, page_title, varied_settings
 from .player import STATIC
 from .state import RootState
 
@@ -217,41 +217,51 @@ def page(spec: dict, title: str, compact: bool = False, extra: str = "") -> str:
 
 
 def _known(option: str, given: list[str] | None, allowed: list[str]) -> None:
-    """ExportError naming a value of `--option` that no run has, and those allowed."""
+    """ExportError naming a value of `option` (`--vqgan `, `--level scenes=`) that no run has,
+    and those allowed."""
     for value in given or ():
         if value not in allowed:
-            raise ExportError(f"{option} {value}: no run with frames has it; choose from "
+            raise ExportError(f"{option}{value}: no run with frames has it; choose from "
                               f"{', '.join(allowed) or '(none)'}")
 
 
 def chosen_runs(state: RootState, experiments: list[str] | None = None,
-                vqgans: list[str] | None = None, perceptors: list[str] | None = None) -> pd.DataFrame:
+                vqgans: list[str] | None = None, perceptors: list[str] | None = None,
+                levels: Mapping[str, list[str]] | None = None) -> pd.DataFrame:
     """The runs with frames under the root of `state` that the page's filters would show (None:
-    all), with their losses; ExportError for a name no run has, or where nothing is left."""
+    all; `levels`: {varied setting: its levels}), with their losses; ExportError for a name no
+    run has, or where nothing is left."""
     runs = state.catalog().query("n_frames > 0")
-    _known("--experiment", experiments, sorted(runs["experiment"].unique()))
-    _known("--vqgan", vqgans, sorted(runs["vqgan"].unique()))
-    _known("--perceptor", perceptors, perceptor_names(runs))
-    runs = select(runs, vqgans, perceptors, experiments)
+    _known("--experiment ", experiments, sorted(runs["experiment"].unique()))
+    _known("--vqgan ", vqgans, sorted(runs["vqgan"].unique()))
+    _known("--perceptor ", perceptors, perceptor_names(runs))
+    for setting, ticked in (levels or {}).items():
+        _known("--level ", [setting], varied_settings(runs))
+        _known(f"--level {setting}=", ticked, levels_of(runs, setting))
+    runs = select(runs, vqgans, perceptors, experiments, levels)
     if runs.empty:
-        raise ExportError("no run with frames is left by --experiment, --vqgan and --perceptor "
-                          "together; widen the selection")
+        raise ExportError("no run with frames is left by --experiment, --vqgan, --perceptor and "
+                          "--level together; widen the selection")
     return state.losses(runs)
 
 
 def export(root: str | Path, out: str | Path, rows: str = "vqgan", cols: str = "perceptor_set",
            width: int = 256, fmt: str = "webp", quality: int = 80, title: str | None = None,
            compact: bool = False, *, experiments: list[str] | None = None,
-           vqgans: list[str] | None = None, perceptors: list[str] | None = None) -> Path:
-    """Write the static page for the runs under `root` (those of `experiments`, `vqgans` and
-    `perceptors`, as the page filters them; None: all) to `out`, laid out by the axes `rows`
-    and `cols`; return the page's path. ExportError, before anything is written, where the
-    sheets would be too large."""
+           vqgans: list[str] | None = None, perceptors: list[str] | None = None,
+           levels: Mapping[str, list[str]] | None = None) -> Path:
+    """Write the static page for the runs under `root` (those of `experiments`, `vqgans`,
+    `perceptors` and the `levels` of varied settings, as the page filters them; None: all) to
+    `out`, laid out by the axes `rows` and `cols` (any axis of the page: `scenes`); return the
+    page's path. An InputError, before anything is written, where an axis does not lay out these
+    runs or the sheets would be too large; the title defaults to `grid.page_title`."""
     if width < 1:
         raise ExportError(f"--width {width}: must be at least 1 px")
     state = RootState.open(root)
     root, rows, cols = state.root, current_axis(rows), current_axis(cols)
-    runs = chosen_runs(state, experiments, vqgans, perceptors)
+    runs = chosen_runs(state, experiments, vqgans, perceptors, levels)
+    check_axis(runs, rows, "--rows")
+    check_axis(runs, cols, "--cols")
     html_path, assets = output_paths(out)
     ext = FORMATS[fmt][1]
     names = {run: f"{i:03d}-{re.sub(r'[^A-Za-z0-9._-]+', '-', run)[:80]}{ext}"
@@ -280,7 +290,7 @@ def export(root: str | Path, out: str | Path, rows: str = "vqgan", cols: str = "
 
     spec = grid_spec(runs, rows, cols, sheet_frames)
     with atomic_path(html_path) as tmp:
-        tmp.write_text(page(spec, title or f"VQGAN+CLIP grid: {root.name}", compact, look),
+        tmp.write_text(page(spec, title or page_title(runs["experiment"].unique()), compact, look),
                        encoding="utf-8")
         tmp.chmod(PUBLIC)
     written = {s["name"] for _, sheet_list in packed.values() for s in sheet_list}

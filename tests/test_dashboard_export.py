@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import stat
 import struct
@@ -19,8 +20,8 @@ from dashboard import export as export_module
 from dashboard.__main__ import main
 from dashboard.export import (GUTTER, ExportError, check_budget, export, export_size,
                               output_paths)
-from dashboard_fixtures import (REPO, cell_name, frame_colour, make_grid, make_our_run, open_offline,
-                                write_frame)
+from dashboard_fixtures import (PROMPTS, REPO, STUDY, cell_name, frame_colour, make_grid, make_our_run,
+                                make_prompt_grid, open_offline, write_frame)
 from engine.runfolder import RunFolder
 from engine.runfolder.frames import read_table
 
@@ -225,3 +226,43 @@ def test_captions_and_context_come_from_the_frame_table(tmp_path: Path, chromium
     assert page.locator(".dp-tile .dp-cap").inner_text().startswith("step 21 ")
     assert not errors
     page.context.close()
+
+
+def _spec(page: Path) -> dict:
+    """The grid spec an exported page plays."""
+    return json.loads(re.search(r'id="dp-data">(.*?)</script>', page.read_text()).group(1))
+
+
+@pytest.mark.browser
+def test_export_lays_the_prompts_out_as_rows(tmp_path: Path, chromium_browser) -> None:
+    root = tmp_path / "images_out"
+    make_prompt_grid(root, ["vq-a", "vq-b"], ["RN50", "ViT-B32"], 2, size=(64, 32))
+    cli = [sys.executable, "-m", "dashboard", "export", "--root", str(root)]
+    subprocess.run([*cli, "--out", str(tmp_path / "site"), "--rows", "scenes", "--cols", "perceptor_set"],
+                   cwd=REPO, check=True, capture_output=True, timeout=300)
+    spec = _spec(tmp_path / "site" / "index.html")
+    assert (spec["row_axis"], spec["rows"], spec["cols"]) == ("scenes", sorted(PROMPTS), ["RN50", "ViT-B32"])
+    assert {c["id"]: c["row"] for c in spec["cells"]}[f"{STUDY}__vq-b_RN50__scenes-sea"] == "sea"
+    page, requests, errors = open_offline(chromium_browser, (tmp_path / "site" / "index.html").as_uri(), 1200, 800)
+    page.wait_for_function("window.gridPlayer && gridPlayer.state().pending === 0")
+    assert page.locator(".dp-rowhead").all_inner_texts() == sorted(PROMPTS)
+    assert page.locator(".dp-title").inner_text() == f"VQGAN+CLIP grid: {STUDY}"
+    assert page.locator(".dp-levels").count() == 0 and not errors
+    assert all(r.startswith("file:") for r in requests)
+    page.context.close()
+
+    # one prompt only, VQGANs as rows: the captions name the prompt
+    city = _spec(export(root, tmp_path / "city", levels={"scenes": ["city"]}))
+    assert {c["levels"] for c in city["cells"]} == {"scenes=city"} and len(city["cells"]) == 4
+    refusals = {
+        "--rows=prompt": ("error: --rows prompt: not an axis of these runs; choose from vqgan, perceptor_set, "
+                          "scenes or setting:<key>"),
+        "--level=scenes=desert": ("error: --level scenes=desert: no run with frames has it; choose from city, "
+                                  "forest, sea"),
+        "--level=cutouts=10": "error: --level cutouts: no run with frames has it; choose from scenes",
+    }
+    for option, error in refusals.items():
+        refused = subprocess.run([*cli, "--out", str(tmp_path / "refused"), option], cwd=REPO,
+                                 capture_output=True, text=True, timeout=120, check=False)
+        assert (refused.returncode, refused.stderr.strip()) == (2, error)
+    assert not (tmp_path / "refused").exists()
