@@ -22,8 +22,9 @@ from experiments import demo
 pytestmark = pytest.mark.dvc
 
 CELLS = ["cell@tiny-tiny-vit", "cell@tiny-tiny-rn", "cell@tiny-gumbel-tiny-vit", "cell@tiny-gumbel-tiny-rn"]
-SCORING = ["judge", "imagestats", "effects"]  # the stages after the cells, by cost
+SCORING = ["judge", "imagestats", "effects", "summary"]  # the stages after the cells, by cost
 OUT = Path("experiments/images_out")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"  # screenshots (README: Tests)
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -179,15 +180,58 @@ def test_bias_matrix_and_image_statistics(demo_repo) -> None:
     assert sorted({int(r["step"]) for r in stats}) == [5, 10, 15, 20]
     assert all(re.fullmatch(r"#[0-9a-f]{6}(;#[0-9a-f]{6}){0,4}", r["palette"]) for r in stats)
 
-    metrics = json.loads(dvc(repo, "metrics", "show", "--json"))
-    files = next(iter(metrics.values()))["data"]  # keyed by revision ("" = workspace)
-    assert {"experiments/scores/bias.json", "experiments/scores/image_stats.json"} <= set(files)
-    assert sum(f.startswith("experiments/metrics/demo_untrained__") for f in files) == 4
     plots = json.loads(dvc(repo, "plots", "show", "--json"))["data"]
     assert set(plots) == {"bias_matrix", "image_stats"}
     heatmap = plots["bias_matrix"][0]["content"]
     assert len(heatmap["data"]["values"]) == 8 and heatmap["spec"]["layer"][0]["mark"] == "rect"
     assert len(plots["image_stats"][0]["content"]["data"]["values"]) == 16 * 4  # frames × statistics
+
+
+def test_dvc_metrics_and_exp_show_the_summary_and_the_rest_one_file_away(demo_repo) -> None:
+    """The summary stage's files are the only DVC metrics: `dvc metrics show` is a row per measure
+    that fits 120 columns; every other score file and each cell's metrics show by name."""
+    repo, _ = demo_repo
+    files = next(iter(json.loads(dvc(repo, "metrics", "show", "--json")).values()))["data"]  # by revision
+    effects = json.loads((repo / "experiments/scores/effects.json").read_text())
+    assert set(files) == {f"experiments/summary/{m.replace(':', '-')}.json" for m in effects["measures"]}
+    preference = json.loads((repo / "experiments/scores/self_preference.json").read_text())["judges"]
+    for judge in ("tiny-vit", "tiny-rn"):
+        row = files[f"experiments/summary/similarity-{judge}.json"]["data"]
+        assert row["self_preference"] == pytest.approx(preference[judge]["mean"], abs=1e-3)
+        assert row["vqgan"] == pytest.approx(effects["measures"][f"similarity:{judge}"]["vqgan"], abs=1e-3)
+    table = dvc(repo, "metrics", "show").splitlines()
+    assert table[0].split() == ["Path", "perceptor_set", "residual", "self_preference", "vqgan"]
+    assert len(table) == 1 + len(files) and max(map(len, table)) <= 120, table
+    header = dvc(repo, "exp", "show", "--csv").splitlines()[0].split(",")
+    assert not [c for c in header if "experiments/metrics" in c or "experiments/scores" in c]
+    for name in ("experiments/scores/self_preference.json", "experiments/metrics/demo_untrained__tiny_tiny-vit.json"):
+        assert next(iter(json.loads(dvc(repo, "metrics", "show", "--json", name)).values()))["data"][name]["data"]
+
+
+@pytest.mark.browser
+def test_plots_show_renders_offline_in_chromium(demo_repo, chromium_browser) -> None:
+    """`dvc plots show` writes a page that carries its Vega libraries: with every request that is
+    not a local file refused, both plots draw (no CDN, no `vegaEmbed is not defined`)."""
+    repo, _ = demo_repo
+    dvc(repo, "plots", "show")
+    page = chromium_browser.new_page(viewport={"width": 1400, "height": 1000})
+    refused, errors = [], []
+    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:")
+               else (refused.append(route.request.url), route.abort()))
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type in ("error", "warning") else None)
+    page.goto((repo / "dvc_plots/index.html").as_uri())
+    page.locator(".vega-embed canvas").nth(1).wait_for(timeout=30_000)
+    inked = page.evaluate("""() => [...document.querySelectorAll('.vega-embed canvas')].map(c => {
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0;
+        for (let i = 0; i < d.length; i += 4) if (d[i + 3] > 0 && Math.min(d[i], d[i + 1], d[i + 2]) < 200) n++;
+        return n; })""")
+    assert len(inked) == 2 and min(inked) > 2000, inked  # both plots drawn: marks, axes, labels
+    assert refused == [] and errors == []
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dvc-plots-show-offline.png"), full_page=True)
+    page.close()
 
 
 def test_push_then_pull_into_a_fresh_clone_recomputes_nothing(demo_repo, tmp_path: Path) -> None:
@@ -298,7 +342,7 @@ def test_study_grid_resolves_in_dvc(tmp_path: Path) -> None:
     assert "cell@imagenet-ViT-B32_RN50" in cells and "cell@sflckr-RN50_RN101" in cells
     edges = set(re.findall(r'"([^"]+)" -> "([^"]+)"', dvc(repo, "dag", "--dot")))
     assert edges == ({("fetch_models", c) for c in cells} | {(c, s) for c in cells for s in SCORING[:2]}
-                     | {(s, "effects") for s in SCORING[:2]})
+                     | {(s, "effects") for s in SCORING[:2]} | {("judge", "summary"), ("effects", "summary")})
     status = json.loads(dvc(repo, "status", "--json"))  # every cell's params resolve
     assert set(status) == set(stages)
     params["grid"]["seeds"] = [7]
@@ -359,7 +403,7 @@ def test_vary_runs_a_cell_per_level_and_then_only_what_a_level_changes(demo_repo
         assert ran(output) == ["fetch_models"], output
         output = dvc(repo, "repro")
         assert sorted(s for s in ran(output) if s.startswith("cell@")) == sorted(s for s in stages if "tree" not in s)
-        assert ran(output)[-3:] == SCORING
+        assert ran(output)[-4:] == SCORING
         sidecar = json.loads((repo / OUT / "demo_untrained__tiny_tiny-rn__scenes-sky" /
                               "demo_untrained__tiny_tiny-rn__scenes-sky_settings.json").read_text())
         assert sidecar["settings"]["scenes"] == "a blue sky"

@@ -39,7 +39,6 @@ _GROUP = """  {name}:
       - grid.perceptors.${{item.perceptors}}{params}
     outs:
       - ${{out_dir}}/{cell}
-    metrics:
       - experiments/metrics/{cell}.json:
           cache: false
 """
