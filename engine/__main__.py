@@ -54,10 +54,12 @@ def cmd_fetch(args: argparse.Namespace) -> None:
 
 def cmd_run(args: argparse.Namespace) -> None:
     """Run one optimisation (resuming it if it was interrupted)."""
-    from engine.loop import execute
     from engine.settings import load_config
 
-    print(execute(load_config(args.config, args.overrides), quiet=args.quiet))
+    settings = load_config(args.config, args.overrides)  # bad settings are refused before torch loads
+    from engine.loop import execute
+
+    print(execute(settings, quiet=args.quiet))
 
 
 def cmd_bench(args: argparse.Namespace) -> None:

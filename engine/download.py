@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import threading
 import time
 import zipfile
@@ -31,7 +32,7 @@ import yaml
 from tqdm import tqdm
 
 from engine.errors import StateError
-from engine.fsutil import atomic_write_json
+from engine.fsutil import atomic_write_json, read_regular, regular_file
 from engine.locks import exclusive_lock
 
 CHUNK_SIZE = 1 << 20  # 1 MiB: file buffer and hashing block
@@ -43,6 +44,10 @@ MIN_DEADLINE_S = 1800.0
 DISK_MARGIN = 64 * 1024 * 1024  # keep this much free after a download
 
 BodyCheck = Callable[[Path], "str | None"]  # a downloaded file -> why it is not acceptable, or None
+
+
+MAX_LOCK_BYTES = 16_000_000  # models.lock.json: a few hundred bytes a model file
+MAX_CONFIG_BYTES = 1_000_000  # a taming config is a few KB
 
 
 class DownloadError(StateError):
@@ -96,7 +101,7 @@ class _Mismatch(_MirrorFailed):
 def sha256_file(path: Path) -> str:
     """Hex SHA-256 of the file at ``path``, read in 1 MiB chunks."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with regular_file(path) as f:  # a device (/dev/zero) or a FIFO would never end
         for chunk in iter(lambda: f.read(CHUNK_SIZE), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -113,7 +118,7 @@ class ChecksumLock:
 
     def _read(self) -> dict:
         try:
-            text = self.path.read_text(encoding="utf-8")
+            text = read_regular(self.path, MAX_LOCK_BYTES, "checksum lock file").decode("utf-8", "replace")
         except FileNotFoundError:
             return {}
         try:
@@ -171,7 +176,7 @@ def verified_sha256(lock: ChecksumLock, key: str, path: Path, relock_hint: str =
 
 def torch_file_problem(path: Path) -> str | None:
     """Why ``path`` is not a complete torch checkpoint (zip or legacy pickle format), or None."""
-    with open(path, "rb") as f:
+    with regular_file(path) as f:
         head = f.read(64)
     if head.startswith(b"PK\x03\x04"):
         return None if zipfile.is_zipfile(path) else "a truncated zip archive, not a complete torch checkpoint"
@@ -182,7 +187,7 @@ def torch_file_problem(path: Path) -> str | None:
 
 def text_config_problem(path: Path) -> str | None:
     """Why ``path`` is not a YAML model config (an HTML page, binary data, not a mapping), or None."""
-    data = path.read_bytes()
+    data = read_regular(path, MAX_CONFIG_BYTES, "model config")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -203,6 +208,22 @@ def _looks_like(head: bytes) -> str:
     if text.startswith(b"<"):
         return "the server sent an XML/HTML document"
     return f"it starts with {head[:16]!r}"
+
+
+def _open_part(part: Path) -> int:
+    """The partial download opened for writing (created if needed), never through a symbolic link and
+    only as a regular file: the cache may be shared, and a link there must not redirect the write."""
+    try:
+        fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise _Fatal(f"{part} is a symbolic link, not a partial download: remove it and run again") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _Fatal(f"{part} is not a regular file (a partial download was expected there): remove it")
+    os.set_blocking(fd, True)
+    return fd
 
 
 def part_path(dest: Path) -> Path:
@@ -312,11 +333,10 @@ def _stream_body(resp: requests.Response, part: Path, start: int, total: int | N
     """
     expected = _content_length(resp)
     received = 0
-    mode = "r+b" if part.exists() else "wb"
     broken: BaseException | None = None
     too_big = False
     try:
-        with open(part, mode, buffering=CHUNK_SIZE) as f, _Watchdog(resp, stall_s, deadline) as dog, \
+        with os.fdopen(_open_part(part), "r+b", buffering=CHUNK_SIZE) as f, _Watchdog(resp, stall_s, deadline) as dog, \
                 tqdm(total=total, initial=start, desc=desc, unit="B", unit_scale=True,
                      unit_divisor=1024, disable=not progress, leave=False) as bar:
             f.truncate(start)

@@ -17,7 +17,7 @@ import torch
 from huggingface_hub import try_to_load_from_cache
 
 from engine import cache
-from engine.checkpoint import UnsafeCheckpointError
+from engine.checkpoint import CheckpointError, UnsafeCheckpointError
 from engine.download import (
     ChecksumLock,
     DownloadError,
@@ -99,9 +99,10 @@ def load_vqgan(name: str, device: str | torch.device = "cpu", *, random_weights:
     else:
         config_path, ckpt_path = fetch_vqgan(source, progress=progress)
         key = f"vqgan/{source.name}/checkpoint"
+        fresh = ChecksumLock(cache.lock_file()).get(key) is None
         digest = model_sha256(key, ckpt_path)  # a file changed since it was verified is not even parsed
         downloaded = not (source.local_checkpoint or source.untrained)
-        with _evict_if_refused(key, ckpt_path, downloaded, _origin(source, ckpt_path)):
+        with _evict_if_refused(key, ckpt_path, downloaded, _origin(source, ckpt_path), fresh):
             model = load_vqgan_files(config_path, ckpt_path)
         info = ModelInfo(source.name, source.slug, _origin(source, ckpt_path), digest, source.untrained)
     model.info = info
@@ -109,9 +110,11 @@ def load_vqgan(name: str, device: str | torch.device = "cpu", *, random_weights:
 
 
 @contextlib.contextmanager
-def _evict_if_refused(key: str, path: Path, downloaded: bool, origin: str) -> Iterator[None]:
+def _evict_if_refused(key: str, path: Path, downloaded: bool, origin: str, fresh: bool) -> Iterator[None]:
     """When loading refuses a file as unsafe (its pickle calls code), nothing of it stays in the
-    cache: its checksum record is forgotten and, if we downloaded it, the file is deleted."""
+    cache: its checksum record is forgotten and, if we downloaded it, the file is deleted. A file
+    refused as no checkpoint at all leaves no record either, where this load made it (`fresh`): the
+    real file put there later is then taken."""
     try:
         yield
     except UnsafeCheckpointError as err:
@@ -122,6 +125,10 @@ def _evict_if_refused(key: str, path: Path, downloaded: bool, origin: str) -> It
             file.unlink(missing_ok=True)
         raise UnsafeCheckpointError(f"{err}. The downloaded file and its checksum record were deleted; "
                                     f"do not use its source ({origin})") from None
+    except CheckpointError:
+        if fresh:
+            ChecksumLock(cache.lock_file()).forget(key)
+        raise
 
 
 def _random_vqgan(source: VQGANSource, progress: bool) -> VQGAN:
@@ -242,8 +249,9 @@ def load_perceptor(name: str, device: str | torch.device = "cpu", *, random_weig
     else:
         weights = fetch_perceptor(source, progress=progress)
         key, origin = f"clip/{source.name}", _perceptor_origin(source, cfg, weights)
+        fresh = ChecksumLock(cache.lock_file()).get(key) is None
         digest = model_sha256(key, weights)
-        with _evict_if_refused(key, weights, not (source.file or source.untrained), origin):
+        with _evict_if_refused(key, weights, not (source.file or source.untrained), origin, fresh):
             model = create_open_clip(source.arch, weights, quick_gelu=quick_gelu)
         info = ModelInfo(source.name, source.slug, origin, digest, source.untrained)
     pre = model.visual.preprocess_cfg

@@ -31,7 +31,7 @@ from engine.perceptor import Perceptor
 from engine.precision import check_precision, fp32_math, prepare_models
 from engine.resume import host_copy, load_resume_state, save_state_job
 from engine.runfolder import Frame, RunFolder, RunFolderDamaged
-from engine.settings import Settings, check_size_for_factor
+from engine.settings import SEED_MAX, Settings, check_size_for_factor
 from engine.step import (Guide, Latent, build_guide, is_move, move, new_optimiser, render, scene_at, scene_count,
                          start_latent, take_step)
 from engine.vqgan import VQGAN
@@ -66,8 +66,8 @@ def execute(settings: Settings, *, quiet: bool = False, final_out_dir: str | Non
     vqgan, perceptors = load_models(settings, device, quiet)
     folder = RunFolder(settings.out_dir, settings.file_namespace)
     with exclusive_lock(folder.lock_file, what=f"run folder {folder.path}"):
-        folder.clean_temp_files()
         mode = folder.check_settings(settings.to_dict(), settings.allow_overwrite)
+        folder.clean_temp_files()  # only now is the folder known to hold this run
         if mode == "complete" and still_complete(folder, quiet):
             return folder.path
         settings = settle_seed(settings, folder)
@@ -114,8 +114,9 @@ def settle_seed(settings: Settings, folder: RunFolder) -> Settings:
     """`seed=-1`: the folder's run keeps its seed; a new run draws one."""
     if settings.seed != -1:
         return settings
-    old = folder.read_sidecar()
-    return replace(settings, seed=old["seed"] if old else secrets.randbelow(2**31))
+    old = (folder.read_sidecar() or {}).get("seed")
+    kept = isinstance(old, int) and not isinstance(old, bool) and 0 <= old <= SEED_MAX
+    return replace(settings, seed=old if kept else secrets.randbelow(2**31))
 
 
 def warn(folder: RunFolder, problems: list[str], action: str) -> None:

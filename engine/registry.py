@@ -18,6 +18,7 @@ import yaml
 
 from engine.cache import user_models_file
 from engine.errors import InputError
+from engine.fsutil import read_regular
 from engine.pretrained import PRETRAINED_VQGANS, VQGANSource
 
 TINY_VQGANS = (
@@ -41,6 +42,9 @@ class PerceptorSource:
     description: str = ""
     untrained: bool = False
     file: str | None = None  # a local weights file, used instead of downloading
+
+
+MAX_USER_FILE_BYTES = 1_000_000
 
 
 class UnknownModelError(InputError, KeyError):
@@ -108,7 +112,10 @@ def _read_user_file(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(read_regular(path, MAX_USER_FILE_BYTES, "user models file").decode("utf-8")) or {}
+    except (RecursionError, UnicodeDecodeError) as err:
+        raise InputError(f"user models file {path}: {err if isinstance(err, UnicodeDecodeError) else 'nested too deeply'};"
+                         " fix the file or remove it") from None
     except yaml.YAMLError as err:
         where = getattr(err, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""

@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from engine.fsutil import atomic_path, write_file
+from engine.fsutil import atomic_path, regular_file, write_file
 from engine.runfolder import Frame, RunFolder, RunFolderConflict
 
 RESUME_KEYS = ("step", "z", "ema", "optimiser", "rng_state", "device_type", "wall_time_s",
@@ -61,7 +61,8 @@ def load_resume_state(folder: RunFolder, device: torch.device) -> tuple[dict | N
         if not path.exists():
             continue
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with regular_file(path) as f:  # BadFile (a FIFO, a device) is a ValueError
+                state = torch.load(f, map_location="cpu", weights_only=True)
         except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
             problems.append(f"{path} is damaged ({str(err).splitlines()[0] if str(err) else type(err).__name__})")
             continue

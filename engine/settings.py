@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from engine.errors import InputError
+from engine.fsutil import read_regular
 from engine.prompts import PromptSyntaxError, parse_prompt_list, parse_scenes
 from engine.pytti_settings import PyttiSettingsError, is_pytti_file, read_pytti_settings
 
@@ -302,6 +303,8 @@ def parse_yaml(text: str, origin: str) -> Any:
         raise _Refused(f"{origin}: {len(text)} characters; settings are limited to {MAX_CONFIG_BYTES}")
     try:
         return yaml.load(text, Loader=_Loader)
+    except RecursionError:
+        raise _Refused(f"{origin}: nested too deeply to be settings") from None
     except yaml.YAMLError as err:
         message = " ".join(str(err).split())
         kind = _Refused if "aliases" in message else SettingsError
@@ -349,7 +352,7 @@ def file_settings(path: str | Path) -> dict[str, Any]:
         except PyttiSettingsError as err:
             raise SettingsError(str(err)) from None
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_regular(path, MAX_CONFIG_BYTES, "settings file").decode("utf-8")
     except FileNotFoundError:
         raise SettingsError(f"config file {path} does not exist; give the path of a YAML/JSON settings "
                             "file or a pytti _settings.txt") from None

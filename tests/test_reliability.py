@@ -17,6 +17,7 @@ import pytest
 
 from engine.__main__ import main as engine_main
 from engine.loop import execute
+from engine.runfolder import RunFolderConflict
 from engine.runfolder.frames import read_table
 from engine.settings import load_config
 
@@ -153,9 +154,10 @@ def test_interrupted_run_with_damage_resumes_to_identical_frames(
         _truncate(folder / "resume.pt")
         if "prev" in damage:
             _truncate(folder / "resume.prev.pt")
-    # the litter of a killed writer
-    for name in (".run_2.png.k2j3h.tmp", ".resume.pt.x8d7.tmp", ".run.mp4.abc123.mp4", ".run.mp4.abc123.tmp"):
-        (folder / name).write_bytes(b"partial")
+    # the litter of a killed writer: fsutil.atomic_path's names, each begun as its file begins (or empty)
+    for name, head in ((".run_2.png.vqclip-k2j3h.tmp", b"\x89PNG\r\n"), (".resume.pt.vqclip-x8d7.tmp", b"PK\x03\x04"),
+                       (".run.mp4.vqclip-abc123.mp4", b"\0\0\0\x18ftypisom"), (".run.mp4.vqclip-abc123.tmp", b"")):
+        (folder / name).write_bytes(head + b"partial" * bool(head))
     execute(settings(tmp_path), quiet=True)
     err = capsys.readouterr().err
     assert_complete_and_clean(folder, folders["frames"])
@@ -312,3 +314,23 @@ def test_resume_state_of_an_older_version_restarts_from_step_0(tmp_path: Path, c
     err = capsys.readouterr().err
     assert progress.start == 0 and "restarting from step 0" in err
     assert "lacks rng_state, device_type, stabilisation_target (written by another version)" in err
+
+
+def test_temporary_looking_files_of_the_user_are_never_deleted(folders: dict, tmp_path: Path) -> None:
+    """Only this run's own temporary files go, and only once the folder is known to hold the run:
+    a folder the engine refuses keeps everything; a run's folder keeps what its writer did not make."""
+    refused = tmp_path / "refused" / "run"
+    refused.mkdir(parents=True)
+    (refused / "run_1.png").write_bytes(b"\x89PNG not ours")
+    (refused / ".draft.tmp").write_text("my draft")
+    (refused / ".run_1.png.vqclip-abc.tmp").write_bytes(b"\x89PNG")
+    with pytest.raises(RunFolderConflict, match="holds frames but no readable settings sidecar"):
+        execute(settings(tmp_path / "refused"), quiet=True)
+    assert sorted(p.name for p in refused.iterdir()) == [".draft.tmp", ".run_1.png.vqclip-abc.tmp", "run_1.png"]
+
+    folder = _copy(folders["killed"], tmp_path)
+    keep = {".notes.tmp": b"notes", ".run_2.png.vqclip-k2j3h.tmp": b"not a PNG", ".other_1.png.vqclip-a.tmp": b"\x89PNG"}
+    for name, data in keep.items():
+        (folder / name).write_bytes(data)
+    execute(settings(tmp_path), quiet=True)
+    assert {p.name for p in folder.iterdir() if p.name.startswith(".")} == set(keep)

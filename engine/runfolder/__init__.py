@@ -5,12 +5,28 @@ the grid's cell names, pytti's folder rules, and how a folder reads back as a `R
 engine writes through `RunFolder`; the catalog, the scores and the export read through
 `read_run`. It imports no torch, so a viewer installs and starts without it.
 """
-from engine.runfolder.folder import HashCache, RunFolder, RunFolderConflict, RunFolderDamaged, frame_problems
+from engine.runfolder.folder import (
+    HashCache,
+    RunFolder,
+    RunFolderConflict,
+    RunFolderDamaged,
+    frame_problems,
+)
 from engine.runfolder.frames import Frame, scene_weights
 from engine.runfolder.meta import Meta, MetadataError, read_json_object, to_int
 from engine.runfolder.names import (
-    FORMAT, PERCEPTOR_SET_SEP, PYTTI_PERCEPTORS, CellName, cell_name, frame_count, frame_step, is_save_point,
-    parse_cell_name, parse_family, saved_frame, split_rerun,
+    FORMAT,
+    PERCEPTOR_SET_SEP,
+    PYTTI_PERCEPTORS,
+    CellName,
+    cell_name,
+    frame_count,
+    frame_step,
+    is_save_point,
+    parse_cell_name,
+    parse_family,
+    saved_frame,
+    split_rerun,
 )
 from engine.runfolder.record import RunRecord, is_run_folder, read_run, run_bases
 

@@ -16,9 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from engine.fsutil import BadFile, read_regular
 from engine.prompts import scene_blend
 from engine.runfolder import names
-from engine.runfolder.meta import MetadataError, scene_count, to_float, to_int, total_steps
+from engine.runfolder.meta import (
+    MetadataError,
+    scene_count,
+    to_float,
+    to_int,
+    total_steps,
+)
 
 MAX_TABLE_BYTES = 8_000_000  # ~60k frames; the engine writes ~100 bytes a frame
 Losses = dict[str, list[float | None]]  # column → values, `step` in steps done
@@ -61,11 +68,8 @@ def table_text(frames: Sequence[Frame]) -> str:
 def read_table(path: Path, namespace: str) -> list[Frame]:
     """The frame table of the run `namespace`; MetadataError naming what is wrong with it."""
     try:
-        size = path.stat().st_size
-        if size > MAX_TABLE_BYTES:
-            raise MetadataError(f"unreadable {path.name}: {size} bytes, more than {MAX_TABLE_BYTES}")
-        rows = list(csv.reader(io.StringIO(path.read_bytes().decode("utf-8"))))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        rows = list(csv.reader(io.StringIO(read_regular(path, MAX_TABLE_BYTES, "frame table").decode("utf-8"))))
+    except (OSError, UnicodeDecodeError, csv.Error, BadFile) as e:
         raise MetadataError(f"unreadable {path.name}: {e}") from e
     header = rows[0] if rows else []
     if header[:4] != ["frame", "step", "loss", "sha256"]:

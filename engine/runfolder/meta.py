@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine.errors import InputError
+from engine.fsutil import BadFile, read_regular
 from engine.prompts import PromptSyntaxError, parse_scenes
 from engine.runfolder.names import (
     PERCEPTOR_SET_SEP,
@@ -82,10 +83,9 @@ def json_depth(value: Any) -> int:
 def read_json_object(path: Path, parse: Callable[[str], Any] = json.loads) -> dict[str, Any]:
     """The JSON object `parse` finds in the file, bounded in size and depth, else MetadataError."""
     try:
-        size = path.stat().st_size
-        if size > MAX_JSON_BYTES:
-            raise MetadataError(f"unreadable {path.name}: {size} bytes, more than {MAX_JSON_BYTES}")
-        obj = parse(path.read_bytes().decode("utf-8"))
+        obj = parse(read_regular(path, MAX_JSON_BYTES, "settings file").decode("utf-8"))
+    except BadFile as e:
+        raise MetadataError(f"unreadable {path.name}: {str(e).removeprefix(str(path)).lstrip(': ')}") from e
     except RecursionError as e:
         raise MetadataError(f"unreadable {path.name}: nested too deeply") from e
     except (OSError, ValueError) as e:  # ValueError: bad UTF-8 or bad JSON

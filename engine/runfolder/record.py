@@ -8,15 +8,27 @@ in part: the reason says which). Reading never raises for a bad file: the proble
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.fsutil import BadFile, read_regular
 from engine.runfolder import names
 from engine.runfolder.folder import HashCache, frame_problems
 from engine.runfolder.frames import Frame, Losses, derived_frames, read_table
-from engine.runfolder.meta import Meta, MetadataError, from_name, read_json_object, read_settings_file, to_float
+from engine.runfolder.meta import (
+    Meta,
+    MetadataError,
+    from_name,
+    read_json_object,
+    read_settings_file,
+    to_float,
+)
+
+
+MAX_LOSSES_BYTES = 16_000_000  # ~250k steps of 5 prompts: the table a reader takes at most
 
 
 @dataclass
@@ -80,9 +92,10 @@ def run_bases(folder: Path, files: set[str]) -> list[str]:
 
 def read_losses(path: Path, zero_based: bool = False) -> tuple[Losses, int]:
     """losses.csv as columns of numbers (text: None), `step` in steps done; rows without a
-    numeric step are dropped and counted. OSError and csv.Error pass through."""
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
-        rows = list(csv.reader(f))
+    numeric step are dropped and counted. At most `MAX_LOSSES_BYTES`; OSError, BadFile and
+    csv.Error pass through."""
+    text = read_regular(path, MAX_LOSSES_BYTES, "losses.csv").decode("utf-8", "replace")
+    rows = list(csv.reader(io.StringIO(text, newline="")))
     header = rows[0] if rows else []
     columns: Losses = {name: [] for name in header}
     dropped = 0
@@ -186,7 +199,7 @@ def read_run_losses(folder: Path, files: set[str], meta: Meta, problems: list[st
         return None
     try:
         losses, dropped = read_losses(folder / names.LOSSES_FILE, meta.zero_based_losses)
-    except (OSError, csv.Error) as e:
+    except (OSError, csv.Error, BadFile) as e:
         problems.append(f"unreadable losses.csv: {e}")
         return None
     if dropped:
