@@ -36,11 +36,12 @@ def read_cells(grid: Grid) -> dict[str, RunRecord]:
 
 
 def frame_pixels(record: RunRecord) -> list[np.ndarray]:
-    """The run's frames as (H, W, 3) uint8 arrays, frame 1 first."""
-    from PIL import Image
+    """The run's frames as (H, W, 3) uint8 arrays, frame 1 first, each checked against the run's size
+    before it is decoded; CellNotReady names a frame that is not the run's."""
+    from engine.fsutil import BadFile
+    from engine.runfolder import read_frame
 
-    out = []
-    for frame in record.frames:
-        with Image.open(record.folder / frame.name) as image:
-            out.append(np.asarray(image.convert("RGB")))
-    return out
+    try:
+        return [read_frame(record.folder / frame.name, record.frame_size) for frame in record.frames]
+    except BadFile as err:
+        raise CellNotReady(f"cell {record.base}: {err}; restore the cell's folder (`dvc checkout`) or re-run it") from None

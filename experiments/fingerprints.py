@@ -33,6 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from engine.cli import Parser, error_boundary
+from engine.fsutil import BadFile
 from experiments import imagestats
 from experiments.effects import (
     FRAMES,
@@ -134,7 +135,7 @@ def level_fingerprint(runs: Sequence[RunInfo], frames: str) -> dict[str, Any]:
     """The fingerprint of the runs at one level of a factor."""
     spectra, artifacts, pixels = [], [], []
     for run in runs:
-        for image in read_pixels(run.frames[-1:] if frames == "final" else run.frames):
+        for image in read_pixels(run.frames[-1:] if frames == "final" else run.frames, run.size):
             pixels.append(image)
             spectra.append(imagestats.power_spectrum(image))
             artifacts.append(imagestats.grid_artifact(image, run.factor))
@@ -167,7 +168,14 @@ def fingerprints(runs: Sequence[RunInfo], experiment: str, frames: str = "final"
         raise EffectsError(f"--frames {frames}: use one of {', '.join(FRAMES)}")
     mine = [r for r in runs if r.experiment == experiment]
     factors = factors_of(mine)
-    kept, left = usable(mine, factors)
+    usable_runs, left = usable(mine, factors)
+    kept = []
+    for run in usable_runs:  # a frame too large or not a file leaves its run out, named
+        try:
+            read_pixels(run.frames[-1:], run.size)
+            kept.append(run)
+        except (OSError, BadFile) as err:
+            left.append({"run": run.name, "reason": f"a frame cannot be read ({err})"})
     if not kept:
         raise EffectsError(f"experiment {experiment}: no complete run to fingerprint"
                            + (f" ({len(left)} left out)" if left else ""))

@@ -53,7 +53,7 @@ STATS = ("colourfulness", "saturation", "contrast", "edge_density", "spectral_sl
 def _float(rgb: np.ndarray) -> np.ndarray:
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) RGB array, got shape {rgb.shape}")
-    return rgb.astype(np.float64)
+    return rgb.astype(np.float32)  # the statistics need no more; a frame is never held as float64
 
 
 def colourfulness(rgb: np.ndarray) -> float:

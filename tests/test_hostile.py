@@ -185,3 +185,65 @@ def test_read_json_object_names_depth_size_and_kind(tmp_path: Path) -> None:
     (tmp_path / "list.json").write_text(json.dumps([1]))
     with pytest.raises(ValueError, match="not a JSON object"):
         read_json_object(tmp_path / "list.json")
+
+
+# ---------------------------------------------------------------- pixels
+
+def bomb_png(path: Path, side: int = 30_000) -> Path:
+    """A valid RGB PNG of side × side black pixels, a few hundred KB: written row by row, never held."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer, row = zlib.compressobj(9), b"\0" * (1 + 3 * side)
+    body = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_bomb_frame_is_refused_from_its_header_and_the_analysis_carries_on(tmp_path: Path) -> None:
+    from dashboard_fixtures import make_our_run, make_pytti_run
+    from engine.fsutil import BadFile
+    from engine.runfolder import read_frame
+
+    bomb = bomb_png(tmp_path / "bomb.png")
+    assert bomb.stat().st_size < 4 * MB  # 2.7 G pixels in a few MB
+    with pytest.raises(BadFile, match="a frame of 30000×30000 pixels; the run's frames are 32×16"):
+        read_frame(bomb, (32, 16))
+    with pytest.raises(BadFile, match="a frame of 30000×30000 pixels; a reader decodes at most 16777216"):
+        read_frame(bomb)
+    root = tmp_path / "root"
+    for v in ("vq-a", "vq-b"):
+        for p in ("p-a", "p-b"):
+            make_our_run(root / "exp", f"exp__{v}_{p}", v, [p], n_frames=2)
+    victim = root / "exp" / "exp__vq-a_p-b"
+    bomb_png(victim / "exp__vq-a_p-b_2.png")  # after the run finished: its hash no longer matches either
+    pytti = make_pytti_run(root / "exp", "pytti_run", "vq-b", ["RN50"], n_frames=2, size=(32, 16))
+    bomb_png(pytti / "pytti_run_2.png")  # pytti records no hashes: only the frame's header tells
+    code, err, seconds, peak = bounded(["-m", "experiments.effects", "--root", str(root)], cwd=REPO, timeout=120)
+    assert code == 0, err
+    for module in ("experiments.effects", "experiments.fingerprints"):
+        done = subprocess.run([sys.executable, "-m", module, "--root", str(root)], cwd=REPO, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0 and "left out: exp/exp__vq-a_p-b (damaged" in done.stdout, done.stdout
+        assert "left out: exp/pytti_run (a frame cannot be read" in done.stdout and "30000×30000" in done.stdout
+    assert peak < 400 and seconds < 60, f"{peak:.0f} MB, {seconds:.0f} s"  # not 30000² pixels decoded
+
+
+def test_a_folder_of_too_many_entries_is_named_not_listed(tmp_path: Path) -> None:
+    from engine.runfolder import walk
+
+    crowded = tmp_path / "root" / "crowded"
+    crowded.mkdir(parents=True)
+    for i in range(50):
+        (crowded / f"x_{i}.png").touch()
+    old, walk.MAX_ENTRIES = walk.MAX_ENTRIES, 20
+    try:
+        listings = list(walk.run_folders(tmp_path / "root"))
+    finally:
+        walk.MAX_ENTRIES = old
+    assert [(x.folder.name, x.problem) for x in listings] == [("crowded", "cannot list the folder: more than 20 entries: "
+                                                                           "not read")]

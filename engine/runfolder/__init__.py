@@ -12,7 +12,7 @@ from engine.runfolder.folder import (
     RunFolderDamaged,
     frame_problems,
 )
-from engine.runfolder.frames import Frame, scene_weights
+from engine.runfolder.frames import Frame, read_frame, scene_weights
 from engine.runfolder.meta import Meta, MetadataError, read_json_object, to_int
 from engine.runfolder.names import (
     FORMAT,
@@ -34,5 +34,5 @@ __all__ = [
     "FORMAT", "PERCEPTOR_SET_SEP", "PYTTI_PERCEPTORS", "CellName", "Frame", "HashCache", "Meta", "MetadataError",
     "RunFolder", "RunFolderConflict", "RunFolderDamaged", "RunRecord", "cell_name", "frame_count",
     "frame_problems", "frame_step", "is_run_folder", "is_save_point", "parse_cell_name", "parse_family",
-    "read_json_object", "read_run", "run_bases", "saved_frame", "scene_weights", "split_rerun", "to_int",
+    "read_frame", "read_json_object", "read_run", "run_bases", "saved_frame", "scene_weights", "split_rerun", "to_int",
 ]

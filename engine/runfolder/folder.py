@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from engine.errors import StateError
-from engine.fsutil import TEMP_MARK, BadFile, atomic_write, atomic_write_json, regular_file
+from engine.fsutil import (
+    TEMP_MARK,
+    BadFile,
+    atomic_write,
+    atomic_write_json,
+    regular_file,
+)
 from engine.runfolder import names
 from engine.runfolder.frames import Frame, read_table, table_text
 from engine.runfolder.meta import MetadataError, read_json_object

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from engine.fsutil import BadFile, read_regular
+import numpy as np
+
+from engine.fsutil import BadFile, read_regular, regular_file
 from engine.prompts import scene_blend
 from engine.runfolder import names
 from engine.runfolder.meta import (
@@ -28,6 +30,8 @@ from engine.runfolder.meta import (
 )
 
 MAX_TABLE_BYTES = 8_000_000  # ~60k frames; the engine writes ~100 bytes a frame
+MAX_FRAME_PIXELS = 4096 * 4096  # what a reader decodes of one frame at most (the engine's are width × height)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 Losses = dict[str, list[float | None]]  # column → values, `step` in steps done
 SCENE_COLUMN = "scene_"  # scene_0, scene_1, ...: each scene's weight at the frame's step
 
@@ -111,3 +115,28 @@ def derived_frames(numbered: list[tuple[int, str]], settings: dict[str, Any], sa
                   if n_scenes and per_scene and per_scene > 0 else ())
         frames.append(Frame(n, name, step, loss, hashes[n - 1] if n <= len(hashes) else None, scenes))
     return frames
+
+
+def read_frame(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Frame `path` as (H, W, 3) uint8 RGB. Its size is read from the header first: a frame that is
+    not `size` (w, h; the run's own width × height, where known) or holds more than
+    `MAX_FRAME_PIXELS` is refused before it is decoded (BadFile), as is anything but a regular file."""
+    from PIL import Image
+
+    with regular_file(path) as f:
+        head = f.read(24)
+        f.seek(0)
+        if head[:8] == PNG_SIGNATURE and head[12:16] == b"IHDR":  # PNG: the size before Pillow sees the file
+            _check_size(path, int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big"), size)
+        try:
+            with Image.open(f) as image:
+                _check_size(path, *image.size, size)
+                return np.asarray(image.convert("RGB"))
+        except Image.DecompressionBombError as e:
+            raise BadFile(f"{path}: {e}") from None
+
+
+def _check_size(path: Path, w: int, h: int, size: tuple[int, int] | None) -> None:
+    if w * h > MAX_FRAME_PIXELS or (size is not None and (w, h) != tuple(size)):
+        expected = f"the run's frames are {size[0]}×{size[1]}" if size else f"a reader decodes at most {MAX_FRAME_PIXELS}"
+        raise BadFile(f"{path}: a frame of {w}×{h} pixels; {expected}")

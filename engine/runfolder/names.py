@@ -24,7 +24,8 @@ FRAMES_FILE = "frames.csv"  # the frame table (engine/runfolder/frames.py)
 METRICS_FILE = "metrics.json"
 RESUME_FILE = "resume.pt"
 RESUME_PREV_FILE = "resume.prev.pt"
-RUN_FILES = (LOSSES_FILE, FRAMES_FILE, METRICS_FILE)  # files only a run folder holds (besides frames and sidecars)
+RUN_FILES = (LOSSES_FILE, FRAMES_FILE, METRICS_FILE)
+MAX_FRAMES = 20_000  # frames of one run: the engine saves no more, a reader lists no more  # files only a run folder holds (besides frames and sidecars)
 
 FRAME_RE = re.compile(r"^(?P<base>.+)_(?P<n>\d+)\.png$")
 SETTINGS_RE = re.compile(r"^(?P<base>.+)_settings\.(?P<ext>json|txt)$")

@@ -27,7 +27,6 @@ from engine.runfolder.meta import (
     to_float,
 )
 
-
 MAX_LOSSES_BYTES = 16_000_000  # ~250k steps of 5 prompts: the table a reader takes at most
 
 
@@ -64,6 +63,11 @@ class RunRecord:
         if cell is not None:
             return dict(cell.varied)
         return {names.setting_of(key): value for key, value in self.named.items()}
+
+    @property
+    def frame_size(self) -> tuple[int, int] | None:
+        """(width, height) every frame of the run has, where its settings say."""
+        return (self.meta.width, self.meta.height) if self.meta.width and self.meta.height else None
 
     @property
     def final_loss(self) -> float | None:
@@ -185,8 +189,8 @@ def _frames(folder: Path, base: str, files: set[str], meta: Meta, losses: Losses
         except MetadataError as e:
             problems.append(str(e))
             table = []
-        return [f for f in table if f.name in files], [f.sha256 or "" for f in table]
-    numbered = sorted((n, f) for f in files if (n := names.frame_number(f, base)) is not None)
+        return _at_most([f for f in table if f.name in files], problems), [f.sha256 or "" for f in table]
+    numbered = _at_most(sorted((n, f) for f in files if (n := names.frame_number(f, base)) is not None), problems)
     recorded = (metrics or {}).get("frame_sha256")
     recorded = recorded if isinstance(recorded, list) and all(isinstance(h, str) for h in recorded) else []
     return derived_frames(numbered, meta.settings, meta.save_every, losses, recorded), recorded
@@ -205,6 +209,13 @@ def read_run_losses(folder: Path, files: set[str], meta: Meta, problems: list[st
     if dropped:
         problems.append(f"losses.csv: {dropped} row(s) without a numeric step ignored")
     return losses
+
+
+def _at_most(frames: list, problems: list[str]) -> list:
+    """The first `MAX_FRAMES` frames (a problem says where there were more)."""
+    if len(frames) > names.MAX_FRAMES:
+        problems.append(f"{len(frames)} frames, more than the {names.MAX_FRAMES} a reader lists; the first are shown")
+    return frames[:names.MAX_FRAMES]
 
 
 def _read_metrics(folder: Path, files: set[str], problems: list[str]) -> dict[str, Any] | None:

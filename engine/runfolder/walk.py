@@ -9,6 +9,7 @@ not read.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from pathlib import Path
@@ -18,6 +19,7 @@ from engine.runfolder.record import is_run_folder
 
 log = logging.getLogger(__name__)
 MAX_DEPTH = 8  # folder levels searched below the root
+MAX_ENTRIES = 100_000  # entries of one folder a walk lists at most (a run of MAX_FRAMES frames has fewer)
 Stamp = tuple[tuple[str, int, int], ...]  # (file name, size, mtime in ns) of a folder's files
 Known = Callable[[Path], "Listing | None"]
 
@@ -60,7 +62,9 @@ def _entries(folder: Path, root: Path) -> tuple[dict[str, tuple[int, int]], list
     subdirs: list[Path] = []
     bad: list[Listing] = []
     with os.scandir(folder) as scan:
-        for entry in scan:
+        for count, entry in enumerate(scan):
+            if count >= MAX_ENTRIES:
+                raise OSError(errno.EFBIG, f"more than {MAX_ENTRIES} entries: not read", str(folder))
             if entry.name.startswith("."):
                 continue
             path = entry.path  # text: a Path per file costs more than the stat

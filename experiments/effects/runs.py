@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from engine.fsutil import BadFile
+from engine.runfolder import read_frame
 from engine.runfolder.meta import to_float
 from experiments.effects.analysis import SIMILARITY, EffectsError
 from experiments.effects.anova import PAIR
@@ -37,6 +39,7 @@ class RunInfo:
     factor: int = DEFAULT_FACTOR  # its VQGAN's pixels per latent cell side
     seconds_per_step: float | None = None  # from its metrics, where it has them
     wall_time_s: float | None = None
+    size: tuple[int, int] | None = None  # (width, height) of its frames, where its settings say
 
 
 def find_runs(root: Path) -> list[RunInfo]:
@@ -53,7 +56,8 @@ def find_runs(root: Path) -> list[RunInfo]:
         try:
             if listing.problem:
                 raise EffectsError(listing.problem)
-            runs += [run_info(root, read_run(path, base, names, default_experiment=_group(root, path)))
+            runs += [run_info(root, read_run(path, base, names, default_experiment=_group(root, path),
+                                             with_losses=False))  # the analysis needs no loss table
                      for base in run_bases(path, names)]
         except Exception as e:  # noqa: BLE001 - one bad folder must never hide the others
             runs.append(RunInfo(path.relative_to(root).as_posix(), _group(root, path), "?", "?", None, (),
@@ -75,7 +79,8 @@ def run_info(root: Path, record: RunRecord) -> RunInfo:
     rate, wall = to_float(metrics.get("steps_per_second")), to_float(metrics.get("wall_time_s"))
     return RunInfo(name, record.experiment, record.meta.vqgan, record.meta.perceptor_set, record.meta.seed,
                    tuple(record.folder / f.name for f in record.frames), record.status, record.reason, record.cell,
-                   tuple(record.varied.items()), record.meta.vqgan_factor, 1 / rate if rate else None, wall)
+                   tuple(record.varied.items()), record.meta.vqgan_factor, 1 / rate if rate else None, wall,
+                   record.frame_size)
 
 
 def pick_experiment(runs: Sequence[RunInfo], experiment: str | None, root: Path) -> str:
@@ -119,14 +124,9 @@ def image_measures(pixels: Sequence[np.ndarray], factor: int = DEFAULT_FACTOR) -
     return {k: float(np.mean([s[k] for s in stats])) for k in STATS}
 
 
-def read_pixels(paths: Sequence[Path]) -> list[np.ndarray]:
-    from PIL import Image
-
-    out = []
-    for p in paths:
-        with Image.open(p) as image:
-            out.append(np.asarray(image.convert("RGB")))
-    return out
+def read_pixels(paths: Sequence[Path], size: tuple[int, int] | None = None) -> list[np.ndarray]:
+    """The frames as (H, W, 3) uint8, each checked against `size` before it is decoded (`read_frame`)."""
+    return [read_frame(p, size) for p in paths]
 
 
 def measure_table(runs: Sequence[RunInfo], frames: str = "final",
@@ -138,8 +138,8 @@ def measure_table(runs: Sequence[RunInfo], frames: str = "final",
     rows, left = [], []
     for r in runs:
         try:
-            values = image_measures(read_pixels(r.frames[-1:] if frames == "final" else r.frames), r.factor)
-        except OSError as err:
+            values = image_measures(read_pixels(r.frames[-1:] if frames == "final" else r.frames, r.size), r.factor)
+        except (OSError, BadFile) as err:
             left.append({"run": r.name, "reason": f"a frame cannot be read ({err})"})
             continue
         rows.append({"run": r.name, "cell": r.cell or r.name, "vqgan": r.vqgan, "perceptor_set": r.perceptor_set,
