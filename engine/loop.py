@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 import engine
 from engine import runfolder
+from engine.budget import check_memory
 from engine.device import keep_freed_memory, peak_memory_mb, pick_device, reset_peak_memory, set_determinism
 from engine.factory import load_perceptor, load_vqgan
 from engine.fsutil import atomic_write_json
@@ -94,6 +95,7 @@ def load_models(settings: Settings, device: torch.device, quiet: bool) -> tuple[
     check_size_for_factor(settings, vqgan.factor)
     perceptors = [load_perceptor(name, device, progress=not quiet) for name in settings.perceptors]
     prepare_models(settings.precision, device, vqgan, perceptors)
+    check_memory(settings, vqgan, perceptors, device)  # a size the device cannot hold, before it is allocated
     reset_peak_memory(device)  # the run's peak: from its models as cast, not the fp32 weights or earlier runs
     return vqgan, perceptors
 

@@ -115,6 +115,9 @@ _NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+()=-]*$")
 MAX_NAMESPACE = 200  # characters; the folder and file names built from it must fit NAME_MAX (255)
 SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes 0 .. 2**64 - 1 (negatives wrap around)
 MAX_CONFIG_BYTES = 1_000_000
+MAX_STEPS = 1_000_000  # a run's steps (the study's: 2 000)
+MAX_CUTOUTS = 4096  # cutouts per perceptor and step (pytti's default: 40)
+MAX_LEARNING_RATE = 1000.0
 # YAML 1.1's other words for booleans, read as text by our YAML 1.2 loader: a true/false setting takes them.
 YAML11_BOOLS = {"yes": True, "on": True, "no": False, "off": False}
 
@@ -252,10 +255,35 @@ def _range_problems(s: Settings) -> list[str]:
     for name in ("direct_init_weight", "semantic_init_weight"):
         need(s.init_image is not None or getattr(s, name) == 0, f"setting {name}={getattr(s, name)} needs init_image")
     try:
-        parse_scenes(s.scenes, s.scene_prefix, s.scene_suffix)
+        n_scenes = len(parse_scenes(s.scenes, s.scene_prefix, s.scene_suffix))
         parse_prompt_list(s.target_images)
     except PromptSyntaxError as err:
         problems.append(f"bad prompt syntax: {err}")
+        n_scenes = 1
+    return problems + _size_problems(s, n_scenes)
+
+
+def _size_problems(s: Settings, n_scenes: int) -> list[str]:
+    """Sizes the run could never hold, refused before anything of their size is made (the memory a
+    step needs is checked against the device once the models are loaded: engine/budget.py)."""
+    from engine.runfolder.frames import MAX_FRAME_PIXELS
+    from engine.runfolder.names import MAX_FRAMES
+
+    problems, steps = [], s.steps_per_scene * n_scenes
+    if steps > MAX_STEPS:
+        problems.append(f"setting steps_per_scene={s.steps_per_scene} × {n_scenes} scene(s) = {steps} steps: at most "
+                        f"{MAX_STEPS} (the run keeps a row of losses and weights per step)")
+    elif s.save_every > 0 and -(-steps // s.save_every) > MAX_FRAMES:
+        problems.append(f"setting save_every={s.save_every}: {steps} steps would save {-(-steps // s.save_every)} "
+                        f"frames, at most {MAX_FRAMES}; save every {-(-steps // MAX_FRAMES)} steps or more")
+    if s.width * s.height > MAX_FRAME_PIXELS:
+        problems.append(f"settings width={s.width} × height={s.height} = {s.width * s.height} pixels: at most "
+                        f"{MAX_FRAME_PIXELS} (4096 × 4096), what every reader of the frames decodes")
+    if s.cutouts > MAX_CUTOUTS:
+        problems.append(f"setting cutouts={s.cutouts}: at most {MAX_CUTOUTS} a step (pytti's default is 40)")
+    if s.learning_rate is not None and s.learning_rate > MAX_LEARNING_RATE:
+        problems.append(f"setting learning_rate={s.learning_rate:g}: at most {MAX_LEARNING_RATE} (pytti's default is "
+                        "0.1; a larger step overflows the latent)")
     return problems
 
 

@@ -168,12 +168,16 @@ def grid_artifact(rgb: np.ndarray, factor: int = DEFAULT_FACTOR) -> float:
     return float(boundary.mean() / max(interior.mean(), FLAT))
 
 
-def frame_stats(rgb: np.ndarray, factor: int = DEFAULT_FACTOR) -> dict[str, float | str]:
-    """Every statistic of one frame (`factor`: its VQGAN's pixels per latent cell side)."""
+def frame_measures(rgb: np.ndarray, factor: int = DEFAULT_FACTOR) -> dict[str, float]:
+    """Every numeric statistic of `STATS` of one frame (`factor`: its VQGAN's pixels per latent cell side)."""
     return {"colourfulness": colourfulness(rgb), "saturation": saturation(rgb), "contrast": contrast(rgb),
             "edge_density": edge_density(rgb), "spectral_slope": spectral_slope(rgb),
-            "grid_artifact": grid_artifact(rgb, factor), "cielab_a": cielab_a(rgb), "cielab_b": cielab_b(rgb),
-            "palette": palette(rgb)}
+            "grid_artifact": grid_artifact(rgb, factor), "cielab_a": cielab_a(rgb), "cielab_b": cielab_b(rgb)}
+
+
+def frame_stats(rgb: np.ndarray, factor: int = DEFAULT_FACTOR) -> dict[str, float | str]:
+    """Every statistic of one frame, its palette last."""
+    return {**frame_measures(rgb, factor), "palette": palette(rgb)}
 
 
 # ---------------------------------------------------------------- the stage

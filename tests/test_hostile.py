@@ -247,3 +247,39 @@ def test_a_folder_of_too_many_entries_is_named_not_listed(tmp_path: Path) -> Non
         walk.MAX_ENTRIES = old
     assert [(x.folder.name, x.problem) for x in listings] == [("crowded", "cannot list the folder: more than 20 entries: "
                                                                            "not read")]
+
+
+# ---------------------------------------------------------------- sizes the machine cannot hold
+
+@pytest.mark.parametrize("override, message", [
+    ("steps_per_scene=1e12", "= 1000000000000 steps: at most 1000000"),
+    ("learning_rate=1e308", "setting learning_rate=1e+308: at most 1000.0"),
+    ("cutouts=100000", "setting cutouts=100000: at most 4096"),
+    ("width=100000", "settings width=100000 × height=32000 = 3200000000 pixels: at most 16777216"),
+])
+def test_absurd_sizes_are_refused_before_anything_is_allocated(tmp_path: Path, override: str, message: str) -> None:
+    if override.startswith("width"):
+        override += " height=32000"
+    code, err, seconds, peak = engine_run(tmp_path, *override.split(), timeout=60)
+    assert message in one_error(code, err) and code == 2
+    assert seconds < 20 and peak < 150, f"{seconds:.1f} s, {peak:.0f} MB"  # before torch, let alone a schedule
+
+
+def test_a_step_the_machine_cannot_hold_is_refused_with_the_estimate_and_the_limit() -> None:
+    import torch
+
+    from engine.budget import check_memory, free_bytes, step_bytes
+    from engine.factory import load_perceptor, load_vqgan
+    from engine.settings import SettingsError, load_config
+
+    cpu = torch.device("cpu")
+    vqgan = load_vqgan("imagenet_16384", cpu, random_weights=True, progress=False)
+    perceptors = [load_perceptor("ViT-B-32:openai", cpu, random_weights=True, progress=False)]
+    study = load_config(None, ["width=256", "height=128", "cutouts=60"])
+    check_memory(study, vqgan, perceptors, cpu)  # the study's shape fits
+    assert 1 < step_bytes(study, vqgan, perceptors) / 2**30 < 4
+    huge = load_config(None, ["width=4096", "height=4096", "cutouts=4096"])
+    assert step_bytes(huge, vqgan, perceptors) > free_bytes(cpu)
+    with pytest.raises(SettingsError, match=r"width=4096 × height=4096 with cutouts=4096 and 1 perceptor\(s\): a step "
+                                            r"needs at least [\d.]+ GiB of memory, and cpu has [\d.]+ GiB free"):
+        check_memory(huge, vqgan, perceptors, cpu)

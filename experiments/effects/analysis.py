@@ -144,8 +144,8 @@ def to_text(effects: dict[str, Any]) -> str:
     """A small table (a column per share, measures by their VQGAN share, those without shares last;
     the reading says which factor drives each measure), and the notes."""
     shares = effects.get("shares") or share_names(PAIR)
-    ordered = sorted(effects["measures"].items(), key=lambda kv: -(kv[1]["vqgan"] if kv[1]["vqgan"] is not None
-                                                                  else -1))
+    ordered = sorted(effects["measures"].items(),
+                     key=lambda kv: (kv[1]["vqgan"] is None, -(kv[1]["vqgan"] or 0), kv[0]))
     rows = [("measure", *(label(k) for k in shares), "reading")]
     rows += [(m, *(_figure(r, k) for k in shares), r.get("reason") or r["reading"]) for m, r in ordered]
     widths = [max(len(row[i]) for row in rows) for i in range(len(shares) + 1)]

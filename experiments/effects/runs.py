@@ -14,7 +14,7 @@ from engine.runfolder import read_frame
 from engine.runfolder.meta import to_float
 from experiments.effects.analysis import SIMILARITY, EffectsError
 from experiments.effects.anova import PAIR
-from experiments.imagestats import DEFAULT_FACTOR, STATS, frame_stats
+from experiments.imagestats import DEFAULT_FACTOR, STATS, frame_measures
 
 if TYPE_CHECKING:
     from engine.runfolder import RunRecord
@@ -120,7 +120,7 @@ def usable(runs: Iterable[RunInfo], factors: Sequence[str] = PAIR) -> tuple[list
 
 def image_measures(pixels: Sequence[np.ndarray], factor: int = DEFAULT_FACTOR) -> dict[str, float]:
     """Each statistic of `STATS`, averaged over the given frames (`factor`: their VQGAN's)."""
-    stats = [frame_stats(p, factor) for p in pixels]
+    stats = [frame_measures(p, factor) for p in pixels]  # no palette: the analysis has no use for it
     return {k: float(np.mean([s[k] for s in stats])) for k in STATS}
 
 
