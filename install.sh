@@ -48,7 +48,7 @@ else
 fi
 
 if [ "$requirements" = requirements.txt ]; then
-  what="requirements.txt: torch with its CUDA libraries, DVC, Panel, Jupyter, Ray, ... (about 4 GB to download, 7 GB installed; a few minutes)"
+  what="requirements.txt: torch with its CUDA libraries, DVC, Panel, Jupyter, Ray, ... (about 3.5 GB to download, 7 GB installed; 5 to 10 minutes)"
 else
   what=$requirements
 fi
