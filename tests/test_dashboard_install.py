@@ -1,5 +1,5 @@
 """`pip install .[dashboard]` alone: a fresh virtual environment holding only the package and its
-`dashboard` extra (no torch, no scipy, nothing of this process's site-packages) lists, exports
+`dashboard` extra (no torch, nothing of this process's site-packages) lists, exports
 and serves a grid of several seeds with every score file. Builds the environment from pip's cache
 (about 20 s here) and runs every command outside the checkout, so only the installed package is
 imported."""
@@ -83,11 +83,11 @@ def _run(viewer: tuple[Path, dict[str, str]], *args: str) -> subprocess.Complete
                           text=True, timeout=300)
 
 
-def test_the_extra_alone_holds_no_torch_and_no_scipy(viewer) -> None:
+def test_the_extra_alone_holds_no_torch(viewer) -> None:
     found = _run(viewer, "-c", "import importlib.util as u, dashboard\n"
-                               "print(u.find_spec('torch'), u.find_spec('scipy'), dashboard.__file__)")
+                               "print(u.find_spec('torch'), u.find_spec('scipy') is not None, dashboard.__file__)")
     torch, scipy, where = found.stdout.split()
-    assert (torch, scipy) == ("None", "None") and "site-packages" in where, found.stdout
+    assert (torch, scipy) == ("None", "True") and "site-packages" in where, found.stdout  # scipy: fingerprints
 
 
 def test_catalog_export_and_serve_a_scored_grid_of_two_seeds(viewer, root: Path) -> None:
