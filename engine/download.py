@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import socket
-import stat
 import threading
 import time
 import zipfile
@@ -32,7 +31,7 @@ import yaml
 from tqdm import tqdm
 
 from engine.errors import StateError
-from engine.fsutil import atomic_write_json, read_regular, regular_file
+from engine.fsutil import atomic_write_json, open_own, read_regular, regular_file
 from engine.locks import exclusive_lock
 
 CHUNK_SIZE = 1 << 20  # 1 MiB: file buffer and hashing block
@@ -210,22 +209,6 @@ def _looks_like(head: bytes) -> str:
     return f"it starts with {head[:16]!r}"
 
 
-def _open_part(part: Path) -> int:
-    """The partial download opened for writing (created if needed), never through a symbolic link and
-    only as a regular file: the cache may be shared, and a link there must not redirect the write."""
-    try:
-        fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            raise _Fatal(f"{part} is a symbolic link, not a partial download: remove it and run again") from None
-        raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise _Fatal(f"{part} is not a regular file (a partial download was expected there): remove it")
-    os.set_blocking(fd, True)
-    return fd
-
-
 def part_path(dest: Path) -> Path:
     """Where the partial download of ``dest`` lives (``<dest>.part``)."""
     dest = Path(dest)
@@ -336,7 +319,7 @@ def _stream_body(resp: requests.Response, part: Path, start: int, total: int | N
     broken: BaseException | None = None
     too_big = False
     try:
-        with os.fdopen(_open_part(part), "r+b", buffering=CHUNK_SIZE) as f, _Watchdog(resp, stall_s, deadline) as dog, \
+        with os.fdopen(open_own(part, "a partial download"), "r+b", buffering=CHUNK_SIZE) as f, _Watchdog(resp, stall_s, deadline) as dog, \
                 tqdm(total=total, initial=start, desc=desc, unit="B", unit_scale=True,
                      unit_divisor=1024, disable=not progress, leave=False) as bar:
             f.truncate(start)

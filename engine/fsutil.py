@@ -10,9 +10,9 @@ import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
-from engine.errors import InputError
+from engine.errors import InputError, StateError
 
 TEMP_MARK = "vqclip-"  # in every temporary name this project makes: `.<name>.vqclip-<random>.tmp`
 _KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
@@ -24,6 +24,11 @@ class BadFile(InputError):
     """A file a command must read is not a regular file, or is larger than its budget."""
 
 
+class NotOwnFile(StateError):
+    """Where the project writes one of its own files (a lock, a partial download) lies a symbolic
+    link or something else than a regular file."""
+
+
 def kind_of(mode: int) -> str:
     """What a non-regular file is, in words."""
     return next((name for test, name in _KINDS if test(mode)), "not a regular file")
@@ -32,13 +37,32 @@ def kind_of(mode: int) -> str:
 def open_regular(path: str | os.PathLike, flags: int = os.O_RDONLY) -> int:
     """A file descriptor of `path`, which must be a regular file: opened without blocking (a FIFO
     would wait for a writer) and checked on the open file itself; BadFile names what it is instead."""
-    fd = os.open(path, flags | os.O_NONBLOCK | os.O_NOCTTY)
+    return _only_regular(os.open(path, flags | os.O_NONBLOCK | os.O_NOCTTY),
+                         lambda kind: BadFile(f"{path} is {kind}, not a regular file: it is not read"))
+
+
+def _only_regular(fd: int, refusal: Callable[[str], Exception]) -> int:
+    """`fd` made blocking again where it is a regular file; else closed, and `refusal(what it is)` raised."""
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        raise BadFile(f"{path} is {kind_of(mode)}, not a regular file: it is not read")
+        raise refusal(kind_of(mode))
     os.set_blocking(fd, True)
     return fd
+
+
+def open_own(path: str | os.PathLike, what: str) -> int:
+    """A read-write descriptor of `path`, a file this project writes (`what`: "a lock file"), created
+    if needed: never through a symbolic link (in a shared folder anyone could plant one pointing at
+    another user's file), and only a regular file; NotOwnFile says what lies there instead."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise NotOwnFile(f"{path} is a symbolic link, not {what}: refusing to write through it; remove it "
+                             "(it is not this project's) and run again") from None
+        raise
+    return _only_regular(fd, lambda kind: NotOwnFile(f"{path} is {kind}, not {what}: remove it and run again"))
 
 
 @contextmanager

@@ -11,18 +11,13 @@ import errno
 import fcntl
 import os
 import socket
-import stat
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from engine.errors import StateError
-from engine.fsutil import kind_of
-
-
-class LockPathTaken(StateError):
-    """Something that is not a lock file (a link, a FIFO) sits where a lock file goes."""
+from engine.fsutil import open_own
 
 
 class LockHeld(StateError):
@@ -55,7 +50,7 @@ def exclusive_lock(path: str | os.PathLike, *, what: str | None = None, wait: bo
     path.parent.mkdir(parents=True, exist_ok=True)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
-        fd = _open_lock(path)
+        fd = open_own(path, "a lock file")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
@@ -79,23 +74,6 @@ def exclusive_lock(path: str | os.PathLike, *, what: str | None = None, wait: bo
             path.unlink(missing_ok=True)  # while still locked, so no taker holds a removed file
         finally:
             os.close(fd)  # closing releases the flock
-
-
-def _open_lock(path: Path) -> int:
-    """The lock file opened for writing: never through a symbolic link (in a shared folder anyone
-    could point one at another user's file, which the lock would then overwrite), only a regular file."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            raise LockPathTaken(f"{path} is a symbolic link, not a lock file: refusing to write through it; "
-                                "remove it (it is not this project's) and run again") from None
-        raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise LockPathTaken(f"{path} is {kind_of(os.stat(path).st_mode)}, not a lock file: remove it and run again")
-    os.set_blocking(fd, True)
-    return fd
 
 
 def _same_file(fd: int, path: Path) -> bool:
