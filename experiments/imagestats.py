@@ -24,7 +24,7 @@ All take an (H, W, 3) uint8 RGB array and are deterministic.
 Stage `imagestats` (`python -m experiments.imagestats [params.yaml]`): every frame of every cell
 of the grid measured, into experiments/scores/ (experiments/scorefiles.py): image_stats.csv (a row
 per frame) and image_stats.json ({vqgan: {perceptor set: {statistic: mean over frames and
-seeds}}}, DVC metrics). It loads no model.
+seeds}}}). It loads no model.
 """
 from __future__ import annotations
 

@@ -165,7 +165,7 @@ def nested_means(bias: pd.DataFrame) -> dict:
 
 def preference_metrics(bias: pd.DataFrame, conditions: Sequence[str] = ()) -> dict:
     """Self-preference per judge and per VQGAN (experiments/bias.py), within each level of the
-    varied settings `conditions`, as DVC metrics."""
+    varied settings `conditions` (self_preference.json)."""
     prefs = self_preference(bias, conditions)
     return {f"{by}s": {row[by]: {k: (rounded(row[k]) if k != "seeds" else int(row[k]))
                                  for k in ("mean", "low", "high", "seeds")}

@@ -7,13 +7,14 @@ viewer-only install reads them.
 | file | stage | content |
 |---|---|---|
 | `bias_matrix.csv` | judge | `cell,vqgan,perceptor_set,seed,judge,similarity,z`: a row per cell and judge |
-| `bias.json` | judge | {vqgan: {perceptor set: {judge: similarity, mean over seeds}}} (DVC metrics) |
-| `self_preference.json` | judge | {"judges": {judge: {mean, low, high, seeds}}, "vqgans": {...}} (DVC metrics) |
+| `bias.json` | judge | {vqgan: {perceptor set: {judge: similarity, mean over seeds}}} |
+| `self_preference.json` | judge | {"judges": {judge: {mean, low, high, seeds}}, "vqgans": {...}} |
 | `image_stats.csv` | imagestats | `cell,vqgan,perceptor_set,seed,frame,step,<statistic>...,palette`: a row per frame |
-| `image_stats.json` | imagestats | {vqgan: {perceptor set: {statistic: mean over frames and seeds}}} (DVC metrics) |
-| `cmmd.json` | judge | `{"cmmd": {judge: {factor: {A: {B: CMMD}}}}, "vendi": {judge: {cell: score}}}` (DVC metrics) |
-| `effects.json` | effects | each measure's shares of variance (experiments/effects/) (DVC metrics) |
+| `image_stats.json` | imagestats | {vqgan: {perceptor set: {statistic: mean over frames and seeds}}} |
+| `cmmd.json` | judge | `{"cmmd": {judge: {factor: {A: {B: CMMD}}}}, "vendi": {judge: {cell: score}}}` |
+| `effects.json` | effects | each measure's shares of variance (experiments/effects/) |
 
+The `summary` stage turns the JSON ones into the grid's DVC metrics (experiments/summary.py).
 Until the next release the CSVs also carry a perceptor set's old column name, `generator`, with the
 same values, and readers take files that have only the old name.
 """

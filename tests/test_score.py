@@ -220,3 +220,18 @@ def test_vendi_counts_distinct_images() -> None:
     assert vendi(np.ones((6, 8))) == pytest.approx(1)  # identical frames: one image
     assert vendi(np.eye(5)) == pytest.approx(5)  # orthogonal ones: five
     assert 1 < vendi(np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0]])) < 3 and vendi(np.ones((1, 8))) is None
+
+
+def test_the_summary_gives_each_judge_its_self_preference_and_its_mean_cmmd_between_vqgans() -> None:
+    from experiments.summary import summarise
+
+    effects = {"shares": ["vqgan", "perceptor_set", "interaction", "residual"],
+               "measures": {"similarity:rn": {"vqgan": 0.5, "perceptor_set": 0.25, "interaction": None, "residual": 0.25},
+                            "contrast": {"vqgan": 0.9, "perceptor_set": 0.0, "interaction": None, "residual": 0.1}}}
+    preference = {"judges": {"rn": {"mean": 1.23456, "low": None, "high": None, "seeds": 1}}}
+    distances = {"cmmd": {"rn": {"vqgan": {"a": {"b": 2.0, "c": 4.0}, "b": {"a": 2.0, "c": None},
+                                           "c": {"a": 4.0, "b": None}}}}}
+    rows = summarise(effects, preference, distances)
+    assert rows["similarity-rn"] == {"vqgan": 0.5, "perceptor_set": 0.25, "residual": 0.25, "self_preference": 1.235,
+                                     "cmmd": 3.0}
+    assert rows["contrast"] == {"vqgan": 0.9, "perceptor_set": 0.0, "residual": 0.1}
