@@ -21,7 +21,14 @@ from engine.cutouts import render_cutouts, sample_cutouts
 from engine.ema import LatentEMA
 from engine.losses import clamp_with_grad, latent_loss, prompt_losses, tv_loss
 from engine.perceptor import Perceptor
-from engine.prompts import Prompt, parse_prompt_list, parse_scenes, scene_blend, total_steps
+from engine.prompts import (
+    Prompt,
+    parse_prompt_list,
+    parse_scenes,
+    scene_blend,
+    scene_weight_table,
+    total_steps,
+)
 from engine.settings import Settings, SettingsError
 from engine.vqgan import VQGAN
 
@@ -111,15 +118,7 @@ def build_guide(settings: Settings, vqgan: VQGAN, perceptors: list[Perceptor]) -
             with torch.no_grad():
                 parts.append(perceptor.encode_image(images))
         targets.append(torch.cat(parts))
-    steps = total_steps(len(scenes), s.steps_per_scene)
-    schedule = torch.zeros(steps, len(prompts))
-    for index in range(steps):
-        factors = dict(scene_blend(index, len(scenes), s.steps_per_scene, s.interpolation_steps))
-        factors[-1] = 1.0
-        for i, p in enumerate(prompts):
-            schedule[index, i] = p.weight * factors.get(p.scene, 0.0)
-        if s.semantic_init_weight and not init_active(s, index):
-            schedule[index, len(texts)] = 0
+    schedule = weight_schedule(s, prompts, len(scenes), init_prompt=len(texts) if s.semantic_init_weight else None)
     init = None
     if s.init_image:
         image = load_image(s.init_image, (s.height, s.width), device)
@@ -133,6 +132,19 @@ def build_guide(settings: Settings, vqgan: VQGAN, perceptors: list[Perceptor]) -
     z_min, z_max = vqgan.codebook_bounds()
     return Guide(s, vqgan, perceptors, prompts, targets, schedule.to(device),
                  torch.tensor([p.stop for p in prompts], device=device), init, motion, z_min, z_max)
+
+
+def weight_schedule(s: Settings, prompts: list[Prompt], n_scenes: int, init_prompt: int | None) -> torch.Tensor:
+    """(steps, P): each prompt's weight at each step, its weight times its scene's factor (prompts
+    of no scene, the image prompts: always 1); the init image's prompt (`init_prompt`) off once
+    the animation moves. Built for every step at once: a million steps take milliseconds."""
+    index = np.arange(total_steps(n_scenes, s.steps_per_scene))
+    factors = np.hstack([scene_weight_table(index, n_scenes, s.steps_per_scene, s.interpolation_steps),
+                         np.ones((len(index), 1))])  # the last column: prompts of no scene (scene -1)
+    schedule = factors[:, [p.scene for p in prompts]] * np.array([p.weight for p in prompts])
+    if init_prompt is not None and s.animation_mode != "off":
+        schedule[index >= s.pre_animation_steps, init_prompt] = 0  # `init_active` ends
+    return torch.from_numpy(schedule).float()
 
 
 def encode_codes(vqgan: VQGAN, image: torch.Tensor) -> torch.Tensor:
