@@ -283,3 +283,25 @@ def test_a_step_the_machine_cannot_hold_is_refused_with_the_estimate_and_the_lim
     with pytest.raises(SettingsError, match=r"width=4096 × height=4096 with cutouts=4096 and 1 perceptor\(s\): a step "
                                             r"needs at least [\d.]+ GiB of memory, and cpu has [\d.]+ GiB free"):
         check_memory(huge, vqgan, perceptors, cpu)
+
+
+def test_a_checkpoint_refused_as_not_a_checkpoint_records_nothing(tmp_path: Path, monkeypatch) -> None:
+    """The real file put in its place later is taken, without `fetch --relock`."""
+    import torch
+
+    from engine import cache
+    from engine.checkpoint import CheckpointError
+    from engine.factory import load_vqgan
+
+    config, real, _ = write_vqgan_replica(tmp_path / "real", "lightning-dictconfig")
+    ckpt = tmp_path / "mine.ckpt"
+    ckpt.write_text("<html>not found</html>")
+    models = tmp_path / "models.yaml"
+    models.write_text(yaml.safe_dump({"vqgans": {"mine": {"config": str(config), "checkpoint": str(ckpt)}}}))
+    monkeypatch.setenv("VQCLIP_MODELS", str(models))
+    monkeypatch.setenv("VQCLIP_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(CheckpointError):
+        load_vqgan("mine", torch.device("cpu"), progress=False)
+    assert "vqgan/mine/checkpoint" not in (cache.lock_file().read_text() if cache.lock_file().exists() else "")
+    ckpt.write_bytes(real.read_bytes())
+    assert load_vqgan("mine", torch.device("cpu"), progress=False).info.sha256 in cache.lock_file().read_text()
