@@ -18,6 +18,13 @@ import yaml
 
 from engine.errors import InputError
 from engine.fsutil import read_regular
+from engine.limits import (
+    MAX_CUTOUTS,
+    MAX_FRAME_PIXELS,
+    MAX_FRAMES,
+    MAX_LEARNING_RATE,
+    MAX_STEPS,
+)
 from engine.prompts import PromptSyntaxError, parse_prompt_list, parse_scenes
 from engine.pytti_settings import PyttiSettingsError, is_pytti_file, read_pytti_settings
 
@@ -115,9 +122,6 @@ _NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+()=-]*$")
 MAX_NAMESPACE = 200  # characters; the folder and file names built from it must fit NAME_MAX (255)
 SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes 0 .. 2**64 - 1 (negatives wrap around)
 MAX_CONFIG_BYTES = 1_000_000
-MAX_STEPS = 1_000_000  # a run's steps (the study's: 2 000)
-MAX_CUTOUTS = 4096  # cutouts per perceptor and step (pytti's default: 40)
-MAX_LEARNING_RATE = 1000.0
 # YAML 1.1's other words for booleans, read as text by our YAML 1.2 loader: a true/false setting takes them.
 YAML11_BOOLS = {"yes": True, "on": True, "no": False, "off": False}
 
@@ -266,9 +270,6 @@ def _range_problems(s: Settings) -> list[str]:
 def _size_problems(s: Settings, n_scenes: int) -> list[str]:
     """Sizes the run could never hold, refused before anything of their size is made (the memory a
     step needs is checked against the device once the models are loaded: engine/budget.py)."""
-    from engine.runfolder.frames import MAX_FRAME_PIXELS
-    from engine.runfolder.names import MAX_FRAMES
-
     problems, steps = [], s.steps_per_scene * n_scenes
     if steps > MAX_STEPS:
         problems.append(f"setting steps_per_scene={s.steps_per_scene} × {n_scenes} scene(s) = {steps} steps: at most "

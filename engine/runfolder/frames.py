@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from engine.fsutil import BadFile, read_regular, regular_file
+from engine.limits import MAX_FRAME_PIXELS
 from engine.prompts import scene_blend
 from engine.runfolder import names
 from engine.runfolder.meta import (
@@ -30,7 +31,6 @@ from engine.runfolder.meta import (
 )
 
 MAX_TABLE_BYTES = 8_000_000  # ~60k frames; the engine writes ~100 bytes a frame
-MAX_FRAME_PIXELS = 4096 * 4096  # what a reader decodes of one frame at most (the engine's are width × height)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 Losses = dict[str, list[float | None]]  # column → values, `step` in steps done
 SCENE_COLUMN = "scene_"  # scene_0, scene_1, ...: each scene's weight at the frame's step

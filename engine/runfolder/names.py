@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from engine.errors import InputError
+from engine.limits import MAX_FRAMES  # noqa: F401  (a run's frames at most: its readers find it here)
 
 #: The sidecar's `format`. /1 numbered losses.csv rows by the 0-based step index; from /2 on a
 #: row's `step` is the number of steps done, the same count a frame's step uses; from /3 on the
@@ -24,8 +25,7 @@ FRAMES_FILE = "frames.csv"  # the frame table (engine/runfolder/frames.py)
 METRICS_FILE = "metrics.json"
 RESUME_FILE = "resume.pt"
 RESUME_PREV_FILE = "resume.prev.pt"
-RUN_FILES = (LOSSES_FILE, FRAMES_FILE, METRICS_FILE)
-MAX_FRAMES = 20_000  # frames of one run: the engine saves no more, a reader lists no more  # files only a run folder holds (besides frames and sidecars)
+RUN_FILES = (LOSSES_FILE, FRAMES_FILE, METRICS_FILE)  # files only a run folder holds (besides frames and sidecars)
 
 FRAME_RE = re.compile(r"^(?P<base>.+)_(?P<n>\d+)\.png$")
 SETTINGS_RE = re.compile(r"^(?P<base>.+)_settings\.(?P<ext>json|txt)$")
