@@ -248,23 +248,29 @@ def _range_problems(s: Settings) -> list[str]:
          f"setting device={s.device!r}: allowed values are auto, cpu, cuda, cuda:N, mps")
     for name in ("direct_init_weight", "direct_stabilization_weight", "smoothing_weight"):
         need(getattr(s, name) >= 0, f"setting {name}={getattr(s, name)}: must be >= 0")
-    for name, size in (("zoom_x_2d", s.width), ("zoom_y_2d", s.height), ("translate_x", s.width),
-                       ("translate_y", s.height)):
-        need(abs(getattr(s, name)) < size, f"setting {name}={getattr(s, name)}: must be within (-{size}, {size}) "
-             "pixels per frame (the image's size along that axis)")
-    for name in ("display_every", "clear_every"):
-        need(getattr(s, name) >= 0, f"setting {name}={getattr(s, name)}: must be >= 0 steps (0: never)")
-    need(0 < s.display_scale <= 16, f"setting display_scale={s.display_scale}: must be > 0 and <= 16")
-    need(abs(s.rotate_2d) <= 360, f"setting rotate_2d={s.rotate_2d}: must be within [-360, 360] degrees per frame")
-    for name in ("direct_init_weight", "semantic_init_weight"):
-        need(s.init_image is not None or getattr(s, name) == 0, f"setting {name}={getattr(s, name)} needs init_image")
     try:
         n_scenes = len(parse_scenes(s.scenes, s.scene_prefix, s.scene_suffix))
         parse_prompt_list(s.target_images)
     except PromptSyntaxError as err:
         problems.append(f"bad prompt syntax: {err}")
         n_scenes = 1
-    return problems + _size_problems(s, n_scenes)
+    return problems + _motion_and_preview_problems(s) + _size_problems(s, n_scenes)
+
+
+def _motion_and_preview_problems(s: Settings) -> list[str]:
+    """The 2D move within the image, the notebook previews, and the init image's weights."""
+    moves = (("zoom_x_2d", s.width), ("zoom_y_2d", s.height), ("translate_x", s.width), ("translate_y", s.height))
+    problems = [f"setting {name}={getattr(s, name)}: must be within (-{size}, {size}) pixels per frame (the image's "
+                "size along that axis)" for name, size in moves if not abs(getattr(s, name)) < size]
+    problems += [f"setting {name}={getattr(s, name)}: must be >= 0 steps (0: never)"
+                 for name in ("display_every", "clear_every") if getattr(s, name) < 0]
+    if not 0 < s.display_scale <= 16:
+        problems.append(f"setting display_scale={s.display_scale}: must be > 0 and <= 16")
+    if abs(s.rotate_2d) > 360:
+        problems.append(f"setting rotate_2d={s.rotate_2d}: must be within [-360, 360] degrees per frame")
+    return problems + [f"setting {name}={getattr(s, name)} needs init_image"
+                       for name in ("direct_init_weight", "semantic_init_weight")
+                       if s.init_image is None and getattr(s, name) != 0]
 
 
 def _size_problems(s: Settings, n_scenes: int) -> list[str]:

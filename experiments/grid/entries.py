@@ -157,6 +157,24 @@ def _fixed(setting: str) -> str | None:
     return None
 
 
+def _levels(setting: Any, levels: Any) -> dict[str, Any] | list[str]:
+    """One setting of grid.vary: its levels (slug → value), or what is wrong with them."""
+    from engine.settings import FIELDS
+
+    where = f"grid.vary.{setting}"
+    if setting not in FIELDS:
+        close = difflib.get_close_matches(str(setting), FIELDS, n=3)
+        return [f"{where}: unknown setting" + (f"; did you mean {', '.join(close)}?" if close else
+                                               " (see docs/engine.md for the settings)")]
+    if reason := _fixed(setting):
+        return [f"{where}: {setting} cannot vary between cells: {reason}"]
+    if not isinstance(levels, dict) or not levels:
+        return [f"{where}={levels!r:.100}: expected a mapping of level slug: value, e.g. {{low: 1.0, high: 2.0}}"]
+    bad = [slug for slug in levels if not isinstance(slug, str) or not _SLUG.match(slug)]
+    return [f"{where}.{slug}: a level slug names DVC stages and folders: use letters, digits and '-' only"
+            for slug in bad] or dict(levels)
+
+
 def vary_entries(value: Any, settings: dict[str, Any], problems: list[str]) -> dict[str, dict[str, Any]]:
     """grid.vary: setting → {level slug: value}. Each setting is an engine setting that can differ
     between cells, each slug fits a DVC stage name and a folder name, and each combination of
@@ -171,22 +189,11 @@ def vary_entries(value: Any, settings: dict[str, Any], problems: list[str]) -> d
         return {}
     vary: dict[str, dict[str, Any]] = {}
     for setting, levels in value.items():
-        where = f"grid.vary.{setting}"
-        if setting not in FIELDS:
-            close = difflib.get_close_matches(str(setting), FIELDS, n=3)
-            problems.append(f"{where}: unknown setting" + (f"; did you mean {', '.join(close)}?" if close else
-                                                           " (see docs/engine.md for the settings)"))
-        elif reason := _fixed(setting):
-            problems.append(f"{where}: {setting} cannot vary between cells: {reason}")
-        elif not isinstance(levels, dict) or not levels:
-            problems.append(f"{where}={levels!r:.100}: expected a mapping of level slug: value, e.g. "
-                            "{low: 1.0, high: 2.0}")
+        found = _levels(setting, levels)
+        if isinstance(found, dict):
+            vary[setting] = found
         else:
-            bad = [slug for slug in levels if not isinstance(slug, str) or not _SLUG.match(slug)]
-            problems += [f"{where}.{slug}: a level slug names DVC stages and folders: use letters, digits and "
-                         "'-' only" for slug in bad]
-            if not bad:
-                vary[setting] = dict(levels)
+            problems += found
     base = {k: v for k, v in settings.items() if k not in FIELDS or not _fixed(k)}
     seen: set[str] = set()
     for levels in itertools.product(*(v.items() for v in vary.values())):
