@@ -131,6 +131,14 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return _number(float(np.mean(kept))) if kept else None
 
 
+def _nan_mean(spectra: list[np.ndarray], size: int) -> np.ndarray:
+    """The mean of the spectra, frequency by frequency, over those that have it (NaN where none has)."""
+    stacked = np.stack(spectra) if spectra else np.full((1, size), np.nan)
+    count = (~np.isnan(stacked)).sum(axis=0)
+    total = np.nansum(stacked, axis=0)
+    return np.divide(total, count, out=np.full(size, np.nan), where=count > 0)
+
+
 def level_fingerprint(runs: Sequence[RunInfo], frames: str) -> dict[str, Any]:
     """The fingerprint of the runs at one level of a factor."""
     spectra, artifacts, pixels = [], [], []
@@ -139,9 +147,7 @@ def level_fingerprint(runs: Sequence[RunInfo], frames: str) -> dict[str, Any]:
             pixels.append(image)
             spectra.append(imagestats.power_spectrum(image))
             artifacts.append(imagestats.grid_artifact(image, run.factor))
-    with np.errstate(invalid="ignore"):
-        spectrum = np.nanmean(np.stack(spectra), axis=0) if spectra else np.full(len(imagestats.SPECTRUM_FREQUENCIES),
-                                                                                np.nan)
+    spectrum = _nan_mean(spectra, len(imagestats.SPECTRUM_FREQUENCIES))
     return {"runs": len(runs), "palette": palette(pixels) if pixels else [],
             "spectrum": [_number(v) for v in spectrum], "spectral_slope": _number(imagestats.spectrum_slope(spectrum)),
             "grid_artifact": _mean(artifacts), "seconds_per_step": _mean([r.seconds_per_step for r in runs]),
