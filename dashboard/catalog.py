@@ -8,8 +8,9 @@ re-reads only the folders that changed; loss tables are read only for the runs a
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
@@ -61,6 +62,12 @@ def select(df: pd.DataFrame, vqgans: Iterable[str] | None = None,
     return df[keep]
 
 
+def run_size(run: Any) -> tuple[int, int] | None:
+    """(width, height) of a catalog row's frames, where its settings say."""
+    known = not (pd.isna(run.width) or pd.isna(run.height))
+    return (int(run.width), int(run.height)) if known else None
+
+
 def levels_of(df: pd.DataFrame, setting: str) -> list[str]:
     """The levels of a varied setting among the runs, sorted."""
     return sorted({f[setting] for f in df["factors"] if setting in f}, key=natural_key)
@@ -81,11 +88,23 @@ def to_table(df: pd.DataFrame) -> str:
     return table.where(table.notna(), "-").to_string(index=False, max_colwidth=60)
 
 
+def finite(value: Any) -> Any:
+    """`value` with every number that is not finite (NaN, ±inf), in dicts and lists too, as None:
+    what strict JSON can hold (a metrics.json or sidecar may hold NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
 def to_json(df: pd.DataFrame, with_losses: bool = False) -> str:
-    """The catalog as a JSON list of runs, renamed fields also under their old names
-    (`OLD_COLUMNS`); loss tables (`LAZY`) only `with_losses` (read them first with
-    `losstables.losses`)."""
+    """The catalog as a strict JSON list of runs (NaN and ±inf as null), renamed fields also
+    under their old names (`OLD_COLUMNS`); loss tables (`LAZY`) only `with_losses` (read them
+    first with `losstables.losses`)."""
     df = df if with_losses else df.drop(columns=LAZY)
     df = df.assign(**{old: df[new] for old, new in OLD_COLUMNS.items()})
-    records = df.astype(object).where(df.notna(), None).to_dict("records")
-    return json.dumps(records, indent=2, default=str)
+    records = finite(df.astype(object).where(df.notna(), None).to_dict("records"))
+    return json.dumps(records, indent=2, default=str, allow_nan=False)

@@ -13,14 +13,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable
 
-from engine.fsutil import atomic_write
+from engine.fsutil import atomic_write, read_regular
 from engine.runfolder import HashCache
 from engine.runfolder.walk import Listing, Stamp
 
 from .rows import folder_rows
 
 log = logging.getLogger(__name__)
-INDEX_VERSION = 4  # 3: rows carry perceptor_set, frame_scenes and scenes; 4: factors
+INDEX_VERSION = 5  # 3: rows carry perceptor_set, frame_scenes and scenes; 4: factors; 5: runtime
+MAX_INDEX_BYTES = 1 << 30  # an index of 1000 runs of 40 frames is ~10 MB; a larger file is not read
 SAVE_DELAY = 5.0  # s from a change to the background write of the index
 READERS = min(4, os.cpu_count() or 1)  # run folders read at once (hashing leaves the GIL)
 Entry = tuple[Stamp, list[dict[str, Any]], int]  # a folder's stamp, rows and own mtime
@@ -56,14 +57,17 @@ class Index:
         return cls(cache_dir() / f"catalog-{key}.json", background)
 
     def _load(self) -> dict[str, Entry]:
-        """The saved folders; none where the file is missing, stale or damaged."""
+        """The saved folders; none where the file is missing, stale, damaged, not a regular file or
+        over MAX_INDEX_BYTES."""
         try:
-            doc = json.loads(self.path.read_text(encoding="utf-8")) if self.path else {}
+            doc = json.loads(read_regular(self.path, MAX_INDEX_BYTES, "catalog index")) if self.path else {}
             if doc.get("version") != INDEX_VERSION:
                 return {}
             return {k: (tuple(tuple(f) for f in stamp), rows, int(mtime))
                     for k, (stamp, rows, mtime) in doc["folders"].items()}
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:  # BadFile is a ValueError
+            if not isinstance(e, FileNotFoundError):
+                log.debug("catalog: not reading the index %s: %s", self.path, e)
             return {}
 
     def save(self) -> None:

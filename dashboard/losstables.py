@@ -27,12 +27,15 @@ class LossTables:
         self._tables: OrderedDict[tuple, Read] = OrderedDict()
         self._lock = threading.Lock()
 
-    def read(self, folder: Path, base: str) -> Read:
-        """(loss table, problems) of the run `base` in `folder`, read again only where losses.csv
-        changed."""
+    def read(self, folder: Path, base: str, settings_file: str | None) -> Read:
+        """(loss table, problems) of the run `base` in `folder`, whose settings file the catalog
+        found (`settings_file`), read again only where losses.csv changed. The folder is not
+        listed again (it may hold 100 000 entries), and losses.csv is read only if it is a
+        regular file, within `record.MAX_LOSSES_BYTES`."""
         try:
-            listed = set(os.listdir(folder))
-            stat = os.stat(folder / LOSSES_FILE) if LOSSES_FILE in listed else None
+            stat = os.stat(folder / LOSSES_FILE)
+        except FileNotFoundError:
+            stat = None
         except OSError as e:
             return None, [f"unreadable {LOSSES_FILE}: {e}"]
         key = (str(folder), base, stat and (stat.st_size, stat.st_mtime_ns))
@@ -40,9 +43,11 @@ class LossTables:
             if key in self._tables:
                 self._tables.move_to_end(key)
                 return self._tables[key]
-        meta = read_meta(folder, base, listed)[0]
+        files = {name for name in (settings_file, stat and LOSSES_FILE) if name}
+        meta = read_meta(folder, base, files)[0]
         problems: list[str] = []
-        table = None if meta.source == "pytti" else read_run_losses(folder, listed, meta, problems)
+        table = None if meta.source == "pytti" else read_run_losses(folder, files, meta, problems)
+        problems = [p.replace(f"{folder}{os.sep}", "") for p in problems]  # as the catalog's reasons name files
         with self._lock:
             self._tables[key] = (table, problems)
             while len(self._tables) > self.size:
@@ -61,7 +66,8 @@ def losses(df: pd.DataFrame, root: str | Path, tables: LossTables | None = None)
     Problems reading losses.csv join the run's `reason`."""
     root, tables = Path(root).resolve(), tables or LossTables()
     out = df.copy()
-    read = [tables.read(root / row.folder, PurePosixPath(row.run).name) for row in df.itertuples()]
+    read = [tables.read(root / row.folder, PurePosixPath(row.run).name, row.settings_file)
+            for row in df.itertuples()]
     out["losses"] = [table for table, _ in read]
     out["frame_losses"] = [known if _known(known) else losses_at(table, list(steps))
                            for (table, _), known, steps in zip(read, df["frame_losses"], df["frame_steps"])]
