@@ -23,6 +23,23 @@ COVERED = {"vqgan_model", "perceptors", "seed", "width", "height", "use_mmc", "m
            "file_namespace", *PYTTI_PERCEPTORS}
 
 FrameSource = Callable[[pd.Series], dict[str, Any]]
+MAX_SHOWN_FRAMES = 1000  # frames of one run a page shows (and fetches) at most
+PER_FRAME = ("frames", "frame_steps", "frame_losses", "frame_scenes")  # catalog columns of a value per frame
+
+
+def bounded_frames(df: pd.DataFrame, limit: int = MAX_SHOWN_FRAMES) -> pd.DataFrame:
+    """`df` where each run of more than `limit` frames keeps `limit` of them, evenly spaced, the
+    first and the last among them (every column of `PER_FRAME`), its reason saying so."""
+    keep = {i: [round(k * (n - 1) / (limit - 1)) for k in range(limit)]
+            for i, n in df["frames"].map(len).items() if n > limit}
+    if not keep:
+        return df
+    df = df.copy()
+    for column in PER_FRAME:
+        df[column] = [[values[k] for k in keep[i]] if i in keep else values for i, values in df[column].items()]
+    df["reason"] = ["; ".join(filter(None, [reason, f"{n} frames: the page shows {limit} of them, evenly spaced"]))
+                    if i in keep else reason for i, reason, n in zip(df.index, df["reason"], df["n_frames"])]
+    return df
 
 
 def natural_key(value: str) -> list[Any]:
@@ -127,15 +144,17 @@ def title(run: pd.Series, with_experiment: bool) -> str:
 def grid_spec(df: pd.DataFrame, rows: str, cols: str, frames: FrameSource) -> dict[str, Any]:
     """The JSON the player renders: the axes (`row_axis`, `col_axis`) with their labels, row and
     column values, each factor's label, the union of the frames' steps, and per run its place,
-    caption, the levels of its varied settings that are not an axis, its factors, the index of its
-    frame shown at each step, each frame's step and loss, and its frames (from `frames(run)`)."""
+    caption, experiment, the levels of its varied settings that are not an axis, its factors, its
+    runtime, the index of its frame shown at each step, each frame's step and loss, and its frames
+    (from `frames(run)`)."""
     row_of, col_of = axis_values(df, rows), axis_values(df, cols)
     steps = sorted({s for run_steps in df["frame_steps"] for s in run_steps})
     with_experiment = df["experiment"].nunique() > 1 and "experiment" not in (rows, cols)
     cells = [
         {
             "id": run.run, "row": r, "col": c, "title": title(run, with_experiment),
-            "levels": levels_text(run.factors, (rows, cols)), "factors": run.factors,
+            "experiment": run.experiment, "levels": levels_text(run.factors, (rows, cols)), "factors": run.factors,
+            "seconds_per_step": run.seconds_per_step, "wall_time_s": run.wall_time_s,
             "note": run.reason, "status": run.status, "steps": run.frame_steps,
             "losses": run.frame_losses,
             "width": None if pd.isna(run.width) else int(run.width),

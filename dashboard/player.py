@@ -13,7 +13,8 @@ STATIC = Path(__file__).parent / "static"
 class GridPlayer(JSComponent):
     """Every cell of `grid` (see `grid.grid_spec`) at one shared step, with play/pause, speed,
     loop or reflect, a step slider and ←/→ keys, all client-side; a clicked cell is shown
-    large beside the pinned baseline."""
+    large beside the pinned baseline, or as their per-pixel difference; fingerprint cards on
+    the headers (`prints`)."""
 
     grid = param.Dict(default={"rows": [], "cols": [], "steps": [], "cells": []})
     step = param.Integer(default=0, doc=(
@@ -22,6 +23,9 @@ class GridPlayer(JSComponent):
     selected = param.String(default="", doc="Run shown large.")
     baseline = param.String(default="", doc="Run pinned beside the selected one.")
     heads = param.Dict(default={}, doc="Header colours: {axis: {header: {colour, title}}}.")
+    prints = param.Dict(default={}, doc=(
+        "Fingerprints (dashboard.fingerprints.prints_spec): header cards, each run's own palette "
+        "and spectrum, the distances between levels."))
     scoped = param.Boolean(default=False, constant=True, doc=(
         "On a page shared with other things (a notebook): keys act only with the focus inside "
         "the player, and 'fit' fits the width only."))
@@ -32,4 +36,6 @@ class GridPlayer(JSComponent):
         return steps[max(bisect_right(steps, self.step) - 1, 0)] if steps else None
 
     _esm = STATIC / "player.js"
-    _stylesheets = [str(STATIC / "player.css")]
+    # The CSS itself, not its path: a path would be fetched from Panel's `/components/` route,
+    # which the server closes (dashboard/frames.py: it imports the module a URL names).
+    _stylesheets = [(STATIC / "player.css").read_text(encoding="utf-8")]

@@ -13,6 +13,7 @@ import pandas as pd
 
 from experiments.scorefiles import scores_dir
 
+from .background import Background
 from .catalog import load_catalog
 from .index import Index
 from .live import Stamp, stamp
@@ -22,7 +23,8 @@ from .losstables import LossTables, losses
 class RootState:
     """A root of run folders as the dashboard reads it: `root`, its score files' folder `scores`
     (None: none), the catalog's `index` (rows and frame hashes of each folder), the latest
-    catalog with the folders' stamp it was read at, and the loss tables read."""
+    catalog with the folders' stamp it was read at, the loss tables read, and the analyses of its
+    frames (`background`: the effects and the fingerprints, computed off the page's thread)."""
 
     def __init__(self, root: str | Path, scores: str | Path | None = None, index: Index | None = None):
         self.root = Path(root).resolve()
@@ -30,7 +32,9 @@ class RootState:
         self.skip = [self.scores] if self.scores else []  # score files are not runs
         self.index = index or Index()
         self.loss_tables = LossTables()
+        self.background = Background()
         self._latest: tuple[Stamp, pd.DataFrame] | None = None
+        self._sizes: tuple[pd.DataFrame, dict[str, tuple[int, int] | None]] | None = None
         self._lock = threading.Lock()  # guards _latest
         self._reading = threading.Lock()  # one re-read at a time: they share the index
 
@@ -58,6 +62,19 @@ class RootState:
             with self._lock:
                 self._latest = (now, catalog)
         return catalog
+
+    def frame_sizes(self) -> dict[str, tuple[int, int] | None]:
+        """Each frame of the latest catalog (read now where none was), as a path relative to the
+        root, with its run's (width, height) (None where unknown): what the frame route serves."""
+        with self._lock:
+            latest = self._latest
+        catalog = latest[1] if latest else self.catalog()
+        with self._lock:
+            if self._sizes is None or self._sizes[0] is not catalog:
+                self._sizes = (catalog, {f: None if pd.isna(w) or pd.isna(h) else (int(w), int(h))
+                                         for frames, w, h in zip(catalog["frames"], catalog["width"],
+                                                                 catalog["height"]) for f in frames})
+            return self._sizes[1]
 
     def losses(self, df: pd.DataFrame) -> pd.DataFrame:
         """`df` (rows of this root's catalog) with their loss tables (`losstables.losses`)."""
