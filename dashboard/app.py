@@ -15,10 +15,12 @@ from dashboard import plots
 from dashboard.bias import bias_view
 from dashboard.catalog import select
 from dashboard.context import cell_context, labels, slot_tags
+from dashboard.background import Waiting
 from dashboard.effects import look_panels
 from dashboard.filters import Filters, build_filters, build_sidebar, choose, update_filters
+from dashboard.fingerprints import fingerprint_panel
 from dashboard.frames import frame_url
-from dashboard.grid import FrameSource, grid_spec
+from dashboard.grid import FrameSource, bounded_frames, grid_spec
 from dashboard.live import Live
 from dashboard.player import GridPlayer
 from dashboard.rows import OLD_COLUMNS
@@ -37,9 +39,10 @@ def served_frames(run: pd.Series) -> dict[str, list[str]]:
 
 def player_grid(shown: pd.DataFrame, rows: str, cols: str,
                 frames: FrameSource = served_frames) -> dict:
-    """The player's grid spec for the shown runs: their `frames` plus each cell's context."""
+    """The player's grid spec for the shown runs (at most `grid.MAX_SHOWN_FRAMES` frames each):
+    their `frames` plus each cell's context."""
     tags = slot_tags(shown)
-    return grid_spec(shown, rows, cols,
+    return grid_spec(bounded_frames(shown), rows, cols,
                      lambda run: {**frames(run), **cell_context(run, tags.get(run.run))})
 
 
@@ -181,7 +184,9 @@ def create_app(state: RootState, poll_ms: int = POLL_MS, *, frames: FrameSource 
                stop_when: Callable[[], bool] = lambda: False,
                max_runs: int | None = None) -> pn.viewable.Viewable:
     """The dashboard for the runs of `state` (its root); score panels where its scores folder
-    holds score files. A served page re-reads the catalog every `poll_ms`.
+    holds score files; the effects and fingerprints of the runs, computed in the background and
+    shown when ready on a served page (elsewhere waited for). A served page re-reads the catalog
+    every `poll_ms`.
     `frames` gives a run's frames to the player (default: URLs on the server's route);
     `chosen` sets filters (`choose`); `embedded` (a notebook output) scopes the keys to the
     player, leaves the page's URL alone and re-reads the catalog in the kernel, until
@@ -200,9 +205,13 @@ def create_app(state: RootState, poll_ms: int = POLL_MS, *, frames: FrameSource 
     summary = pn.pane.Markdown(pn.bind(_summary, live.param.catalog, detailed, shown))
     sidebar = build_sidebar(state.root, filters)
     opened = select(live.catalog, experiments=filters.experiments.value)
+    # A served page shows the analyses when ready; a notebook's output waits for them, as every
+    # model it holds must be there when its stylesheets are made inline (notebook.inline_stylesheets).
+    waiting = Waiting(live=not embedded and pn.state.curdoc is not None)
     main = pn.Column(_sidebar_toggle(sidebar), player, summary, loss_panel(detailed, markers),
                      *score_panels(state.scores, shown, markers),
-                     *look_panels(state.scores, opened, state.root, player), sizing_mode="stretch_width",
+                     *look_panels(state, opened, player, waiting),
+                     fingerprint_panel(state, live, shown, player, waiting), sizing_mode="stretch_width",
                      styles={"min-width": "0"})
     refresh_on_change(state, live, filters, poll_ms, embedded, stop_when)
     if not embedded:

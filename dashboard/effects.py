@@ -19,9 +19,13 @@ from bokeh.plotting import figure
 
 from experiments.effects import PAIR, EffectsError, RunInfo, effects_of_runs, label, share_names
 from experiments.effects.anova import INTERACTION, OTHER, RESIDUAL
+from experiments.imagestats import DEFAULT_FACTOR
 from experiments.scorefiles import BIAS_MATRIX, EFFECTS, read_csv, read_json
 
+from .background import Waiting, signature, stamps
+from .catalog import run_size
 from .rows import BASE_FACTORS
+from .state import RootState
 
 log = logging.getLogger(__name__)
 COLOURS = {"vqgan": "#1f77b4", "perceptor_set": "#ff7f0e", INTERACTION: "#2ca02c", OTHER: "#98df8a",
@@ -38,12 +42,21 @@ LEGEND = ("Each bar splits the variance of one run's measure across the grid: a 
           "below, to colour the grid's headers of each factor by the measure's mean.")
 
 
+def _number(value: Any) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)
+
+
 def catalog_runs(catalog: pd.DataFrame, root: Path) -> list[RunInfo]:
-    """The catalog's runs as experiments/effects reads them, with their cell and varied settings."""
+    """The catalog's runs as experiments/effects and experiments/fingerprints read them: with
+    their cell, varied settings, VQGAN factor, runtime and frame size (each frame is checked
+    against it before it is decoded)."""
     return [RunInfo(r.run, r.experiment, r.vqgan, r.perceptor_set,
                     None if pd.isna(r.seed) else int(r.seed), tuple(root / f for f in r.frames),
                     r.status, r.reason, cell=r.cell,
-                    varied=tuple((k, str(v)) for k, v in r.factors.items() if k not in BASE_FACTORS))
+                    varied=tuple((k, str(v)) for k, v in r.factors.items() if k not in BASE_FACTORS),
+                    factor=DEFAULT_FACTOR if pd.isna(r.vqgan_factor) else int(r.vqgan_factor),
+                    seconds_per_step=_number(r.seconds_per_step), wall_time_s=_number(r.wall_time_s),
+                    size=run_size(r))
             for r in catalog.itertuples()]
 
 
@@ -226,7 +239,21 @@ for (const button of document.querySelectorAll(".dp-effect")) {{
 """
 
 
-def look_panels(score_dir: Path | None, catalog: pd.DataFrame, root: str | Path, player: Any) -> list:
-    """The app's panel (none where no experiment has a measure), colouring `player`'s headers."""
-    panel = effects_panel(load_effects(score_dir, catalog, root), lambda heads: setattr(player, "heads", heads))
-    return [] if panel is None else [panel]
+def look_panels(state: RootState, catalog: pd.DataFrame, player: Any, waiting: Waiting) -> list:
+    """The app's panel for the runs of `catalog`, colouring `player`'s headers: its heading at
+    once, its bars once `load_effects` is done in the background (hidden where no experiment has
+    a measure)."""
+    box = pn.Column("## What drives the look", pn.pane.Markdown("*Measuring the final frames…*"),
+                    sizing_mode="stretch_width")
+    key = ("effects", signature(catalog), stamps(state.scores, [EFFECTS, BIAS_MATRIX]))
+    future = state.background.submit(key, lambda: load_effects(state.scores, catalog, state.root))
+
+    def show(results: list[Any]) -> None:
+        panel = effects_panel(results[0] or [], lambda heads: setattr(player, "heads", heads))
+        if panel is None:
+            box.visible = False
+        else:
+            box.objects = panel.objects
+
+    waiting.then("effects", [future], show)
+    return [box]

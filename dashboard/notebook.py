@@ -24,7 +24,8 @@ from panel.io.notebook import patch_inline_stylesheets
 from engine.errors import InputError
 
 from .app import POLL_MS, create_app
-from .export import ExportError, frame_size, sheets, sprite
+from .catalog import run_size
+from .export import frame_box, sheets, sprite
 from .state import RootState
 
 QUALITY = 80  # WebP quality of the inline sheets, as the export's default
@@ -48,21 +49,11 @@ class InlineFrames:
             self.packed[run.run] = cached
         return cached[1]
 
-    def size(self, run: pd.Series) -> tuple[int, int]:
-        """The frames' shown size: the first frame's, or where it cannot be read, the run's."""
-        try:
-            return frame_size(self.root / run.frames[0], self.width)
-        except ExportError:
-            if pd.isna(run.width) or pd.isna(run.height):
-                raise
-            w = min(self.width, int(run.width))
-            return w, max(1, round(int(run.height) * w / int(run.width)))
-
     def pack(self, run: pd.Series) -> dict[str, Any]:
-        size = self.size(run)
-        per, made = sheets(self.root, list(run.frames), size, damaged=True)  # unreadable: black
+        box = frame_box(self.root, run, self.width)
+        per, made = sheets(self.root, list(run.frames), run_size(run), box)  # unreadable: black
         urls = [{"url": data_url(sheet), "cols": cols, "rows": rows} for sheet, cols, rows in made]
-        return sprite(urls, per, size)
+        return sprite(urls, per, box)
 
 
 def data_url(image: Any) -> str:

@@ -5,12 +5,18 @@
 const SPEEDS = [1, 2, 5, 10, 15, 25, 40];
 const EAGER = 64;  // cells whose frames all preload at once; a larger grid preloads what is seen
 const SIZES = ["fit", "64", "96", "128", "192", "256", "384", "512", "actual"];
-const COMPARE = { side: "side by side", flicker: "A/B flicker", slider: "A/B slider" };
+const COMPARE = { side: "side by side", flicker: "A/B flicker", slider: "A/B slider", diff: "|A − B|" };
 const FLICKER_MS = 600;
 const MIN_TILE = 40;
 // Inputs where keys type text: the player's shortcuts leave them alone.
 const TEXT_INPUTS = new Set(["text", "search", "email", "url", "tel", "password", "number",
   "date", "datetime-local", "month", "time", "week"]);
+// The difference view's colour scale (inferno, dark to bright) and the |A − B| at its top: the
+// per-pixel mean of |R|, |G| and |B| differences, 0 to 255.
+const HEAT = ["#000004", "#1f0c48", "#550f6d", "#88226a", "#ba3655", "#e35933", "#f98e09", "#f8c931", "#fcffa4"];
+const DIFF_SCALE = 128;
+const SVG = "http://www.w3.org/2000/svg";
+let players = 0;  // each player on a page has its own filter id
 // Icons as SVG paths (a font glyph such as ⏸ is an empty box where the font lacks it).
 const ICONS = {
   play: "M4 2 L14 8 L4 14 Z",
@@ -30,15 +36,113 @@ function h(tag, props = {}, ...children) {
   return node;
 }
 
+// An SVG element with attributes.
+function svg(tag, attrs = {}, ...children) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  node.append(...children);
+  return node;
+}
+
 function icon(name) {
-  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
-  svg.setAttribute("viewBox", "0 0 16 16");
-  svg.setAttribute("class", `dp-icon dp-icon-${name}`);
-  svg.setAttribute("aria-hidden", "true");
-  const path = document.createElementNS("http://www.w3.org/2000/svg", "path");
-  path.setAttribute("d", ICONS[name]);
-  svg.append(path);
-  return svg;
+  return svg("svg", { viewBox: "0 0 16 16", class: `dp-icon dp-icon-${name}`, "aria-hidden": "true" },
+    svg("path", { d: ICONS[name] }));
+}
+
+// A number to `digits` decimals, "–" where unknown.
+const fixed = (value, digits) => (value == null || Number.isNaN(value) ? "–" : value.toFixed(digits));
+
+// "0.29 s/step · 2.1 min": a run's runtime, where its metrics say.
+function runtime(cell) {
+  const wall = cell.wall_time_s;
+  const parts = [cell.seconds_per_step == null ? "" : `${fixed(cell.seconds_per_step, 2)} s/step`,
+    wall == null ? "" : wall < 120 ? `${fixed(wall, 0)} s` : `${fixed(wall / 60, 1)} min`];
+  return parts.filter(Boolean).join(" · ");
+}
+
+// The SVG filter that turns a per-channel difference image into the heat map: the mean of R, G
+// and B, scaled so DIFF_SCALE is the top, through HEAT.
+function heatFilter(id) {
+  const g = (255 / DIFF_SCALE / 3).toFixed(5);
+  const row = `${g} ${g} ${g} 0 0`;
+  const table = (i) => HEAT.map((c) => (parseInt(c.slice(1 + 2 * i, 3 + 2 * i), 16) / 255).toFixed(3)).join(" ");
+  return svg("svg", { class: "dp-defs", width: 0, height: 0, "aria-hidden": "true" },
+    svg("filter", { id, "color-interpolation-filters": "sRGB" },
+      svg("feColorMatrix", { type: "matrix", values: `${row} ${row} ${row} 0 0 0 0 1` }),
+      svg("feComponentTransfer", {}, ...["R", "G", "B"].map((c, i) => svg(`feFunc${c}`, { type: "table", tableValues: table(i) })))));
+}
+
+// The earth mover's distance between two palettes ([{lab: [L, a, b], weight}], weights taken as
+// shares), ΔE*ab as ground distance: the least-cost transport of one onto the other, by
+// successive shortest paths (palettes hold a few colours).
+export function paletteDistance(pa, pb) {
+  const EPS = 1e-12;
+  const share = (p) => { const sum = p.reduce((t, c) => t + c.weight, 0); return p.map((c) => c.weight / sum); };
+  const supply = share(pa), demand = share(pb), n = pa.length, m = pb.length;
+  const cost = pa.map((x) => pb.map((y) => Math.hypot(...x.lab.map((v, i) => v - y.lab[i]))));
+  const flow = pa.map(() => pb.map(() => 0));
+  for (let moved = 0; moved < 1 - 1e-9;) {
+    const dist = [...supply.map((s) => (s > EPS ? 0 : Infinity)), ...demand.map(() => Infinity)];
+    const prev = Array(n + m).fill(-1);
+    for (let round = 0, changed = true; changed && round < n + m; round++) {  // Bellman-Ford on the residual graph
+      changed = false;
+      for (let i = 0; i < n; i++) {
+        for (let j = 0; j < m; j++) {
+          if (dist[i] + cost[i][j] < dist[n + j] - EPS) [dist[n + j], prev[n + j], changed] = [dist[i] + cost[i][j], i, true];
+          if (flow[i][j] > EPS && dist[n + j] - cost[i][j] < dist[i] - EPS) [dist[i], prev[i], changed] = [dist[n + j] - cost[i][j], n + j, true];
+        }
+      }
+    }
+    let end = -1;
+    for (let j = n; j < n + m; j++) if (demand[j - n] > EPS && dist[j] < Infinity && (end < 0 || dist[j] < dist[end])) end = j;
+    if (end < 0) break;
+    const path = [end];
+    while (prev[path[0]] !== -1 && path.length <= n + m) path.unshift(prev[path[0]]);
+    let amount = Math.min(supply[path[0]], demand[end - n]);
+    for (let k = 1; k < path.length; k++) if (path[k] < n) amount = Math.min(amount, flow[path[k]][path[k - 1] - n]);
+    for (let k = 1; k < path.length; k++) {
+      if (path[k] >= n) flow[path[k - 1]][path[k] - n] += amount;
+      else flow[path[k]][path[k - 1] - n] -= amount;
+    }
+    supply[path[0]] -= amount;
+    demand[end - n] -= amount;
+    moved += amount;
+  }
+  return flow.reduce((t, row, i) => t + row.reduce((u, f, j) => u + f * cost[i][j], 0), 0);
+}
+
+// The RMS difference of two log10 spectra over the frequencies both have.
+export function spectrumDistance(a, b) {
+  const both = a.map((v, i) => [v, b[i]]).filter(([x, y]) => x != null && y != null);
+  return both.length ? Math.sqrt(both.reduce((t, [x, y]) => t + (x - y) ** 2, 0) / both.length) : null;
+}
+
+// A line of log power against frequency.
+function sparkline(values) {
+  const known = values.map((v, i) => [i, v]).filter(([, v]) => v != null);
+  const lo = Math.min(...known.map(([, v]) => v)), hi = Math.max(...known.map(([, v]) => v));
+  const points = known.map(([i, v]) => `${(60 * i) / Math.max(values.length - 1, 1)},${hi > lo ? 13 - (12 * (v - lo)) / (hi - lo) : 7}`);
+  return svg("svg", { class: "dp-spark", viewBox: "0 0 60 14", preserveAspectRatio: "none", "aria-hidden": "true" },
+    svg("polyline", { points: points.join(" ") }));
+}
+
+// A level's fingerprint card: palette swatch, spectrum sparkline, grid artifact, seconds per step
+// (`named`: its experiment too, where several have the level).
+function card(c, named) {
+  const swatch = h("span", { class: "dp-swatch" }, ...c.palette.map(([colour, weight]) => {
+    const part = h("i", {});
+    part.style.flex = String(weight);
+    part.style.background = colour;
+    return part;
+  }));
+  const numbers = [c.grid == null ? "" : `grid ${fixed(c.grid, 2)}`,
+    c.seconds_per_step == null ? "" : `${fixed(c.seconds_per_step, 2)} s/step`].filter(Boolean).join(" · ");
+  const title = [named ? c.experiment : "", `${c.runs} run(s), final frames`,
+    `palette: ${c.palette.map(([colour, w]) => `${colour} ${Math.round(100 * w)} %`).join(", ")}`,
+    `spectral slope ${fixed(c.slope, 2)}`, `grid artifact ${fixed(c.grid, 3)} (1: no code grid shows)`,
+    `${fixed(c.seconds_per_step, 3)} s per step, wall time ${fixed(c.wall_time_s, 0)} s`].filter(Boolean).join("\n");
+  return h("div", { class: "dp-card", title }, named ? h("span", { class: "dp-card-exp" }, c.experiment) : "",
+    swatch, sparkline(c.spectrum), h("span", { class: "dp-card-nums" }, numbers));
 }
 
 // A <select> of [value, text] options calling onchange(value).
@@ -128,12 +232,13 @@ class Preloader {
   }
 
   fetch(url) {
-    if (this.images.has(url)) return;
+    if (this.images.has(url)) return this.images.get(url);
     const image = new Image();
     image.decoding = "async";
     image.src = url;
     image.decode().catch(() => {});
     this.images.set(url, image);
+    return image;
   }
 
   ready(url) {
@@ -169,6 +274,7 @@ export class GridPlayer {
     this.playing = false;
     this.selected = null;
     this.baseline = null;
+    this.prints = {};
     this.preloader = new Preloader();
     this.tick = this.tick.bind(this);
     // In a grid of more than EAGER cells, a tile's frames are preloaded once it nears the view.
@@ -250,6 +356,7 @@ export class GridPlayer {
     this.gridEl.style.gridTemplateColumns = `min-content repeat(${grid.cols.length}, auto)`;
     this.gridEl.replaceChildren(...this.layout(grid));
     this.paintHeads(this.heads);
+    this.paintCards();
     this.slider.max = Math.max(grid.steps.length - 1, 0);
     const contexts = new Set(grid.cells.map((c) => JSON.stringify([c.scenes, c.steps, c.weights])));
     this.sharedContext = contexts.size === 1;
@@ -275,16 +382,37 @@ export class GridPlayer {
     if (cells.length) this.preloader.load(cells, this.index);
   }
 
+  // Each row and column header with its axis, as [element, axis].
+  headers() {
+    return [["dp-rowhead", this.grid.row_axis], ["dp-colhead", this.grid.col_axis]]
+      .flatMap(([cls, axis]) => [...this.gridEl.getElementsByClassName(cls)].map((el) => [el, axis]));
+  }
+
   // Colour the row and column headers: heads = {axis: {header: {colour, title}}} (the "What
   // drives the look" panel's pick); {} clears them.
   paintHeads(heads = {}) {
     this.heads = heads;
-    for (const [cls, axis] of [["dp-rowhead", this.grid.row_axis], ["dp-colhead", this.grid.col_axis]]) {
-      for (const el of this.gridEl.getElementsByClassName(cls)) {
-        const head = heads[axis]?.[el.textContent];
-        el.style.background = head?.colour ?? "";
-        el.title = head?.title ?? "";
-      }
+    for (const [el, axis] of this.headers()) {
+      const head = heads[axis]?.[el.dataset.value];
+      el.style.background = head?.colour ?? "";
+      el.title = head?.title ?? "";
+    }
+  }
+
+  // Fingerprints (dashboard.fingerprints.prints_spec): a card per level on the headers of its
+  // factor's axis, and the A/B distances.
+  setPrints(prints = {}) {
+    this.prints = prints;
+    this.paintCards();
+    this.renderDistances();
+    this.fit();  // the headers grew
+  }
+
+  paintCards() {
+    for (const [el, axis] of this.headers()) {
+      const cards = this.prints.cards?.[axis]?.[el.dataset.value] ?? [];
+      el.querySelector(".dp-cards")?.remove();
+      if (cards.length) el.append(h("div", { class: "dp-cards" }, ...cards.map((c) => card(c, cards.length > 1))));
     }
   }
 
@@ -295,11 +423,12 @@ export class GridPlayer {
   }
 
   layout(grid) {
+    const head = (cls, value) => h("div", { class: cls, "data-value": value }, h("span", { class: "dp-headname" }, value));
     const nodes = [h("div", { class: "dp-corner" }, `${grid.row_label} ╲ ${grid.col_label}`),
-      ...grid.cols.map((c) => h("div", { class: "dp-colhead" }, c))];
+      ...grid.cols.map((c) => head("dp-colhead", c))];
     const slots = new Map();
     for (const r of grid.rows) {
-      nodes.push(h("div", { class: "dp-rowhead" }, r));
+      nodes.push(head("dp-rowhead", r));
       for (const c of grid.cols) {
         const slot = h("div", { class: "dp-slot" });
         slots.set(`${r}\u0000${c}`, slot);
@@ -381,11 +510,19 @@ export class GridPlayer {
     this.diff = h("div", { class: "dp-diff" });
     this.wipe = h("input", { class: "dp-wipe", type: "range", min: 0, max: 100, value: 50, "aria-label": "A/B slider",
       oninput: () => this.paintWipe() });
+    this.distances = h("div", { class: "dp-distances" });
     this.stage = h("div", { class: "dp-stage" });
     const close = h("button", { class: "dp-close", title: "close (Esc)", "aria-label": "close", onclick: () => this.setSelected(null, true) }, "×");
-    return h("aside", { class: "dp-panel", hidden: "" },
+    const filter = `dp-heat-${++players}`;
+    this.heatFilter = `url(#${filter})`;
+    this.heatCanvas = h("canvas", { class: "dp-frame dp-heatmap", role: "img", "aria-label": "|A − B| at this step, as a heat map" });
+    this.scratch = document.createElement("canvas");
+    this.heatView = h("figure", { class: "dp-big dp-heatview" }, h("div", { class: "dp-role" }, "|A − B|"), this.heatCanvas,
+      h("figcaption", {}, h("span", { class: "dp-heatscale" }, "0 ", h("i", { style: `background: linear-gradient(to right, ${HEAT.join(", ")})` }), ` ${DIFF_SCALE}+`),
+        h("span", {}, "per pixel: mean of |R|, |G|, |B| differences (0–255)")));
+    return h("aside", { class: "dp-panel", hidden: "" }, heatFilter(filter),
       h("div", { class: "dp-panel-head" }, this.panelStep, labelled("compare", this.compareSelect), close),
-      this.diff, this.stage, this.wipe);
+      this.diff, this.distances, this.stage, this.wipe);
   }
 
   setCompare(mode) {
@@ -408,9 +545,10 @@ export class GridPlayer {
       return big;
     });
     this.stage.className = `dp-stage dp-${mode}`;
-    this.stage.replaceChildren(...this.bigs.map((b) => b.el));
+    this.stage.replaceChildren(...(mode === "diff" ? [this.heatView] : this.bigs.map((b) => b.el)));
     this.compareSelect.disabled = !ab;
     this.diff.textContent = ab ? this.differences(...this.bigs.map((b) => b.cell)) : "";
+    this.renderDistances();
     this.wipe.hidden = mode !== "slider";
     this.panel.hidden = !open;
     for (const tile of this.tiles) {
@@ -428,22 +566,79 @@ export class GridPlayer {
     }
     this.bigs.forEach((big) => this.paint(big));
     this.paintWipe();
+    this.paintHeat();
     this.renderContext();
-    if (open) this.sizeBigs();
+    if (open) this.sizeBigs(mode === "diff" ? [{ el: this.heatView, pic: { el: this.heatCanvas }, cell: this.bigs[0].cell }] : this.bigs);
   }
 
-  // Size the enlarged frames to the panel: stacked or side by side, whichever shows them larger.
-  sizeBigs() {
+  // Size the enlarged frames (`shown`: views) to the panel: stacked or side by side, whichever
+  // shows them larger.
+  sizeBigs(shown) {
     const body = this.stage.getBoundingClientRect();
-    const caption = Math.max(...this.bigs.map((b) => b.el.offsetHeight - b.pic.el.offsetHeight), 0);
-    const n = this.compare === "side" ? this.bigs.length : 1;
-    const aspect = Math.max(...this.bigs.map((b) => (b.cell.width && b.cell.height ? b.cell.height / b.cell.width : 1)));
+    const caption = Math.max(...shown.map((b) => b.el.offsetHeight - b.pic.el.offsetHeight), 0);
+    const n = this.compare === "side" ? shown.length : 1;
+    const aspect = Math.max(...shown.map((b) => (b.cell.width && b.cell.height ? b.cell.height / b.cell.width : 1)));
     const across = (w, hgt) => Math.max(0, Math.min(w, (hgt - caption) / aspect));
     const column = across(body.width, (body.height - 8 * (n - 1)) / n);
     const row = across((body.width - 8 * (n - 1)) / n, body.height);
     this.stage.classList.toggle("dp-row", row > column);
     const width = Math.floor(Math.max(column, row, MIN_TILE));
-    for (const b of this.bigs) b.el.style.width = `${width}px`;
+    for (const b of shown) b.el.style.width = `${width}px`;
+  }
+
+  // The difference view: |B − A| per pixel at the step shown, drawn without reading a pixel back
+  // (the canvas's "difference" compositing, then the heat filter), so it works on frames from
+  // file:// too. Painted again when a frame it needs has loaded.
+  paintHeat() {
+    if (this.compare !== "diff" || this.bigs.length !== 2 || this.panel.hidden) return;
+    const sources = this.bigs.map((b) => this.source(b.cell, b.cell.at[this.index] ?? 0));
+    if (sources.some((s) => !s)) return;
+    const { width, height } = this.bigs[0].cell.width ? this.bigs[0].cell : { width: sources[0][3], height: sources[0][4] };
+    for (const canvas of [this.scratch, this.heatCanvas]) [canvas.width, canvas.height] = [width, height];
+    const x = this.scratch.getContext("2d");
+    x.globalCompositeOperation = "copy";
+    x.drawImage(...sources[0], 0, 0, width, height);
+    x.globalCompositeOperation = "difference";
+    x.drawImage(...sources[1], 0, 0, width, height);
+    const y = this.heatCanvas.getContext("2d");
+    y.filter = this.heatFilter;  // after the resize, which resets it
+    y.drawImage(this.scratch, 0, 0);
+  }
+
+  // [image, x, y, width, height] of frame k of a cell in its image, once that has loaded (else
+  // null, and the difference view is painted again when it loads).
+  source(cell, k) {
+    const image = this.preloader.fetch(urlOf(cell, k));
+    if (!image.complete || !image.naturalWidth) {
+      image.addEventListener("load", () => this.paintHeat(), { once: true });
+      return null;
+    }
+    if (!cell.sprite) return [image, 0, 0, image.naturalWidth, image.naturalHeight];
+    const { x, y } = spriteAt(cell, k);
+    return [image, x, y, cell.width, cell.height];
+  }
+
+  // The one-number distances between A and B: their final frames' palettes and spectra, and where
+  // they differ in one factor, the distances between those levels (fingerprints, CMMD per judge).
+  renderDistances() {
+    const [a, b] = this.bigs.length === 2 ? this.bigs.map((big) => big.cell) : [];
+    const lines = [];
+    const own = [a && this.prints.runs?.[a.id], b && this.prints.runs?.[b.id]];
+    if (own[0] && own[1]) {
+      lines.push(`A ↔ B, final frames: palette ${fixed(paletteDistance(own[0].palette, own[1].palette), 1)} ΔE*ab (EMD)` +
+        ` · spectrum ${fixed(spectrumDistance(own[0].spectrum, own[1].spectrum), 3)} (RMS log10 power)`);
+    }
+    const differ = a ? [...new Set([...Object.keys(a.factors || {}), ...Object.keys(b.factors || {})])]
+      .filter((k) => String(a.factors?.[k] ?? "-") !== String(b.factors?.[k] ?? "-")) : [];
+    const levels = differ.length === 1 && a.experiment === b.experiment ? this.prints.distances?.[a.experiment]?.[differ[0]] : null;
+    if (levels) {
+      const [la, lb] = [String(a.factors[differ[0]]), String(b.factors[differ[0]])];
+      const judged = Object.entries(levels.cmmd || {}).map(([judge, m]) => `CMMD ${judge} ${fixed(m[la]?.[lb], 3)}`);
+      lines.push(`${this.grid.factor_labels?.[differ[0]] ?? differ[0]} ${la} ↔ ${lb}, all their runs: palette ` +
+        `${fixed(levels.palette?.[la]?.[lb], 1)} · spectrum ${fixed(levels.spectrum?.[la]?.[lb], 3)}` +
+        (judged.length ? ` · ${judged.join(" · ")}` : ""));
+    }
+    this.distances.textContent = lines.join("\n");
   }
 
   // "B differs from A in scenes: city → sea · seed: 1 → 2": the factors whose levels differ.
@@ -515,7 +710,9 @@ export class GridPlayer {
     const k = view.cell.at[this.index] ?? 0;
     view.pic.show(k);
     const loss = view.cell.losses?.[k];
-    view.cap.textContent = `step ${view.cell.steps[k] ?? "-"}` + (loss == null ? "" : ` · loss ${loss.toFixed(3)}`);
+    const cost = runtime(view.cell);
+    view.cap.textContent = `step ${view.cell.steps[k] ?? "-"}` + (loss == null ? "" : ` · loss ${loss.toFixed(3)}`) +
+      (cost ? ` · ${cost}` : "");
   }
 
   // The position in grid.steps of `step` (steps done): of the last step at or before it, else 0.
@@ -533,6 +730,7 @@ export class GridPlayer {
     this.index = Math.max(0, Math.min(index, n - 1));
     for (const view of this.tiles) this.paint(view);
     for (const view of this.bigs) this.paint(view);
+    this.paintHeat();
     this.slider.value = String(this.index);
     const text = n ? `step ${this.grid.steps[this.index]} · ${this.index + 1}/${n}` : "no frames";
     this.label.textContent = text;
@@ -627,6 +825,7 @@ export class GridPlayer {
 // Static export: mount a player on `el` for a grid spec.
 export function mount(el, grid, options = {}) {
   const player = new GridPlayer(el, options);
+  player.prints = grid.prints ?? {};
   player.setGrid(grid);
   window.gridPlayer = player;
   return player;
@@ -647,6 +846,7 @@ export function render({ model, el }) {
   player.selected = model.selected || null;
   player.baseline = model.baseline || null;
   player.heads = model.heads;
+  player.prints = model.prints;
   player.setGrid(model.grid, model.step);
   window.gridPlayer = player;
   model.on("grid", () => player.setGrid(model.grid));
@@ -654,5 +854,6 @@ export function render({ model, el }) {
   model.on("selected", () => model.selected !== (player.selected ?? "") && player.setSelected(model.selected));
   model.on("baseline", () => model.baseline !== (player.baseline ?? "") && player.setBaseline(model.baseline));
   model.on("heads", () => player.paintHeads(model.heads));
+  model.on("prints", () => player.setPrints(model.prints));
   model.on("remove", () => player.destroy());
 }
