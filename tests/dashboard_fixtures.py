@@ -11,10 +11,14 @@ import http.client
 import itertools
 import json
 import os
+import re
+import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -63,6 +67,19 @@ def _frames(folder: Path, base: str, cell: int, n_frames: int, size: tuple[int, 
     for n in numbers or range(1, n_frames + 1):
         write_frame(folder / f"{base}_{n}.png", frame_colour(cell, n, n_frames), size, noise,
                     seed=cell * 10_000 + n)
+
+
+def huge_png(path: Path, side: int) -> Path:
+    """A valid side x side grey PNG of a few hundred KB: written row by row, never held whole
+    (a decompression bomb, for the budgets that refuse it)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    pack, row = zlib.compressobj(1), bytes(side + 1)
+    body = b"".join(pack.compress(row) for _ in range(side)) + pack.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    return path
 
 
 def fixture_loss(step: int, cell: int = 0) -> float:
@@ -381,6 +398,33 @@ def open_offline(browser, url: str, width: int, height: int):
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(url)
     return page, requests, errors
+
+
+def write_non_finite(folder: Path) -> None:
+    """Put NaN and ±Infinity into the metrics.json and the sidecar of the finished run in `folder`
+    (Python's json writes and reads them; strict JSON has no such numbers)."""
+    metrics = json.loads((folder / "metrics.json").read_text())
+    (folder / "metrics.json").write_text(json.dumps({**metrics, "wall_time_s": float("nan"),
+                                                     "peak_memory_mb": float("inf")}))
+    sidecar = folder / f"{folder.name}_settings.json"
+    doc = json.loads(sidecar.read_text())
+    doc["settings"]["cut_pow"] = float("-inf")
+    sidecar.write_text(json.dumps(doc))
+
+
+def interrupted_export(root: Path, out: Path, env: dict[str, str], cwd: Path = REPO) -> int:
+    """`python -m dashboard export --root root --out out` (in `cwd`, with `env`) stopped by Ctrl-C
+    once it has packed a sheet; its exit code. AssertionError where it ended before."""
+    proc = subprocess.Popen([sys.executable, "-m", "dashboard", "export", "--root", str(root), "--out", str(out)],
+                            cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seen = b""
+    while not re.search(rb"\| *[1-9]\d*/\d+", seen):  # tqdm: a sheet packed
+        chunk = proc.stderr.read1(4096)
+        assert chunk, f"the export ended before it was interrupted: {seen[-300:]!r}"
+        seen += chunk
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    return proc.returncode
 
 
 def with_losses(root: Path):
