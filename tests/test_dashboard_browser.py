@@ -294,7 +294,7 @@ def test_prompts_as_rows_factor_filters_captions_and_ab_differences(chromium_bro
     page, errors = _open(chromium_browser, factors + _query(experiments=[PROMPTED], rows="scenes"), 1366, 768)
     assert page.evaluate("[gridPlayer.grid.row_axis, gridPlayer.grid.row_label, gridPlayer.grid.rows]") == [
         "scenes", "scenes", sorted(PROMPTS)]
-    assert page.locator(".dp-rowhead").all_inner_texts() == sorted(PROMPTS)
+    assert page.locator(".dp-rowhead .dp-headname").all_inner_texts() == sorted(PROMPTS)
     assert {s["row"] for s in page.evaluate(SHOWN) if "scenes-sea" in s["id"]} == {"sea"}
     assert page.locator(".dp-levels").count() == 0  # the prompt is the rows: no caption repeats it
     ARTIFACTS.mkdir(exist_ok=True)

@@ -12,9 +12,9 @@ from test_effects import grid, stripes
 pytestmark = pytest.mark.browser
 ARTIFACTS = REPO / "test-artifacts"
 READY = "window.gridPlayer && window.gridPlayer.tiles.length > 0"
-# Each header's text and background, read inside the player's (shadow) root.
+# Each header's value, background and title, read inside the player's (shadow) root.
 HEADS = """() => [...gridPlayer.gridEl.querySelectorAll('.dp-rowhead, .dp-colhead')].map(e =>
-    [e.textContent, e.style.background, e.title])"""
+    [e.dataset.value, e.style.background, e.title])"""
 
 
 def _painted(page) -> dict[str, tuple[str, str]]:
@@ -33,6 +33,7 @@ def test_served_panel_colours_the_headers_by_the_picked_measure(chromium_browser
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(url)
         page.wait_for_function(READY, timeout=60_000)
+        page.get_by_text("edge density: 100 % VQGAN").wait_for(timeout=60_000)  # measured in the background
         assert page.get_by_text("edge density: 100 % VQGAN").count() == 1
         assert _painted(page) == {}
         page.get_by_label("Colour the grid's headers by").select_option(label="edge density")
