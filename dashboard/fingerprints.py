@@ -14,7 +14,6 @@ runs are unchanged) and shows them when ready; the export waits for them.
 from __future__ import annotations
 
 import html
-import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -40,14 +39,12 @@ def experiment_prints(rows: pd.DataFrame, root: Path, scores: Path | None) -> di
     why) and each fingerprinted run's own palette, spectrum, slope and grid artifact (`runs`)."""
     experiment = str(rows["experiment"].iat[0])
     runs = catalog_runs(rows, root)
-    with warnings.catch_warnings():  # numpy's "Mean of empty slice": frames too small for the lowest frequencies
-        warnings.simplefilter("ignore", RuntimeWarning)
-        try:
-            doc = fingerprints(runs, experiment, "final", (read_json(scores, CMMD) or {}).get("cmmd"))
-        except EffectsError as e:
-            return {"experiment": experiment, "doc": None, "reason": str(e), "runs": {}}
-        left = {e["run"] for e in doc["excluded"]}
-        own = {r.name: level_fingerprint([r], "final") for r in runs if r.name not in left}
+    try:
+        doc = fingerprints(runs, experiment, "final", (read_json(scores, CMMD) or {}).get("cmmd"))
+    except EffectsError as e:
+        return {"experiment": experiment, "doc": None, "reason": str(e), "runs": {}}
+    left = {e["run"] for e in doc["excluded"]}
+    own = {r.name: level_fingerprint([r], "final") for r in runs if r.name not in left}
     return {"experiment": experiment, "doc": doc, "reason": "",
             "runs": {name: {k: fp[k] for k in RUN_KEYS} for name, fp in own.items()}}
 
