@@ -10,12 +10,14 @@ metrics.json) with its frames hard-linked. For each root it prints, for fresh pr
 - cold: no index on disk (a first read);
 - again: a second process (with the on-disk index, where the checkout has one);
 - changed: a process after one run got a new frame;
-and `live`: in one process, the re-read of `dashboard.live.current_catalog` after one run changed.
+and `live`: in one process, the re-read of `dashboard.state.RootState.catalog` (as a served page
+polls) after one run changed.
 Then the growth per run between the smallest and the largest root. With `--page`, it serves the
 largest root (`dashboard serve`, from `--python-path`) to headless Chromium (1366x768) and prints
-the seconds from opening the page to its first frame drawn, the ←/→ latency (key press to the
-step label moved, as Playwright sees it) and the seconds from a new run folder written (into the
-experiment shown) to its tile on the page.
+the seconds from opening the page to its first frame drawn and to its fingerprint cards shown
+(computed in the background), the ←/→
+latency (key press to the step label moved, as Playwright sees it) and the seconds from a new
+run folder written (into the experiment shown) to its tile on the page.
 """
 from __future__ import annotations
 
@@ -48,10 +50,11 @@ CLI = ("import resource, runpy, sys, time, io, contextlib\n"
 #: One process: the live re-read after one run changed (argv: root, folder of the changed run).
 LIVE = ("import sys, time\nsys.path.insert(0, sys.argv[3])\n"
         "from dashboard_fixtures import write_frame\n"
-        "from dashboard.live import current_catalog\n"
-        "current_catalog(sys.argv[1])\n"
+        "from dashboard.state import RootState\n"
+        "state = RootState.open(sys.argv[1])\n"
+        "state.catalog()\n"
         "write_frame(__import__('pathlib').Path(sys.argv[2]), (9, 9, 9), (256, 128))\n"
-        "t = time.perf_counter(); current_catalog(sys.argv[1]); print(time.perf_counter() - t)\n")
+        "t = time.perf_counter(); state.catalog(); print(time.perf_counter() - t)\n")
 
 
 def build(root: Path, runs: int, study: list[Path]) -> None:
@@ -104,6 +107,7 @@ SERVE = ("import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); sys.argv[0] = 
          "runpy.run_module('dashboard', run_name='__main__')")
 FIRST_FRAME = ("window.gridPlayer && gridPlayer.tiles.some((t) => t.pic.el.complete && "
                "t.pic.el.naturalWidth > 0)")
+CARDS = "gridPlayer.gridEl.querySelector('.dp-card') !== null"  # fingerprints computed in the background
 
 
 def page_figures(root: Path, python_path: Path, study: list[Path]) -> None:
@@ -120,6 +124,10 @@ def page_figures(root: Path, python_path: Path, study: list[Path]) -> None:
         page.goto(f"http://127.0.0.1:{port}/", timeout=600_000)
         page.wait_for_function(FIRST_FRAME, timeout=600_000, polling=50)
         first = time.perf_counter() - start
+        cards = None
+        if (python_path / "dashboard" / "fingerprints.py").is_file():  # a checkout with fingerprints
+            page.wait_for_function(CARDS, timeout=600_000, polling=100)
+            cards = time.perf_counter() - start
         tiles = page.evaluate("gridPlayer.tiles.length")
         keys = []
         for _ in range(10):
@@ -138,7 +146,8 @@ def page_figures(root: Path, python_path: Path, study: list[Path]) -> None:
     for path in new.iterdir():
         path.unlink()
     new.rmdir()
-    print(f"page ({tiles} tiles on opening): first frame {first:.1f} s; ←/→ median "
+    prints = "no fingerprints" if cards is None else f"fingerprint cards shown {cards:.1f} s after opening"
+    print(f"page ({tiles} tiles on opening): first frame {first:.1f} s; {prints}; ←/→ median "
           f"{statistics.median(keys):.3f} s, max {max(keys):.3f} s; new run shown after "
           f"{appear:.1f} s")
 

@@ -7,7 +7,7 @@ The default is the study's shape: 5 VQGANs x 8 perceptor entries, 40 frames of 2
 Builds a fixture grid (tests/dashboard_fixtures.py), serves it with `python -m dashboard serve`,
 exports it, and measures in headless Chromium, with performance.now(), for both pages:
 - switch: the script time to point all cells at the next step (in a 1366x768 window);
-- painted: from the switch to the end of the next rendered frame;
+- painted: from the switch to the end of the next paint of the page;
 - playback: the step interval actually achieved while playing at 25 fps;
 and the size of the export (page plus sprite sheets).
 """
@@ -31,7 +31,7 @@ MEASURE = """async (n) => {
   for (let k = 0; k < n; k++) {
     await frame();
     const t0 = performance.now();
-    p.show((p.i + 1) % p.grid.steps.length);
+    p.show((p.index + 1) % p.grid.steps.length);
     out.switch.push(performance.now() - t0);
     await new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0)));
     out.painted.push(performance.now() - t0);
@@ -42,7 +42,7 @@ MEASURE = """async (n) => {
 }"""
 PLAYBACK = """async (ms) => {
   const p = window.gridPlayer, times = [], show = p.show.bind(p);
-  p.show = (i) => { times.push(performance.now()); show(i); };
+  p.show = (index) => { times.push(performance.now()); show(index); };
   p.fps = 25; p.play();
   await new Promise((r) => setTimeout(r, ms));
   p.pause(); p.show = show;

@@ -24,12 +24,12 @@ from experiments.effects import SHARES, decompose, design
 
 VQGANS, ENTRIES = 5, 8
 TARGET_SEEDS = 400
-SD = {"vqgan": 1.0, "perceptors": 0.6, "interaction": 0.4, "seed": 0.2, "noise": 0.5}
+SD = {"vqgan": 1.0, "perceptor_set": 0.6, "interaction": 0.4, "seed": 0.2, "noise": 0.5}
 
 
 def effects(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One grid's fixed effects: per VQGAN, per perceptor entry, per cell (interaction)."""
-    return (rng.normal(0, SD["vqgan"], VQGANS), rng.normal(0, SD["perceptors"], ENTRIES),
+    return (rng.normal(0, SD["vqgan"], VQGANS), rng.normal(0, SD["perceptor_set"], ENTRIES),
             rng.normal(0, SD["interaction"], (VQGANS, ENTRIES)))
 
 
@@ -40,7 +40,7 @@ def simulate(fixed: tuple[np.ndarray, np.ndarray, np.ndarray], seeds: int, rng: 
     y = a[:, None, None] + b[None, :, None] + ab[:, :, None] + shift + rng.normal(0, SD["noise"], (*ab.shape, seeds))
     i, j, s = np.meshgrid(range(VQGANS), range(ENTRIES), range(seeds), indexing="ij")
     return pd.DataFrame({"run": np.arange(y.size), "vqgan": [f"v{k}" for k in i.ravel()],
-                         "perceptors": [f"p{k}" for k in j.ravel()], "seed": s.ravel(), "m": y.ravel()})
+                         "perceptor_set": [f"p{k}" for k in j.ravel()], "seed": s.ravel(), "m": y.ravel()})
 
 
 def row(seeds: int, repeats: int, rng: np.random.Generator) -> dict[str, float]:

@@ -5,19 +5,23 @@ import argparse
 import sys
 from pathlib import Path
 
-from .grid import AXES, SETTING
+from engine.cli import Parser, error_boundary
+from engine.errors import InputError
+
+from .grid import AXES, SETTING, current_axis
 
 
-def axis(value: str) -> str:
-    """An axis name: a catalog column of `grid.AXES` or `setting:<key>`."""
-    if value in AXES or value.startswith(SETTING):
-        return value
-    raise argparse.ArgumentTypeError(f"{value}: not {', '.join(AXES)} or {SETTING}<key>")
+def level(value: str) -> tuple[str, str]:
+    """(setting, level) of `--level SETTING=LEVEL`."""
+    setting, sep, chosen = value.partition("=")
+    if not (setting and sep and chosen):
+        raise argparse.ArgumentTypeError(f"{value}: give SETTING=LEVEL, e.g. scenes=city")
+    return setting, chosen
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line's three commands and their options."""
-    parser = argparse.ArgumentParser(prog="python -m dashboard", description=__doc__)
+    parser = Parser(prog="python -m dashboard", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     catalog = commands.add_parser("catalog", help="list the runs under a root folder")
@@ -38,13 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="write a static page that plays the grid offline")
     export.add_argument("--out", required=True, help="folder (index.html + assets/) or X.html")
-    export.add_argument("--rows", type=axis, default="vqgan",
-                        help=f"row axis: {', '.join(AXES)} or {SETTING}<key>")
-    export.add_argument("--cols", type=axis, default="generator", help="column axis, as --rows")
+    export.add_argument("--rows", type=current_axis, default="vqgan",
+                        help=f"row axis: {', '.join(AXES)}, a varied setting (scenes) or {SETTING}<key>")
+    export.add_argument("--cols", type=current_axis, default="perceptor_set", help="column axis, as --rows")
     export.add_argument("--width", type=int, default=256, help="frame width in the sheets (px)")
     export.add_argument("--format", choices=["webp", "jpeg"], default="webp")
     export.add_argument("--quality", type=int, default=80)
-    export.add_argument("--title", help="page title (default: VQGAN+CLIP grid: <root folder>)")
+    export.add_argument("--title", help="page title (default: VQGAN+CLIP grid: <experiments>)")
     export.add_argument("--compact", action="store_true",
                         help="fit a docs column of about 760 px: tiles scale to the page width")
     for option, what in (("--experiment", "experiment"), ("--vqgan", "VQGAN"),
@@ -52,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
         export.add_argument(option, action="append", metavar=what.upper(),
                             help=f"export only runs of this {what} (repeat for several; "
                                  "as the page's filters: default all)")
+    export.add_argument("--level", action="append", type=level, metavar="SETTING=LEVEL",
+                        help="export only runs at this level of a varied setting (repeat for several; "
+                             "runs that did not vary it stay)")
 
     for sub in (catalog, serve, export):
         sub.add_argument("--root", required=True, help="folder of run folders")
@@ -60,15 +67,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not Path(args.root).is_dir():
-        return fail(f"--root {args.root}: no such folder; give the folder that holds the run "
-                    "folders (or one run folder)")
-    if args.command == "catalog":
-        from .catalog import Index, load_catalog, losses, to_json, to_table
+    return error_boundary(lambda: command(args))
 
-        df = load_catalog(args.root, index=Index.for_root(args.root))
+
+def command(args: argparse.Namespace) -> None:
+    """Run the parsed command."""
+    if not Path(args.root).is_dir():
+        raise InputError(f"--root {args.root}: no such folder; give the folder that holds the run "
+                         "folders (or one run folder)")
+    if args.command == "catalog":
+        from .catalog import to_json, to_table
+        from .state import RootState
+
+        state = RootState.open(args.root)
+        df = state.catalog()
         if args.losses:
-            df = losses(df, args.root)
+            df = state.losses(df)
         print(to_json(df, args.losses) if args.json else to_table(df))
     elif args.command == "serve":
         from .server import serve as run_server
@@ -76,24 +90,16 @@ def main(argv: list[str] | None = None) -> int:
         run_server(args.root, args.scores, args.port, args.address, args.allow_websocket_origin,
                    args.show)
     else:
-        from .export import ExportError, export as write_export, export_size
+        from .export import export as write_export
+        from .export import export_size
 
-        try:
-            path = write_export(args.root, args.out, args.rows, args.cols, args.width,
-                                args.format, args.quality, args.title, args.compact,
-                                experiments=args.experiment, vqgans=args.vqgan,
-                                perceptors=args.perceptor)
-        except ExportError as e:
-            return fail(str(e))
+        levels: dict[str, list[str]] = {}
+        for setting, chosen in args.level or ():
+            levels.setdefault(setting, []).append(chosen)
+        path = write_export(args.root, args.out, args.rows, args.cols, args.width, args.format,
+                            args.quality, args.title, args.compact, experiments=args.experiment,
+                            vqgans=args.vqgan, perceptors=args.perceptor, levels=levels or None)
         print(f"wrote {path} ({export_size(args.out) / 1e6:.1f} MB)")
-    return 0
-
-
-def fail(message: str) -> int:
-    """Print `error: message` (one line, no traceback); the exit status of a refused command."""
-    print(f"error: {message}", file=sys.stderr)
-    return 2
-
 
 if __name__ == "__main__":
     sys.exit(main())

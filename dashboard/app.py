@@ -1,10 +1,11 @@
 """The dashboard app: a synced player over the catalog's grid, with filters, losses and scores.
-Served by `python -m dashboard serve --root DIR` (dashboard/server.py).
+Served by `python -m dashboard serve --root DIR` (dashboard/server.py), one app per session over
+the server's one `RootState`.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping
 
 import pandas as pd
 import panel as pn
@@ -12,19 +13,23 @@ from bokeh.models import Span
 
 from dashboard import plots
 from dashboard.bias import bias_view
-from dashboard.catalog import losses, perceptor_names, select
+from dashboard.catalog import select
 from dashboard.context import cell_context, labels, slot_tags
+from dashboard.background import Waiting
 from dashboard.effects import look_panels
+from dashboard.filters import Filters, build_filters, build_sidebar, choose, update_filters
+from dashboard.fingerprints import fingerprint_panel
 from dashboard.frames import frame_url
-from dashboard.grid import FrameSource, axis_options, grid_spec
-from dashboard.live import Live, current_catalog
+from dashboard.grid import FrameSource, bounded_frames, grid_spec
+from dashboard.live import Live
 from dashboard.player import GridPlayer
-from dashboard.scores import STATS, load_scores, scores_dir
+from dashboard.rows import OLD_COLUMNS
+from dashboard.state import RootState
+from experiments.imagestats import STATS
+from experiments.scorefiles import BIAS_MATRIX, IMAGE_STATS, SELF_PREFERENCE, read_csv, read_json
 
 TITLE = "VQGAN+CLIP bias dashboard"
 POLL_MS = 2000  # how often an open page looks for new frames and runs (a few stat calls)
-SIDEBAR_WIDTH = 250
-FIRST_VIEW_RUNS = 64  # more runs than this in several experiments: the page opens on the newest
 
 
 def served_frames(run: pd.Series) -> dict[str, list[str]]:
@@ -34,9 +39,10 @@ def served_frames(run: pd.Series) -> dict[str, list[str]]:
 
 def player_grid(shown: pd.DataFrame, rows: str, cols: str,
                 frames: FrameSource = served_frames) -> dict:
-    """The player's grid spec for the shown runs: their `frames` plus each cell's context."""
+    """The player's grid spec for the shown runs (at most `grid.MAX_SHOWN_FRAMES` frames each):
+    their `frames` plus each cell's context."""
     tags = slot_tags(shown)
-    return grid_spec(shown, rows, cols,
+    return grid_spec(bounded_frames(shown), rows, cols,
                      lambda run: {**frames(run), **cell_context(run, tags.get(run.run))})
 
 
@@ -45,21 +51,13 @@ def signature(catalog: pd.DataFrame) -> list[tuple]:
     return list(zip(catalog["run"], catalog["n_frames"], catalog["status"]))
 
 
-def _checks(label: str, options: list[str]) -> pn.widgets.CheckBoxGroup:
-    return pn.widgets.CheckBoxGroup(label=label, options=options, value=list(options),
-                                    sizing_mode="stretch_width")
-
-
-def _update_checks(checks: pn.widgets.CheckBoxGroup, options: list[str]) -> None:
-    """New options, ticked; those the user unticked stay unticked."""
-    new = [o for o in options if o not in checks.options]
-    checks.param.update(options=options,
-                        value=[v for v in checks.value if v in options] + new)
-
-
 def at_most(shown: pd.DataFrame, limit: int | None) -> pd.DataFrame:
     """The first `limit` of the runs (all where `limit` is None)."""
     return shown if limit is None else shown.head(limit)
+
+
+def _playable(catalog: pd.DataFrame) -> pd.DataFrame:
+    return catalog[catalog["n_frames"] > 0]
 
 
 def _summary(catalog: pd.DataFrame, shown: pd.DataFrame, ticked: pd.DataFrame) -> str:
@@ -88,99 +86,31 @@ def _sidebar_toggle(sidebar: pn.Column) -> pn.widgets.Button:
 
 
 def _sync_url(filters: Filters, player: GridPlayer) -> None:
-    """Keep filters, axes, step and selection in the page's URL (query string)."""
-    if pn.state.location is None:
+    """Keep filters, axes, step and selection in the page's URL (query string), each varied
+    setting's levels under its setting name (but a name the page uses itself); an axis named by
+    its old name is renamed there first."""
+    location = pn.state.location
+    if location is None:
         return
+    query = location.query_params
+    renamed = {k: OLD_COLUMNS[v] for k in ("rows", "cols")
+               if isinstance(v := query.get(k), str) and v in OLD_COLUMNS}
+    if renamed:
+        location.update_query(**renamed)
     widgets = {"vqgan": filters.vqgans, "perceptors": filters.perceptors,
                "experiments": filters.experiments, "rows": filters.rows, "cols": filters.cols}
+    keys = {*widgets, "step", "selected", "baseline"}
+
+    def sync_levels(setting: str, checks: pn.widgets.CheckBoxGroup) -> None:
+        if setting not in keys:
+            location.sync(checks, {"value": setting})
+
     for name, widget in widgets.items():
-        pn.state.location.sync(widget, {"value": name})
-    pn.state.location.sync(player, {"step": "step", "selected": "selected",
-                                     "baseline": "baseline"})
-
-
-class Filters(NamedTuple):
-    """The sidebar's widgets: which runs are shown and how the grid is laid out."""
-
-    vqgans: pn.widgets.CheckBoxGroup
-    perceptors: pn.widgets.CheckBoxGroup
-    experiments: pn.widgets.CheckBoxGroup
-    rows: pn.widgets.Select
-    cols: pn.widgets.Select
-    swap: pn.widgets.Button
-    baseline: pn.widgets.Select
-
-
-def _playable(catalog: pd.DataFrame) -> pd.DataFrame:
-    return catalog[catalog["n_frames"] > 0]
-
-
-def _baselines(ready: pd.DataFrame) -> dict[str, str]:
-    return {"(none)": "", **{r: r for r in ready["run"]}}
-
-
-def first_experiments(ready: pd.DataFrame) -> list[str]:
-    """The experiments ticked on opening: all, or where there are more than FIRST_VIEW_RUNS runs
-    in several, the one with the newest file (the URL's `experiments` overrides it)."""
-    experiments = sorted(ready["experiment"].unique())
-    if len(ready) <= FIRST_VIEW_RUNS or len(experiments) < 2:
-        return experiments
-    return [ready.loc[pd.to_numeric(ready["modified"]).idxmax(), "experiment"]]
-
-
-def build_filters(ready: pd.DataFrame) -> Filters:
-    """The filter and layout widgets for the runs with frames, everything ticked but, in a big
-    root, other experiments than the newest (`first_experiments`)."""
-    axes = axis_options(ready)
-    rows = pn.widgets.Select(label="Rows", options=axes, value="vqgan", sizing_mode="stretch_width")
-    cols = pn.widgets.Select(label="Columns", options=axes, value="generator",
-                             sizing_mode="stretch_width")
-    swap = pn.widgets.Button(label="⇅ swap rows and columns", sizing_mode="stretch_width")
-
-    def swap_axes(_: object) -> None:
-        rows.value, cols.value = cols.value, rows.value
-
-    swap.on_click(swap_axes)
-    experiments = _checks("Experiments", sorted(ready["experiment"].unique()))
-    experiments.value = first_experiments(ready)
-    return Filters(
-        _checks("VQGAN", sorted(ready["vqgan"].unique())),
-        _checks("Perceptors", perceptor_names(ready)), experiments, rows, cols, swap,
-        pn.widgets.Select(label="Baseline", sizing_mode="stretch_width", options=_baselines(ready)))
-
-
-def choose(filters: Filters, chosen: Mapping[str, str | list[str]]) -> None:
-    """Set filters by field name: `vqgans`, `perceptors`, `experiments` to names (one or a list),
-    `rows`, `cols` to an axis. ValueError naming a value no run has, and those allowed."""
-    for name, value in chosen.items():
-        widget = getattr(filters, name)
-        options = widget.options
-        allowed = list(options.values()) if isinstance(options, dict) else list(options)
-        values = [value] if isinstance(value, str) else list(value)
-        what = "an axis of these runs" if isinstance(widget, pn.widgets.Select) else \
-            "a name any run with frames has"
-        for v in values:
-            if v not in allowed:
-                raise ValueError(f"{name}={v!r} is not {what}; choose from "
-                                 f"{', '.join(map(repr, allowed)) or '(none)'}")
-        widget.value = value if isinstance(widget, pn.widgets.Select) else values
-
-
-def update_filters(filters: Filters, ready: pd.DataFrame) -> None:
-    """New options from a re-read catalog; what the user chose stays chosen."""
-    _update_checks(filters.vqgans, sorted(ready["vqgan"].unique()))
-    _update_checks(filters.perceptors, perceptor_names(ready))
-    _update_checks(filters.experiments, sorted(ready["experiment"].unique()))
-    filters.baseline.options = _baselines(ready)
-    axes = {**axis_options(ready), **filters.rows.options}
-    filters.rows.options, filters.cols.options = axes, dict(axes)
-
-
-def build_sidebar(root: str | Path, filters: Filters) -> pn.Column:
-    f = filters
-    return pn.Column(f"### {Path(root).resolve().name}", "#### Filters", f.vqgans, f.perceptors,
-                     f.experiments, "#### Layout", f.rows, f.cols, f.swap, f.baseline,
-                     width=SIDEBAR_WIDTH, styles={"overflow-wrap": "anywhere"})
+        location.sync(widget, {"value": name})
+    for setting, checks in filters.levels.checks.items():
+        sync_levels(setting, checks)
+    filters.levels.on_new = sync_levels
+    location.sync(player, {"step": "step", "selected": "selected", "baseline": "baseline"})
 
 
 class StepMarkers:
@@ -189,20 +119,16 @@ class StepMarkers:
     def __init__(self, player: GridPlayer):
         self.player = player
         self.spans: dict[str, Span] = {}
-        player.param.watch(self.move, ["step"])
-
-    def step(self) -> int | None:
-        steps = self.player.grid["steps"]
-        return steps[self.player.step] if 0 <= self.player.step < len(steps) else None
+        player.param.watch(self.move, ["step", "grid"])
 
     def mark(self, kind: str, fig: object) -> object:
         """`fig` with the marker of `kind` (a text in place of a figure is left as it is)."""
         if not isinstance(fig, str):
-            self.spans[kind] = plots.step_marker(fig, self.step())
+            self.spans[kind] = plots.step_marker(fig, self.player.shown_step())
         return fig
 
     def move(self, *_: object) -> None:
-        step = self.step()
+        step = self.player.shown_step()
         for span in self.spans.values():
             span.location, span.visible = step or 0, step is not None
 
@@ -217,33 +143,33 @@ def loss_panel(shown: object, markers: StepMarkers) -> pn.Column:
 
 def score_panels(score_dir: Path | None, shown: object, markers: StepMarkers) -> list:
     """The bias matrix and image statistics panels, where `score_dir` holds their files."""
-    bias, stats = load_scores(score_dir)
+    bias, stats = read_csv(score_dir, BIAS_MATRIX), read_csv(score_dir, IMAGE_STATS)
     panels: list = []
     if bias is not None:
-        panels.append(pn.Column("## Bias matrix", pn.bind(bias_view, bias, shown),
+        preference = read_json(score_dir, SELF_PREFERENCE)
+        panels.append(pn.Column("## Bias matrix", pn.bind(bias_view, bias, preference, shown),
                                 sizing_mode="stretch_width"))
     if stats is not None:
-        stat = pn.widgets.Select(label="Statistic", options=STATS, width=200)
+        stat = pn.widgets.Select(label="Statistic", options=list(STATS), width=200)
         figure = pn.bind(
             lambda df, s: markers.mark("stats", plots.stats_figure(stats, df, s, labels(df))),
             shown, stat)
-        palettes = pn.bind(lambda df, _: plots.palettes_html(stats, df, markers.step()),
+        palettes = pn.bind(lambda df, _: plots.palettes_html(stats, df, markers.player.shown_step()),
                            shown, markers.player.param.step)
         panels.append(pn.Column("## Image statistics", stat, figure, pn.pane.HTML(palettes),
                                 sizing_mode="stretch_width"))
     return panels
 
 
-def refresh_on_change(root: str | Path, skip: list[Path], live: Live, filters: Filters,
-                      poll_ms: int, embedded: bool = False,
-                      stop_when: Callable[[], bool] = lambda: False) -> None:
+def refresh_on_change(state: RootState, live: Live, filters: Filters, poll_ms: int,
+                      embedded: bool = False, stop_when: Callable[[], bool] = lambda: False) -> None:
     """On a served page (or, `embedded`, in a notebook's kernel), re-read the catalog every
     `poll_ms` and show what changed; stop once `stop_when()` is true."""
     def refresh() -> None:
         if stop_when():
             callback.stop()
             return
-        new = current_catalog(root, skip)
+        new = state.catalog()
         if new is live.catalog or signature(new) == signature(live.catalog):
             return
         update_filters(filters, _playable(new))
@@ -253,38 +179,41 @@ def refresh_on_change(root: str | Path, skip: list[Path], live: Live, filters: F
         callback = pn.state.add_periodic_callback(refresh, period=poll_ms)
 
 
-def create_app(root: str | Path, scores: str | Path | None = None, poll_ms: int = POLL_MS, *,
-               frames: FrameSource = served_frames,
-               chosen: Mapping[str, str | list[str]] | None = None, embedded: bool = False,
+def create_app(state: RootState, poll_ms: int = POLL_MS, *, frames: FrameSource = served_frames,
+               chosen: Mapping[str, Any] | None = None, embedded: bool = False,
                stop_when: Callable[[], bool] = lambda: False,
                max_runs: int | None = None) -> pn.viewable.Viewable:
-    """The dashboard for the runs under `root`; score panels where `scores` (default
-    `<root>/../scores`) holds score files. A served page re-reads the catalog every `poll_ms`.
+    """The dashboard for the runs of `state` (its root); score panels where its scores folder
+    holds score files; the effects and fingerprints of the runs, computed in the background and
+    shown when ready on a served page (elsewhere waited for). A served page re-reads the catalog
+    every `poll_ms`.
     `frames` gives a run's frames to the player (default: URLs on the server's route);
     `chosen` sets filters (`choose`); `embedded` (a notebook output) scopes the keys to the
     player, leaves the page's URL alone and re-reads the catalog in the kernel, until
     `stop_when()` is true. The player shows `max_runs` of the ticked runs at most."""
-    score_dir = scores_dir(root, scores)
-    skip = [score_dir] if score_dir else []
-    live = Live(catalog=current_catalog(root, skip))
+    live = Live(catalog=state.catalog())
     filters = build_filters(_playable(live.catalog))
     choose(filters, chosen or {})
-    shown = pn.bind(select, live.param.catalog, vqgans=filters.vqgans,
-                    perceptors=filters.perceptors, experiments=filters.experiments)
+    shown = pn.bind(select, live.param.catalog, vqgans=filters.vqgans, perceptors=filters.perceptors,
+                    experiments=filters.experiments, levels=filters.levels.param.value)
     kept = pn.bind(at_most, shown, max_runs)
-    detailed = pn.bind(losses, kept, root)  # loss tables read for the runs shown only
+    detailed = pn.bind(state.losses, kept)  # loss tables read for the runs shown only
     player = GridPlayer(grid=pn.bind(player_grid, detailed, rows=filters.rows, cols=filters.cols,
                                      frames=frames), scoped=embedded, sizing_mode="stretch_width")
     filters.baseline.link(player, value="baseline", bidirectional=True)
     markers = StepMarkers(player)
     summary = pn.pane.Markdown(pn.bind(_summary, live.param.catalog, detailed, shown))
-    sidebar = build_sidebar(root, filters)
+    sidebar = build_sidebar(state.root, filters)
     opened = select(live.catalog, experiments=filters.experiments.value)
+    # A served page shows the analyses when ready; a notebook's output waits for them, as every
+    # model it holds must be there when its stylesheets are made inline (notebook.inline_stylesheets).
+    waiting = Waiting(live=not embedded and pn.state.curdoc is not None)
     main = pn.Column(_sidebar_toggle(sidebar), player, summary, loss_panel(detailed, markers),
-                     *score_panels(score_dir, shown, markers),
-                     *look_panels(score_dir, opened, root, player), sizing_mode="stretch_width",
+                     *score_panels(state.scores, shown, markers),
+                     *look_panels(state, opened, player, waiting),
+                     fingerprint_panel(state, live, shown, player, waiting), sizing_mode="stretch_width",
                      styles={"min-width": "0"})
-    refresh_on_change(root, skip, live, filters, poll_ms, embedded, stop_when)
+    refresh_on_change(state, live, filters, poll_ms, embedded, stop_when)
     if not embedded:
         _sync_url(filters, player)
     return pn.Row(sidebar, main, sizing_mode="stretch_width")

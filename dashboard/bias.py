@@ -1,8 +1,10 @@
 """The bias view: each judge's similarities z-scored within the judge, the diagonal marked, and
-each judge's self-preference (experiments/bias.py) with its interval over seeds."""
+each judge's and VQGAN's self-preference with its interval over seeds, as the judge stage wrote
+it (`self_preference.json`, experiments/bias.py): nothing here needs scipy."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pandas as pd
 import panel as pn
@@ -11,32 +13,37 @@ from bokeh.palettes import RdBu11
 from bokeh.plotting import figure
 from bokeh.transform import linear_cmap
 
-from experiments.bias import self_preference, standardise, summary
+from experiments.bias import standardise
+from experiments.scorefiles import SELF_PREFERENCE
 
 from .grid import natural_key
 
-HEIGHT = 320
 RDBU = list(RdBu11)  # Bokeh orders it blue to red: low z blue, high z red
 ROW = 24  # px per heatmap row
+COLUMN = 64  # px per judge column
+MIN_COLUMNS = 280  # px of judges' columns at least: the title's width
+FRAME = 90  # px of title and judges' names above the rows
+ROW_LABELS = 200  # px for the cells' names left of the heatmap
 LEGEND = ("Each judge's similarities are z-scored within the judge (0: its mean, ±1: its "
           "standard deviation), so columns share one scale. Solid outline: the cell guided by "
           "the judge's own perceptor alone; dashed: a pair that includes it.")
 
 
 def judged_cells(bias: pd.DataFrame) -> pd.DataFrame:
-    """One row per (vqgan, generator, judge): mean `z` and `similarity` over seeds, `seeds`,
+    """One row per (vqgan, perceptor_set, judge): mean `z` and `similarity` over seeds, `seeds`,
     `diagonal`, `involved` (see `experiments.bias.standardise`), z-scored over the whole table
     so that a judge's spread is that of every cell it scored."""
     z = standardise(bias)
-    return (z.groupby(["vqgan", "generator", "judge"], as_index=False, sort=False)
+    return (z.groupby(["vqgan", "perceptor_set", "judge"], as_index=False, sort=False)
             .agg(z=("z", "mean"), similarity=("similarity", "mean"), seeds=("seed", "nunique"),
                  diagonal=("diagonal", "first"), involved=("involved", "first")))
 
 
 def heatmap(cells: pd.DataFrame) -> figure:
     """Cells (rows) × judges (columns), coloured by z on one scale centred on 0; the judge's own
-    perceptor's cell outlined solid, a pair that includes it dashed."""
-    df = cells.assign(cell=cells["vqgan"] + " · " + cells["generator"].str.replace("+", " + "))
+    perceptor's cell outlined solid, a pair that includes it dashed. COLUMN px a judge: the
+    heatmap's size follows the judges and the cells, not the window."""
+    df = cells.assign(cell=cells["vqgan"] + " · " + cells["perceptor_set"].str.replace("+", " + "))
     df["label"] = df["z"].map(lambda v: "" if math.isnan(v) else f"{v:+.2f}")
     df["raw"] = df["similarity"].map("{:.4f}".format)
     limit = max(float(df["z"].abs().max()), 1.0) if df["z"].notna().any() else 1.0
@@ -44,8 +51,9 @@ def heatmap(cells: pd.DataFrame) -> figure:
     rows = sorted(df["cell"].unique(), key=natural_key, reverse=True)
     judges = sorted(df["judge"].unique(), key=natural_key)
     fig = figure(title="similarity, z-scored within each judge",
-                 x_range=judges, y_range=rows, height=max(HEIGHT, ROW * len(rows) + 90),
-                 sizing_mode="stretch_width", x_axis_location="above", toolbar_location=None,
+                 x_range=judges, y_range=rows, height=ROW * len(rows) + FRAME,
+                 width=ROW_LABELS + max(COLUMN * len(judges), MIN_COLUMNS), x_axis_location="above",
+                 toolbar_location=None,
                  tools="hover", tooltips=[("cell", "@cell"), ("judge", "@judge"), ("z", "@label"),
                                           ("mean similarity", "@raw"), ("seeds", "@seeds")])
     source = ColumnDataSource(df.drop(columns=["diagonal", "involved"]).to_dict("list"))
@@ -61,17 +69,18 @@ def heatmap(cells: pd.DataFrame) -> figure:
     return fig
 
 
-def _figure(row: pd.Series) -> str:
-    if math.isnan(row["mean"]):
+def _figure(entry: dict[str, Any]) -> str:
+    mean, low, high = (entry.get(k) for k in ("mean", "low", "high"))
+    if mean is None:
         return "–"
-    text = f"{row['mean']:+.2f}"
-    return text if math.isnan(row["low"]) else f"{text} [{row['low']:+.2f}, {row['high']:+.2f}]"
+    text = f"{mean:+.2f}"
+    return text if low is None or high is None else f"{text} [{low:+.2f}, {high:+.2f}]"
 
 
-def preference_table(table: pd.DataFrame, by: str, label: str) -> str:
+def preference_table(entries: dict[str, dict[str, Any]], label: str) -> str:
     """Markdown: one line per judge or VQGAN with its self-preference and interval."""
     lines = [f"| {label} | self-preference (judge SDs) | seeds |", "|---|---|---|"]
-    lines += [f"| {r[by]} | {_figure(r)} | {int(r['seeds'])} |" for _, r in table.iterrows()]
+    lines += [f"| {name} | {_figure(e)} | {e.get('seeds') or 0} |" for name, e in sorted(entries.items())]
     return "\n".join(lines)
 
 
@@ -83,25 +92,31 @@ def seeds_note(seeds: int) -> str:
     return f"Mean over {seeds} seeds with a 95 % t-interval in brackets."
 
 
-def bias_view(bias: pd.DataFrame, shown: pd.DataFrame) -> pn.Column | str:
-    """The heatmap of the shown cells and the self-preference per judge and per shown VQGAN:
-    how much more each judge likes the images its own perceptor guided than those guided by
-    perceptors without it, in the judge's own spread (0 = no preference)."""
-    pairs = set(zip(shown["vqgan"], shown["generator"]))
+def preference_parts(preference: dict[str, Any] | None, vqgans: set[str]) -> list[str]:
+    """Markdown: the self-preference per judge and per VQGAN of `vqgans`, from the judge stage's
+    `self_preference.json` (`{"judges": {judge: {mean, low, high, seeds}}, "vqgans": {...}}`)."""
+    if preference is None:
+        return [(f"*The self-preference needs the judge stage's `{SELF_PREFERENCE}` beside the bias "
+                 "matrix; run the judge stage to write it.*")]
+    judges, by_vqgan = preference.get("judges") or {}, preference.get("vqgans") or {}
+    if not judges:
+        return [("*No judge has a cell guided by its own perceptor alone, so there is no "
+                 "self-preference to show.*")]
+    seeds = max((e.get("seeds") or 0 for e in judges.values()), default=0)
+    return ["### Self-preference", seeds_note(seeds),
+            preference_table(judges, "judge (over every VQGAN)"),
+            preference_table({v: e for v, e in by_vqgan.items() if v in vqgans}, "VQGAN (over every judge)")]
+
+
+def bias_view(bias: pd.DataFrame, preference: dict[str, Any] | None, shown: pd.DataFrame) -> pn.Column | str:
+    """The heatmap of the shown cells and the self-preference (`preference_parts`) per judge and
+    per shown VQGAN: how much more each judge likes the images its own perceptor guided than
+    those guided by perceptors without it, in the judge's own spread (0 = no preference)."""
+    pairs = set(zip(shown["vqgan"], shown["perceptor_set"]))
     cells = judged_cells(bias)
-    cells = cells[[(v, g) in pairs for v, g in zip(cells["vqgan"], cells["generator"])]]
+    cells = cells[[(v, g) in pairs for v, g in zip(cells["vqgan"], cells["perceptor_set"])]]
     if cells.empty:
         return "*No bias scores for the shown cells.*"
-    prefs = self_preference(bias)
-    if prefs.empty:
-        parts = ["*No judge has a cell guided by its own perceptor alone, so there is no "
-                 "self-preference to show.*"]
-    else:
-        per_judge = summary(prefs, "judge")
-        per_vqgan = summary(prefs, "vqgan")
-        parts = ["### Self-preference", seeds_note(int(per_judge["seeds"].max())),
-                 preference_table(per_judge, "judge", "judge (over every VQGAN)"),
-                 preference_table(per_vqgan[per_vqgan["vqgan"].isin(shown["vqgan"])], "vqgan",
-                                  "VQGAN (over every judge)")]
+    parts = preference_parts(preference, set(shown["vqgan"]))
     return pn.Column(heatmap(cells), pn.pane.Markdown("\n\n".join([LEGEND, *parts])),
                      sizing_mode="stretch_width")

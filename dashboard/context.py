@@ -1,40 +1,13 @@
-"""What the player shows beside a cell's frames: its prompt schedule, its settings, and a tag
-telling apart runs that would otherwise share a caption (two seeds of one cell)."""
+"""What the player shows beside a cell's frames: its scenes' prompts and each frame's scene
+weights (from the run's frame table), its settings, and a tag telling apart runs that would
+otherwise share a caption (two seeds of one cell)."""
 from __future__ import annotations
 
 from typing import Any
 
 import pandas as pd
 
-from engine.prompts import PromptSyntaxError, parse_scenes
-
-from .grid import title
-
-
-def _int(value: Any, default: int) -> int:
-    try:
-        return int(float(value))
-    except (TypeError, ValueError):
-        return default
-
-
-def schedule(settings: dict[str, Any]) -> dict[str, Any] | None:
-    """The scenes (prompt text and weight) and the scene timing of a run's settings, ours or
-    pytti's (`scenes`, `scene_prefix`, `scene_suffix`, `steps_per_scene`,
-    `interpolation_steps`); None where the settings name no scene or do not parse."""
-    scenes = settings.get("scenes")
-    if not isinstance(scenes, str) or not scenes.strip():
-        return None
-    try:
-        parsed = parse_scenes(scenes, str(settings.get("scene_prefix") or ""),
-                              str(settings.get("scene_suffix") or ""))
-    except (PromptSyntaxError, ValueError):
-        return None
-    return {
-        "scenes": [[{"text": p.text, "weight": p.weight} for p in scene] for scene in parsed],
-        "steps_per_scene": max(1, _int(settings.get("steps_per_scene"), 100)),
-        "interpolation_steps": max(0, _int(settings.get("interpolation_steps"), 0)),
-    }
+from .grid import levels_text, title
 
 
 def _scalar(value: Any) -> bool:
@@ -42,11 +15,12 @@ def _scalar(value: Any) -> bool:
 
 
 def slot_tags(df: pd.DataFrame) -> dict[str, str]:
-    """run -> a short tag for runs that share experiment, VQGAN and perceptors: the seed where
-    each has its own, else up to two settings that differ (seed first), else the re-run
-    number. Runs alone in their group get no tag."""
+    """run -> a short tag for runs that share experiment, VQGAN, perceptor set and the levels of
+    their varied settings: the seed where each has its own, else up to two settings that differ
+    (seed first), else the re-run number. Runs alone in their group get no tag."""
     tags: dict[str, str] = {}
-    for _, group in df.groupby(["experiment", "vqgan", "generator"], sort=False, dropna=False):
+    levels = df["factors"].map(levels_text).rename("levels")
+    for _, group in df.groupby(["experiment", "vqgan", "perceptor_set", levels], sort=False, dropna=False):
         if len(group) < 2:
             continue
         table = pd.DataFrame([{**{k: str(v) for k, v in s.items() if _scalar(v)}, "seed": str(seed)}
@@ -62,16 +36,20 @@ def slot_tags(df: pd.DataFrame) -> dict[str, str]:
 
 
 def labels(df: pd.DataFrame) -> dict[str, str]:
-    """run -> the name a legend or hover gives it: caption plus tag (`slot_tags`)."""
+    """run -> the name a legend or hover gives it: caption, levels of its varied settings and tag
+    (`slot_tags`)."""
     with_experiment = df["experiment"].nunique() > 1
     tags = slot_tags(df)
-    return {run.run: title(run, with_experiment) + (f" · {tags[run.run]}" if run.run in tags else "")
+    return {run.run: " · ".join(filter(None, [title(run, with_experiment), levels_text(run.factors),
+                                              tags.get(run.run)]))
             for run in df.itertuples()}
 
 
 def cell_context(run: pd.Series, tag: str | None) -> dict[str, Any]:
-    """The context fields of a cell in the player's grid spec."""
+    """The context fields of a cell in the player's grid spec: `scenes` (per scene its prompts,
+    `{text, weight}`) and `weights` (per frame each scene's weight at its step), as the run's
+    frame table and sidecar record them."""
     settings = run.settings if isinstance(run.settings, dict) else {}
     return {"tag": tag, "seed": None if pd.isna(run.seed) else int(run.seed),
             "settings": {k: v for k, v in settings.items() if _scalar(v) or isinstance(v, list)},
-            "schedule": schedule(settings)}
+            "scenes": run.scenes, "weights": run.frame_scenes}

@@ -21,12 +21,16 @@ import panel as pn
 from bokeh.models import Model, UIElement
 from panel.io.notebook import patch_inline_stylesheets
 
+from engine.errors import InputError
+
 from .app import POLL_MS, create_app
-from .export import ExportError, frame_size, sheets, sprite
+from .catalog import run_size
+from .export import frame_box, sheets, sprite
+from .state import RootState
 
 QUALITY = 80  # WebP quality of the inline sheets, as the export's default
 MAX_RUNS = 200  # runs whose frames one output holds: 40-frame runs at 192 px are ~22 MB
-_latest: dict[str, object] = {}  # notebook cell id -> a token for its newest output
+LATEST = "dashboard.show:newest-output"  # pn.state.cache key: {notebook cell id: token of its newest output}
 
 
 class InlineFrames:
@@ -45,21 +49,11 @@ class InlineFrames:
             self.packed[run.run] = cached
         return cached[1]
 
-    def size(self, run: pd.Series) -> tuple[int, int]:
-        """The frames' shown size: the first frame's, or where it cannot be read, the run's."""
-        try:
-            return frame_size(self.root / run.frames[0], self.width)
-        except ExportError:
-            if pd.isna(run.width) or pd.isna(run.height):
-                raise
-            w = min(self.width, int(run.width))
-            return w, max(1, round(int(run.height) * w / int(run.width)))
-
     def pack(self, run: pd.Series) -> dict[str, Any]:
-        size = self.size(run)
-        per, made = sheets(self.root, list(run.frames), size, damaged=True)  # unreadable: black
+        box = frame_box(self.root, run, self.width)
+        per, made = sheets(self.root, list(run.frames), run_size(run), box)  # unreadable: black
         urls = [{"url": data_url(sheet), "cols": cols, "rows": rows} for sheet, cols, rows in made]
-        return sprite(urls, per, size)
+        return sprite(urls, per, box)
 
 
 def data_url(image: Any) -> str:
@@ -88,36 +82,40 @@ def replaced_when_rerun() -> Callable[[], bool]:
         cell = None
     if not cell:
         return lambda: False
-    token = _latest[cell] = object()
-    return lambda: _latest.get(cell) is not token
+    # Which output of a cell is the newest must outlive the call that made it (the next run of
+    # the cell is another call): it lives in Panel's per-process cache, the kernel's lifetime.
+    latest = pn.state.cache.setdefault(LATEST, {})
+    token = latest[cell] = object()
+    return lambda: latest.get(cell) is not token
 
 
 def show(root: str | Path, *, experiments: str | list[str] | None = None,
          vqgans: str | list[str] | None = None, perceptors: str | list[str] | None = None,
-         rows: str = "vqgan", cols: str = "generator", width: int = 192,
+         levels: dict[str, str | list[str]] | None = None,
+         rows: str = "vqgan", cols: str = "perceptor_set", width: int = 192,
          scores: str | Path | None = None, poll_ms: int = POLL_MS) -> pn.viewable.Viewable:
     """The synced grid of the runs under `root` as a notebook cell's output (display it, or
     leave it last in the cell): player, keys (with the focus in the output), enlarged view, A/B
     compare, filters, losses and score panels, as `python -m dashboard serve` shows them.
 
     `experiments`, `vqgans`, `perceptors`: the runs ticked at first (names; None: as the
-    served page opens); `rows`, `cols`: the grid's axes; `width`: px a frame is shown at most
+    served page opens); `levels`: {varied setting: its levels ticked at first}; `rows`, `cols`:
+    the grid's axes, any of the page's (`scenes`; `generator`, the perceptor set's old name, is
+    still taken, for one release); `width`: px a frame is shown at most
     (the output, and a saved notebook, hold every shown frame at this size, of MAX_RUNS runs
     at most: the summary says when more are ticked); `scores`: the
     score files' folder (default `<root>/../scores`); `poll_ms`: how often to look for new
     frames (0: never). FileNotFoundError where `root` is not a folder, ValueError for a name
     no run has.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"no such folder: {root}")
+    state = RootState.open(root, scores, background=True)
     if width < 1:
-        raise ValueError(f"width={width}: must be at least 1 px")
+        raise InputError(f"width={width}: must be at least 1 px")
     chosen = {name: value for name, value in {
-        "experiments": experiments, "vqgans": vqgans, "perceptors": perceptors,
+        "experiments": experiments, "vqgans": vqgans, "perceptors": perceptors, "levels": levels,
         "rows": rows, "cols": cols}.items() if value is not None}
     pn.extension(inline=True)  # Bokeh's and Panel's JS inside the output: no CDN, no network
-    app = create_app(root, scores, poll_ms, frames=InlineFrames(root.resolve(), width),
+    app = create_app(state, poll_ms, frames=InlineFrames(state.root, width),
                      chosen=chosen, embedded=True, stop_when=replaced_when_rerun(),
                      max_runs=MAX_RUNS)
     return pn.Column(app, hooks=[inline_stylesheets], sizing_mode="stretch_width")

@@ -82,7 +82,7 @@ def stats_figure(stats: pd.DataFrame, shown: pd.DataFrame, stat: str,
     if df.empty:
         return "*No image statistics for the shown cells.*"
     by_cell = {cell: (names or {}).get(run) for cell, run in zip(shown["cell"], shown["run"])}
-    curves = [(by_cell.get(cell) or f"{g.vqgan.iat[0]} · {g.generator.iat[0]}",
+    curves = [(by_cell.get(cell) or f"{g.vqgan.iat[0]} · {g.perceptor_set.iat[0]}",
                g["step"].tolist(), g[stat].tolist())
               for cell, g in df.groupby("cell", sort=True)]
     fig = figure(title=stat.replace("_", " "), x_axis_label="step", y_axis_label=stat,
@@ -98,7 +98,7 @@ def palettes_html(stats: pd.DataFrame, shown: pd.DataFrame, step: int | None = N
         df = df[df["step"] <= step]
     last = df.groupby("cell", sort=True).tail(1)
     items = "".join(
-        f"<div style='white-space:nowrap'>{html.escape(r.vqgan)} · {html.escape(r.generator)}"
+        f"<div style='white-space:nowrap'>{html.escape(r.vqgan)} · {html.escape(r.perceptor_set)}"
         f" <small>step {r.step}</small> "
         + "".join(f'<span title="{c}" style="display:inline-block;width:16px;height:16px;'
                   f'vertical-align:middle;background:{c}"></span>'

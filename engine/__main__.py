@@ -4,19 +4,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
-from typing import NoReturn
+import textwrap
+from dataclasses import fields, replace
+from typing import Any
 
-from engine.download import DownloadError
-from engine.fsutil import describe_os_error
-from engine.locks import LockHeld
-from engine.registry import UnknownModelError
-from engine.runfolder import RunFolderConflict, RunFolderDamaged
-from engine.vqgan import CheckpointError
+from engine.cli import Parser, error_boundary
+from engine.errors import InputError
 
 
 def cmd_models(args: argparse.Namespace) -> None:
-    """List every VQGAN and perceptor with whether it is cached and its size."""
+    """List every VQGAN and perceptor with whether it is cached, its size and its aliases; the
+    untrained tiny models apart."""
     from engine import cache
     from engine.factory import model_table
 
@@ -25,18 +23,24 @@ def cmd_models(args: argparse.Namespace) -> None:
         print(json.dumps(rows, indent=2))
         return
     print(f"cache: {cache.cache_dir()}   user models file: {cache.user_models_file()}")
-    for kind in ("vqgan", "perceptor"):
-        kind_rows = [r for r in rows if r["kind"] == kind]
-        if not kind_rows:
+    trained = {kind: [r for r in rows if r["kind"] == kind and not r["untrained"]] for kind in ("vqgan", "perceptor")}
+    sections = [("VQGANS", trained["vqgan"], ""),
+                ("PERCEPTORS", sorted(trained["perceptor"], key=lambda r: not r["aliases"]),
+                 ": pytti's (OpenAI CLIP) first, with pytti's names as aliases"),
+                ("UNTRAINED TINY MODELS", [r for r in rows if r["untrained"]],
+                 ": random weights generated here, for tests and demos only")]
+    for title, section, note in sections:
+        if not section:
             continue
-        print(f"\n{kind.upper()}S ({len(kind_rows)})")
-        width = max(len(r["name"]) for r in kind_rows)
-        for r in kind_rows:
+        print(f"\n{title} ({len(section)}){note}")
+        width = max(len(r["name"]) for r in section)
+        for r in section:
             size = f"{r['size_mb']:8.1f} MB" if r["size_mb"] is not None else "       ? MB"
             state = "cached " if r["cached"] else "-      "
-            flag = "  UNTRAINED (random weights, tests/demos only)" if r["untrained"] else ""
-            aliases = f"  aliases: {', '.join(r['aliases'])}" if r["aliases"] and kind == "vqgan" else ""
-            print(f"  {r['name']:<{width}}  {state} {size}  slug={r['slug']}{flag}{aliases}")
+            aliases = [a for a in r["aliases"] if a != r["name"]]
+            also = f"  aliases: {', '.join(aliases)}" if aliases else ""
+            kind = f"  {r['kind']}" if r["untrained"] else ""
+            print(f"  {r['name']:<{width}}  {state} {size}  slug={r['slug']}{kind}{also}")
 
 
 def cmd_fetch(args: argparse.Namespace) -> None:
@@ -50,10 +54,12 @@ def cmd_fetch(args: argparse.Namespace) -> None:
 
 def cmd_run(args: argparse.Namespace) -> None:
     """Run one optimisation (resuming it if it was interrupted)."""
-    from engine.loop import run
     from engine.settings import load_config
 
-    print(run(load_config(args.config, args.overrides), quiet=args.quiet))
+    settings = load_config(args.config, args.overrides)  # bad settings are refused before torch loads
+    from engine.loop import execute
+
+    print(execute(settings, quiet=args.quiet))
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -89,23 +95,52 @@ def cmd_gpucheck(args: argparse.Namespace) -> None:
     print(report(cuda_device(args.device)))
 
 
+SETTINGS_DOC = "docs/engine.md"
+_NAME_WIDTH = 30  # `key=default` column of the settings listing
+
+
+def settings_epilog(width: int = 100) -> str:
+    """Every setting as `key=default  meaning`, grouped as docs/engine.md groups them."""
+    from engine.settings import SETTING_GROUPS, Settings
+
+    meaning = {f.name: f.metadata["meaning"] for f in fields(Settings)}
+    defaults = Settings().to_dict()
+    lines = [f"settings (key=value; values are read as YAML; {SETTINGS_DOC} explains each one):"]
+    for group, names in SETTING_GROUPS.items():
+        lines.append(f"\n{group}:")
+        for name in names:
+            key = f"  {name}={_yaml_value(defaults[name])}"
+            text = textwrap.wrap(meaning[name], width - _NAME_WIDTH - 2)
+            if len(key) < _NAME_WIDTH:
+                lines.append(f"{key:<{_NAME_WIDTH}}  {text[0]}")
+                text = text[1:]
+            else:
+                lines.append(key)
+            lines += [" " * (_NAME_WIDTH + 2) + rest for rest in text]
+    return "\n".join(lines)
+
+
+def _yaml_value(value: Any) -> str:
+    """A default as it would be typed after `key=`."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "+".join(value)
+    if value == "":
+        return '""'
+    return f"'{value}'" if isinstance(value, str) and " " in value else str(value)
+
+
 def check_counts(args: argparse.Namespace, **least: int) -> None:
     """Refuse, before any work, an integer option below its least allowed value."""
     for name, low in least.items():
         value = getattr(args, name)
         if value < low:
-            raise ValueError(f"--{name} {value}: must be >= {low}")
-
-
-class OneLineErrors(argparse.ArgumentParser):
-    """argparse, with a bad command line reported in one `error:` line (not usage + error)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+            raise InputError(f"--{name} {value}: must be >= {low}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineErrors(prog="python -m engine", description=__doc__)
+    parser = Parser(prog="python -m engine", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("models", help="list VQGAN models and CLIP perceptors")
     p.add_argument("--kind", choices=["vqgan", "perceptor"])
@@ -120,9 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_fetch)
     for name, func, text in (("run", cmd_run, "run one optimisation"),
                              ("bench", cmd_bench, "benchmark the step (random weights)")):
-        p = sub.add_parser(name, help=text, description=func.__doc__)
+        p = sub.add_parser(name, help=text, description=func.__doc__, epilog=settings_epilog(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--config", help="settings file: YAML/JSON, or a pytti _settings.txt")
-        p.add_argument("overrides", nargs="*", metavar="key=value", help="settings (values parsed as YAML)")
+        p.add_argument("overrides", nargs="*", metavar="key=value", help="settings, listed below (later ones win)")
         if name == "run":
             p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
         else:
@@ -140,23 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda", help="the CUDA device to check (default: cuda)")
     p.set_defaults(func=cmd_gpucheck)
     args = parser.parse_args(argv)
-    try:
-        args.func(args)
-    except (UnknownModelError, DownloadError, CheckpointError, RunFolderConflict, FileNotFoundError,
-            ValueError) as err:
-        print(f"error: {describe_os_error(err) if isinstance(err, OSError) else err}", file=sys.stderr)
-        return 2
-    except (LockHeld, RunFolderDamaged) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except OSError as err:
-        print(f"error: {describe_os_error(err)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted: a run resumes from its last saved frame when the same command is "
-              "run again", file=sys.stderr)
-        return 130
-    return 0
+    return error_boundary(lambda: args.func(args), "interrupted: a run resumes from its last saved frame "
+                          "when the same command is run again")
 
 
 if __name__ == "__main__":

@@ -22,12 +22,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from engine.compiled import compile_guide
 from engine.device import keep_freed_memory, peak_memory_mb, pick_device, reset_peak_memory, set_determinism
+from engine.errors import InputError
 from engine.factory import load_perceptor, load_vqgan
 from engine.losses import clamp_with_grad
 from engine.perceptor import Perceptor
 from engine.precision import DTYPES, check_precision, prepare_models
-from engine.step import Guide, build_guide, learning_rate, start_latent, take_step
 from engine.settings import Settings, SettingsError, check_size_for_factor
+from engine.step import Guide, build_guide, learning_rate, start_latent, take_step
 from engine.vqgan import VQGAN
 
 MATMUL_SIZE = 2048  # the square matmul that measures a dtype's peak rate
@@ -306,7 +307,7 @@ def cells(settings: Settings, k: int, *, steps: int = 10, warmup: int = 2) -> di
     common start to the last cell's end, with each cell's peak memory. This process touches no
     device (the cells check the settings; a refusal is raised here)."""
     if k < 1:
-        raise ValueError(f"--cells {k}: must be >= 1")
+        raise InputError(f"--cells {k}: must be >= 1")
     context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
     barrier, results = context.Barrier(k), context.Queue()
     workers = [context.Process(target=_report_to, args=(results, _cell, (settings, steps, warmup, barrier)))

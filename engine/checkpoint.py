@@ -26,6 +26,9 @@ from typing import Any, ClassVar, Iterator
 
 import torch
 
+from engine.errors import InputError
+from engine.fsutil import regular_file
+
 # Globals loaded as inert stand-ins: by module prefix, and by exact name.
 _STAND_IN_PREFIXES = ("pytorch_lightning.", "lightning.", "lightning_fabric.", "omegaconf.", "typing.",
                       "numpy.dtypes.")
@@ -38,7 +41,7 @@ _TORCH_OWN = {"collections.OrderedDict", "collections.Counter", "_codecs.encode"
               "builtins.bytearray", "builtins.complex"}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint, weights or config file that cannot be used; the message names the file."""
 
 
@@ -171,7 +174,7 @@ def _legacy_globals(path: Path) -> list[str]:
     """Every global named in a legacy-format file's pickles (magic, protocol, sys info, data)."""
     names: set[str] = set()
     try:
-        with open(path, "rb") as f:
+        with regular_file(path) as f:
             for _ in range(4):
                 for op, arg, _pos in pickletools.genops(f):
                     if op.name in ("GLOBAL", "INST"):
@@ -223,7 +226,7 @@ def preview_keys(keys: list[str], n: int = 8) -> str:
 def file_kind(path: Path) -> str:
     """`zip`, `legacy`, `torchscript` or `safetensors`; CheckpointError for anything else."""
     try:
-        with open(path, "rb") as f:
+        with regular_file(path) as f:
             head = f.read(16)
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
@@ -355,7 +358,7 @@ class _LegacyUnpickler(_RestrictedUnpickler):
 def _read_legacy(path: Path, keep: str) -> Any:
     """`torch.load(path)[keep]` of a legacy-format file, reading from disk only the storages of the
     tensors under `keep`: the rest (optimizer states) is skipped over, never read into memory."""
-    with open(path, "rb") as f:
+    with regular_file(path) as f:
         header = [_RestrictedUnpickler(f, path).load() for _ in range(3)]  # magic, protocol, sys info
         if not (isinstance(header[2], dict) and header[2].get("little_endian")):
             raise _NeedsTorch("not a little-endian file")

@@ -30,7 +30,8 @@ import requests
 import yaml
 from tqdm import tqdm
 
-from engine.fsutil import atomic_write_json
+from engine.errors import StateError
+from engine.fsutil import atomic_write_json, open_own, read_regular, regular_file
 from engine.locks import exclusive_lock
 
 CHUNK_SIZE = 1 << 20  # 1 MiB: file buffer and hashing block
@@ -44,7 +45,11 @@ DISK_MARGIN = 64 * 1024 * 1024  # keep this much free after a download
 BodyCheck = Callable[[Path], "str | None"]  # a downloaded file -> why it is not acceptable, or None
 
 
-class DownloadError(RuntimeError):
+MAX_LOCK_BYTES = 16_000_000  # models.lock.json: a few hundred bytes a model file
+MAX_CONFIG_BYTES = 1_000_000  # a taming config is a few KB
+
+
+class DownloadError(StateError):
     """No mirror produced a verified file. ``attempts`` holds (url, reason) pairs."""
 
     def __init__(self, message: str, *, dest: Path | None = None,
@@ -95,7 +100,7 @@ class _Mismatch(_MirrorFailed):
 def sha256_file(path: Path) -> str:
     """Hex SHA-256 of the file at ``path``, read in 1 MiB chunks."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with regular_file(path) as f:  # a device (/dev/zero) or a FIFO would never end
         for chunk in iter(lambda: f.read(CHUNK_SIZE), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -112,15 +117,15 @@ class ChecksumLock:
 
     def _read(self) -> dict:
         try:
-            text = self.path.read_text(encoding="utf-8")
+            text = read_regular(self.path, MAX_LOCK_BYTES, "checksum lock file").decode("utf-8", "replace")
         except FileNotFoundError:
             return {}
         try:
             data = json.loads(text) if text.strip() else {}
         except json.JSONDecodeError as e:
-            raise ValueError(f"checksum lock file {self.path} is not valid JSON: {e}") from e
+            raise StateError(f"checksum lock file {self.path} is not valid JSON: {e}") from e
         if not isinstance(data, dict):
-            raise ValueError(f"checksum lock file {self.path} must hold a JSON object")
+            raise StateError(f"checksum lock file {self.path} must hold a JSON object")
         return data
 
     def _update(self, change: Callable[[dict], None]) -> None:
@@ -170,7 +175,7 @@ def verified_sha256(lock: ChecksumLock, key: str, path: Path, relock_hint: str =
 
 def torch_file_problem(path: Path) -> str | None:
     """Why ``path`` is not a complete torch checkpoint (zip or legacy pickle format), or None."""
-    with open(path, "rb") as f:
+    with regular_file(path) as f:
         head = f.read(64)
     if head.startswith(b"PK\x03\x04"):
         return None if zipfile.is_zipfile(path) else "a truncated zip archive, not a complete torch checkpoint"
@@ -181,7 +186,7 @@ def torch_file_problem(path: Path) -> str | None:
 
 def text_config_problem(path: Path) -> str | None:
     """Why ``path`` is not a YAML model config (an HTML page, binary data, not a mapping), or None."""
-    data = path.read_bytes()
+    data = read_regular(path, MAX_CONFIG_BYTES, "model config")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -311,11 +316,10 @@ def _stream_body(resp: requests.Response, part: Path, start: int, total: int | N
     """
     expected = _content_length(resp)
     received = 0
-    mode = "r+b" if part.exists() else "wb"
     broken: BaseException | None = None
     too_big = False
     try:
-        with open(part, mode, buffering=CHUNK_SIZE) as f, _Watchdog(resp, stall_s, deadline) as dog, \
+        with os.fdopen(open_own(part, "a partial download"), "r+b", buffering=CHUNK_SIZE) as f, _Watchdog(resp, stall_s, deadline) as dog, \
                 tqdm(total=total, initial=start, desc=desc, unit="B", unit_scale=True,
                      unit_divisor=1024, disable=not progress, leave=False) as bar:
             f.truncate(start)

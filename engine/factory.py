@@ -17,17 +17,24 @@ import torch
 from huggingface_hub import try_to_load_from_cache
 
 from engine import cache
-from engine.download import (ChecksumLock, DownloadError, download, sha256_file, text_config_problem,
-                             torch_file_problem, verified_sha256)
+from engine.checkpoint import CheckpointError, UnsafeCheckpointError
+from engine.download import (
+    ChecksumLock,
+    DownloadError,
+    download,
+    sha256_file,
+    text_config_problem,
+    torch_file_problem,
+    verified_sha256,
+)
+from engine.errors import InputError
 from engine.locks import exclusive_lock
 from engine.param_counts import size_mb
-from engine.checkpoint import UnsafeCheckpointError
 from engine.perceptor import Perceptor, create_open_clip
 from engine.pretrained import VQGANSource
 from engine.registry import ModelInfo, PerceptorSource, UnknownModelError, registry
 from engine.tiny import make_tiny_clip, make_tiny_vqgan, register_tiny_clip_configs
 from engine.vqgan import VQGAN, build_vqgan, load_vqgan_files, parse_config, read_config
-
 
 CONFIG_MAX_BYTES = 1 << 20  # a model config is a few KB of YAML
 OFFLINE_ALTERNATIVES = ("or try the untrained tiny models (vqgan_model=tiny perceptors=tiny-vit), or the "
@@ -63,7 +70,7 @@ def fetch_vqgan(source: VQGANSource, *, progress: bool = True, config_only: bool
         if path.exists():
             continue
         if not urls:
-            raise FileNotFoundError(f"{source.name}: {part} file {path} does not exist and no URL is known")
+            raise InputError(f"{source.name}: {part} file {path} does not exist and no URL is known")
         download(urls, path, sha256=sha256, lock=lock, lock_key=f"vqgan/{source.name}/{part}",
                  desc=f"{source.name} {part}", max_size=cap, check=check, relock_hint=relock_hint(source.name),
                  by_hand=vqgan_by_hand(config_path, ckpt_path), progress=progress)
@@ -92,9 +99,10 @@ def load_vqgan(name: str, device: str | torch.device = "cpu", *, random_weights:
     else:
         config_path, ckpt_path = fetch_vqgan(source, progress=progress)
         key = f"vqgan/{source.name}/checkpoint"
+        fresh = ChecksumLock(cache.lock_file()).get(key) is None
         digest = model_sha256(key, ckpt_path)  # a file changed since it was verified is not even parsed
         downloaded = not (source.local_checkpoint or source.untrained)
-        with _evict_if_refused(key, ckpt_path, downloaded, _origin(source, ckpt_path)):
+        with _evict_if_refused(key, ckpt_path, downloaded, _origin(source, ckpt_path), fresh):
             model = load_vqgan_files(config_path, ckpt_path)
         info = ModelInfo(source.name, source.slug, _origin(source, ckpt_path), digest, source.untrained)
     model.info = info
@@ -102,9 +110,11 @@ def load_vqgan(name: str, device: str | torch.device = "cpu", *, random_weights:
 
 
 @contextlib.contextmanager
-def _evict_if_refused(key: str, path: Path, downloaded: bool, origin: str) -> Iterator[None]:
+def _evict_if_refused(key: str, path: Path, downloaded: bool, origin: str, fresh: bool) -> Iterator[None]:
     """When loading refuses a file as unsafe (its pickle calls code), nothing of it stays in the
-    cache: its checksum record is forgotten and, if we downloaded it, the file is deleted."""
+    cache: its checksum record is forgotten and, if we downloaded it, the file is deleted. A file
+    refused as no checkpoint at all leaves no record either, where this load made it (`fresh`): the
+    real file put there later is then taken."""
     try:
         yield
     except UnsafeCheckpointError as err:
@@ -115,6 +125,10 @@ def _evict_if_refused(key: str, path: Path, downloaded: bool, origin: str) -> It
             file.unlink(missing_ok=True)
         raise UnsafeCheckpointError(f"{err}. The downloaded file and its checksum record were deleted; "
                                     f"do not use its source ({origin})") from None
+    except CheckpointError:
+        if fresh:
+            ChecksumLock(cache.lock_file()).forget(key)
+        raise
 
 
 def _random_vqgan(source: VQGANSource, progress: bool) -> VQGAN:
@@ -181,10 +195,10 @@ def fetch_perceptor(source: PerceptorSource, *, progress: bool = True) -> Path:
 
 def _download_perceptor(source: PerceptorSource, progress: bool) -> Path:
     if source.file:
-        raise FileNotFoundError(f"perceptor {source.name}: weights file {source.file} does not exist")
+        raise InputError(f"perceptor {source.name}: weights file {source.file} does not exist")
     cfg = open_clip.get_pretrained_cfg(source.arch, source.tag or "")
     if not cfg:
-        raise FileNotFoundError(f"perceptor {source.name}: {source.tag!r} is not an open_clip pretrained "
+        raise InputError(f"perceptor {source.name}: {source.tag!r} is not an open_clip pretrained "
                                 f"tag of {source.arch}; valid: {open_clip.list_pretrained_tags_by_model(source.arch)}")
     wheres = [w for w in (cfg.get("hf_hub") and f"https://huggingface.co/{cfg['hf_hub']}", cfg.get("url")) if w]
     hint = (f"offline? put the weights file anywhere and add it to the user models file "
@@ -235,8 +249,9 @@ def load_perceptor(name: str, device: str | torch.device = "cpu", *, random_weig
     else:
         weights = fetch_perceptor(source, progress=progress)
         key, origin = f"clip/{source.name}", _perceptor_origin(source, cfg, weights)
+        fresh = ChecksumLock(cache.lock_file()).get(key) is None
         digest = model_sha256(key, weights)
-        with _evict_if_refused(key, weights, not (source.file or source.untrained), origin):
+        with _evict_if_refused(key, weights, not (source.file or source.untrained), origin, fresh):
             model = create_open_clip(source.arch, weights, quick_gelu=quick_gelu)
         info = ModelInfo(source.name, source.slug, origin, digest, source.untrained)
     pre = model.visual.preprocess_cfg

@@ -1,7 +1,9 @@
-"""`python -m engine gpucheck [--device cuda:N]`: what only a CUDA GPU can show, in one report.
+"""`python -m engine gpucheck [--device cuda:N]`: what only a CUDA GPU can show of the engine, in one report.
 
 Each part prints a few lines; a part that fails prints why and the others still run. Fits in about
-10 minutes on one GPU. Without CUDA it says so and exits 2 at once (`NoCuda`).
+10 minutes on one GPU. Without CUDA it says so and exits 2 at once (`NoCuda`). It needs the engine
+alone (an installed `.[engine]` works); from a clone of the project, `python -m experiments.gpucheck`
+adds the CUDA tests and a grid through the cluster runner.
 """
 from __future__ import annotations
 
@@ -17,15 +19,16 @@ from typing import Callable
 
 import torch
 
+from engine.errors import InputError
+
 TINY = ["vqgan_model=tiny", "perceptors=tiny-vit", "width=32", "height=16", "cutouts=4", "seed=3",
         "scenes=a red apple", "save_every=5", "deterministic=true"]
-CUDA_TEST_FILES = ["tests/test_cuda_logic.py", "tests/test_cutouts.py", "tests/test_animation.py"]
 STUDY = ["vqgan_model=imagenet_16384", "perceptors=ViT-B-32:openai", "width=256", "height=128", "cutouts=60"]
 BENCH_CELLS = (1, 4, 8)
 Part = Callable[[torch.device, Path], list[str]]
 
 
-class NoCuda(ValueError):
+class NoCuda(InputError):
     """gpucheck on a machine without CUDA."""
 
 
@@ -40,9 +43,9 @@ def cuda_device(name: str) -> torch.device:
 
 def tiny_run(out_dir: Path, name: str, device: torch.device, *extra: str) -> Path:
     """A tiny UNTRAINED run on `device` (no download); its folder."""
-    from engine.loop import run
+    from engine.loop import execute
     from engine.settings import load_config
-    return run(load_config(None, [*TINY, f"out_dir={out_dir}", f"file_namespace={name}", f"device={device}",
+    return execute(load_config(None, [*TINY, f"out_dir={out_dir}", f"file_namespace={name}", f"device={device}",
                                   *extra]), quiet=True)
 
 
@@ -191,47 +194,22 @@ def compiled_steps(device: torch.device, work: Path, shape: list[str] = STUDY, r
     return lines
 
 
-def _python(args: list[str], cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
-
-
-def cuda_tests(device: torch.device, work: Path) -> list[str]:
-    """pytest on the CUDA tests (they skip without CUDA)."""
-    done = _python(["-m", "pytest", "-q", "-rs", "-k", "cuda", *CUDA_TEST_FILES], cwd=_repository())
-    return done.stdout.strip().splitlines()[-3:] or [f"pytest exited {done.returncode}: {done.stderr[-500:]}"]
+def _python(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout)
 
 
 def bench_lines(device: torch.device, work: Path) -> list[str]:
     """`engine bench --device cuda:N --cells K` (fp32 and bf16, eager and compiled) for each K: the bench and the cells."""
     lines = []
     for k in BENCH_CELLS:
-        done = _python(["-m", "engine", "bench", "--device", str(device), "--repeats", "3", "--cells", str(k)],
-                       cwd=_repository())
+        done = _python(["-m", "engine", "bench", "--device", str(device), "--repeats", "3", "--cells", str(k)])
         lines += done.stdout.strip().splitlines() if k == BENCH_CELLS[0] else done.stdout.strip().splitlines()[-2:]
         if done.returncode:
             lines.append(f"--cells {k}: exited {done.returncode}: {done.stderr.strip()[-500:]}")
     return lines
 
 
-def cluster_grid(device: torch.device, work: Path) -> list[str]:
-    """Two tiny cells of the demo grid through experiments.cluster, half a GPU each."""
-    from experiments import demo
-    repo = demo.create_demo(work / "demo")
-    for command in (["dvc", "remote", "add", "-d", "shared", str(work / "remote")],
-                    ["git", "commit", "-qam", "shared DVC remote"]):
-        subprocess.run(command, cwd=repo, check=True, capture_output=True)
-    done = _python(["-m", "experiments.cluster", "cell@tiny-tiny-vit", "cell@tiny-tiny-rn",
-                    "--gpus-per-cell", "0.5", "--work-dir", str(work / "cluster-work")], cwd=repo, timeout=400)
-    return [f"exit {done.returncode}", *done.stdout.strip().splitlines()[-6:],
-            *(done.stderr.strip().splitlines()[-4:] if done.returncode else [])]
-
-
-def _repository() -> Path:
-    return Path(__file__).resolve().parent.parent
-
-
 PARTS: list[tuple[str, Part]] = [
-    ("CUDA tests", cuda_tests),
     ("bf16 for this GPU (item 2)", bf16_verdict),
     ("same seed twice (item 3)", repeatability),
     ("syncs before and after a resume (item 4)", syncs),
@@ -239,7 +217,6 @@ PARTS: list[tuple[str, Part]] = [
     ("VQGAN layouts in bf16 (item 7)", layouts),
     ("eager, compiled, compiled with CUDA graphs (issue 29)", compiled_steps),
     ("engine bench --cells 1, 4, 8 (items 5, 8, 9)", bench_lines),
-    ("2-cell grid through experiments.cluster, --gpus-per-cell 0.5", cluster_grid),
 ]
 
 

@@ -16,8 +16,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from engine.errors import StateError
+from engine.fsutil import open_own
 
-class LockHeld(RuntimeError):
+
+class LockHeld(StateError):
     """Another live process holds the lock. ``holder`` is what it wrote ("pid 123 on host")."""
 
     def __init__(self, path: Path, holder: str, what: str) -> None:
@@ -47,7 +50,7 @@ def exclusive_lock(path: str | os.PathLike, *, what: str | None = None, wait: bo
     path.parent.mkdir(parents=True, exist_ok=True)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = open_own(path, "a lock file")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:

@@ -3,7 +3,9 @@ the run as done) and write the folder through `engine.runfolder` (docs/run-folde
 
 The loop (`optimise`) waits for the device only at save points: there the losses since the last
 one are logged (losses.csv `step` = steps done), the averaged image is saved as the next frame
-and the resume state is written, all by one background writer, in that order.
+with its row of the frame table (step, scene weights, loss, SHA-256) and the resume state is
+written, all by one background writer, in that order. Steps are addressed by their 0-based
+`index`; `done` counts the steps done (`index + 1`).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from tqdm.auto import tqdm
 
 import engine
 from engine import runfolder
+from engine.budget import check_memory
 from engine.compiled import compile_guide, compile_record
 from engine.device import keep_freed_memory, peak_memory_mb, pick_device, reset_peak_memory, set_determinism
 from engine.factory import load_perceptor, load_vqgan
@@ -29,31 +32,31 @@ from engine.notebook import Preview
 from engine.perceptor import Perceptor
 from engine.precision import check_precision, fp32_math, prepare_models
 from engine.resume import host_copy, load_resume_state, save_state_job
-from engine.runfolder import RunFolder, RunFolderDamaged
-from engine.settings import Settings, check_size_for_factor
-from engine.step import (Guide, Latent, build_guide, is_frame_start, new_optimiser, render, scene_at,
-                         start_frame, start_latent, take_step)
-from engine.vqgan import VQGAN
+from engine.runfolder import Frame, RunFolder, RunFolderDamaged
+from engine.settings import SEED_MAX, Settings, check_size_for_factor
+from engine.step import (Guide, Latent, build_guide, is_move, move, new_optimiser, render, scene_at, scene_count,
+                         start_latent, take_step)
 from engine.video import write_video
+from engine.vqgan import VQGAN
 from engine.writer import BackgroundWriter, save_frame_job, to_uint8
 
 
 @dataclass
 class Progress:
-    """What the run has done: the step it (re)started at, wall time before this process, one loss
-    row per step done (`[steps done, scene, total, *per prompt]`) and the saved frames' SHA-256s."""
+    """What the run has done: the steps done when it (re)started, wall time before this process, one
+    loss row per step done (`[steps done, scene, total, *per prompt]`) and the frame table so far."""
 
     start: int = 0
     wall_before: float = 0.0
     rows: list[list[float]] = field(default_factory=list)
-    hashes: list[str] = field(default_factory=list)
+    frames: list[Frame] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
 
     def wall_time(self) -> float:
         return self.wall_before + time.perf_counter() - self.started
 
 
-def run(settings: Settings, *, quiet: bool = False, final_out_dir: str | None = None) -> Path:
+def execute(settings: Settings, *, quiet: bool = False, final_out_dir: str | None = None) -> Path:
     """Run (or resume, or recognise as done) one optimisation; return its folder.
 
     One writer per folder: its lock (`RunFolder.lock_file`) is held from before the folder is
@@ -65,8 +68,8 @@ def run(settings: Settings, *, quiet: bool = False, final_out_dir: str | None = 
     vqgan, perceptors = load_models(settings, device, quiet)
     folder = RunFolder(settings.out_dir, settings.file_namespace)
     with exclusive_lock(folder.lock_file, what=f"run folder {folder.path}"):
-        folder.clean_temp_files()
         mode = folder.check_settings(settings.to_dict(), settings.allow_overwrite)
+        folder.clean_temp_files()  # only now is the folder known to hold this run
         if mode == "complete" and still_complete(folder, quiet):
             return folder.path
         settings = settle_seed(settings, folder)
@@ -94,6 +97,7 @@ def load_models(settings: Settings, device: torch.device, quiet: bool) -> tuple[
     check_size_for_factor(settings, vqgan.factor)
     perceptors = [load_perceptor(name, device, progress=not quiet) for name in settings.perceptors]
     prepare_models(settings.precision, device, vqgan, perceptors)
+    check_memory(settings, vqgan, perceptors, device)  # a size the device cannot hold, before it is allocated
     reset_peak_memory(device)  # the run's peak: from its models as cast, not the fp32 weights or earlier runs
     return vqgan, perceptors
 
@@ -114,8 +118,9 @@ def settle_seed(settings: Settings, folder: RunFolder) -> Settings:
     """`seed=-1`: the folder's run keeps its seed; a new run draws one."""
     if settings.seed != -1:
         return settings
-    old = folder.read_sidecar()
-    return replace(settings, seed=old["seed"] if old else secrets.randbelow(2**31))
+    old = (folder.read_sidecar() or {}).get("seed")
+    kept = isinstance(old, int) and not isinstance(old, bool) and 0 <= old <= SEED_MAX
+    return replace(settings, seed=old if kept else secrets.randbelow(2**31))
 
 
 def warn(folder: RunFolder, problems: list[str], action: str) -> None:
@@ -129,7 +134,8 @@ def sidecar(settings: Settings, guide: Guide, device: torch.device, final_out_di
         "format": runfolder.FORMAT,
         "settings": recorded,
         "seed": settings.seed,
-        "models": {"vqgan": guide.vqgan.info.as_dict(), "perceptors": [p.info.as_dict() for p in guide.perceptors]},
+        "models": {"vqgan": {**guide.vqgan.info.as_dict(), "factor": guide.vqgan.factor},  # pixels per latent cell
+                   "perceptors": [p.info.as_dict() for p in guide.perceptors]},
         "prompts": [{"scene": p.scene, "text": p.text, "weight": p.weight,
                      "stop": None if p.stop == float("-inf") else p.stop, "label": p.label} for p in guide.prompts],
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
@@ -154,16 +160,16 @@ def optimise(guide: Guide, folder: RunFolder, device: torch.device, *, quiet: bo
     writer = BackgroundWriter()
     bar = tqdm(total=steps, initial=progress.start, disable=quiet, unit="step", desc=s.file_namespace)
     try:
-        for step in range(progress.start, steps):
-            if is_frame_start(s, step):
+        for index in range(progress.start, steps):
+            if is_move(s, index):
                 if guide.motion is not None:
-                    start_frame(guide, latent)
+                    move(guide, latent)
                 if s.reset_lr_each_frame:
                     optimiser = new_optimiser(guide, latent)
-            total, per_prompt = take_step(guide, latent, optimiser, step, rng)
+            total, per_prompt = take_step(guide, latent, optimiser, index, rng)
             pending.append(torch.cat([total.detach()[None], per_prompt.detach()]))
             bar.update()
-            done = step + 1
+            done = index + 1
             if preview is not None and preview.due(done):
                 show_preview(guide, latent, preview, done, total)
             if runfolder.is_save_point(done, s.save_every, steps):  # the only place the loop waits
@@ -171,7 +177,7 @@ def optimise(guide: Guide, folder: RunFolder, device: torch.device, *, quiet: bo
                 bar.set_postfix(loss=f"{progress.rows[-1][2]:.4f}")
                 save_point(guide, folder, writer, latent, progress, done)
                 writer.submit(save_state_job(folder, resume_state(device, latent, optimiser, rng, progress, done),
-                                             progress.hashes))
+                                             progress.frames))
     finally:
         bar.close()
         writer.close()
@@ -195,7 +201,8 @@ def restore_or_start(folder: RunFolder, device: torch.device, latent: Latent, op
         latent.restore(state, device)
         optimiser.load_state_dict(state["optimiser"])
         rng.set_state(state["rng_state"])
-        progress = Progress(state["step"], state["wall_time_s"], state["losses"], state["frames"])
+        progress = Progress(state["step"], state["wall_time_s"], state["losses"],
+                            [Frame(**row) for row in state["frames"]])
     if problems:
         warn(folder, problems, f"resuming from step {progress.start}" if progress.start
              else "restarting from step 0 (frames are deterministic)")
@@ -206,18 +213,21 @@ def log_losses(guide: Guide, progress: Progress, pending: list[torch.Tensor], do
     """Move the pending steps' losses to the host (the one sync) as rows `[steps done, scene, ...]`."""
     losses = torch.stack(pending).cpu().tolist()
     first = done - len(pending)
-    progress.rows += [[i + 1, scene_at(guide, i), *values] for i, values in enumerate(losses, first)]
+    progress.rows += [[index + 1, scene_at(guide, index), *values] for index, values in enumerate(losses, first)]
     pending.clear()
 
 
 def save_point(guide: Guide, folder: RunFolder, writer: BackgroundWriter, latent: Latent, progress: Progress,
                done: int) -> None:
-    """Queue the frame saved once `done` steps are done (the averaged image) and losses.csv."""
+    """Queue the frame saved once `done` steps are done (the averaged image) with its row of the
+    frame table (the step, that step's scene weights and loss), and losses.csv."""
     s = guide.settings
     with torch.no_grad():
         pixels = to_uint8(render(guide, latent.ema.average))
     n = runfolder.saved_frame(done, s.save_every)
-    writer.submit(save_frame_job(folder.frame(n), pixels, n, progress.hashes))
+    scenes = runfolder.scene_weights(done - 1, scene_count(guide), s.steps_per_scene, s.interpolation_steps)
+    frame = runfolder.Frame(n, folder.frame(n).name, done, progress.rows[-1][2], scenes=scenes)
+    writer.submit(save_frame_job(folder, frame, pixels, progress.frames))
     labels, rows = [p.label for p in guide.prompts], list(progress.rows)
     writer.submit(lambda: folder.write_losses(labels, rows))
 
@@ -233,7 +243,7 @@ def resume_state(device: torch.device, latent: Latent, optimiser: torch.optim.Op
 def finish(guide: Guide, folder: RunFolder, device: torch.device, progress: Progress) -> Path:
     """Check every frame as recorded, write the video and metrics.json (the mark of a complete
     run), and drop the resume states."""
-    s, steps, hashes = guide.settings, len(guide.schedule), progress.hashes
+    s, steps, hashes = guide.settings, len(guide.schedule), [f.sha256 for f in progress.frames]
     elapsed = time.perf_counter() - progress.started
     problems = folder.frame_problems(hashes)
     if problems or len(hashes) != runfolder.frame_count(steps, s.save_every):
@@ -243,7 +253,7 @@ def finish(guide: Guide, folder: RunFolder, device: torch.device, progress: Prog
     write_video(frames, folder.video, s.frames_per_second)
     final, labels = progress.rows[-1], [p.label for p in guide.prompts]
     folder.write_metrics({
-        "steps": steps, "frames": len(frames), "frame_sha256": hashes, "final_loss": final[2],
+        "steps": steps, "frames": len(frames), "final_loss": final[2],
         "final_prompt_losses": dict(zip(labels, final[3:])),
         "steps_per_second": (steps - progress.start) / elapsed if elapsed else None,
         "wall_time_s": progress.wall_before + elapsed, "peak_memory_mb": peak_memory_mb(device),

@@ -1,4 +1,4 @@
-"""The engine in a notebook: `engine.run(...)` and pytti's inline previews.
+"""pytti's inline previews of a run in a notebook (`engine.run(...)` in a Jupyter kernel).
 
 pytti's `display_every` (steps between previews of the current image), `clear_every` (steps
 between clearing the earlier previews) and `display_scale` (the previews' size) act only in a
@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from engine.settings import Settings, file_settings, resolve_settings
+from engine.settings import Settings
 from engine.writer import png_bytes
-
-Config = str | Path | Mapping[str, Any] | Settings | None
 
 
 def in_notebook() -> bool:
@@ -67,32 +64,3 @@ def scaled(pixels: np.ndarray, scale: float) -> np.ndarray:
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     method = Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS
     return np.asarray(Image.fromarray(pixels).resize(size, method))
-
-
-def settings_for(config: Config, overrides: Mapping[str, Any]) -> Settings:
-    """`config` (a YAML/JSON or pytti `_settings.txt` path, a mapping or `Settings`) with
-    `overrides` (Python values) on top, validated."""
-    if isinstance(config, Settings):
-        values = config.to_dict()
-    elif isinstance(config, Mapping):
-        values = dict(config)
-    else:
-        values = file_settings(config) if config is not None else {}
-    return resolve_settings({**values, **overrides})
-
-
-def run(config: Config = None, /, **overrides: Any) -> Path:
-    """Run (or resume) one optimisation from `config` and `overrides`; return its folder.
-    An interrupt (KeyboardInterrupt) stops at once and says how to resume."""
-    from engine.loop import run as run_settings
-    from engine.runfolder import RunFolder
-
-    settings = settings_for(config, overrides)
-    try:
-        return run_settings(settings)
-    except KeyboardInterrupt:
-        folder = RunFolder(settings.out_dir, settings.file_namespace).path
-        print(f"interrupted: {folder} keeps its frames up to the last save point (every "
-              f"{settings.save_every} steps); run the same engine.run(...) call again to resume "
-              "from there", file=sys.stderr, flush=True)
-        raise

@@ -48,13 +48,17 @@ import math
 import re
 from dataclasses import dataclass
 
+import numpy as np
+
+from engine.errors import InputError
+
 _NUMBER = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|inf|nan)",
                      re.ASCII | re.IGNORECASE)
 _DIGITS = frozenset("0123456789")
 _SYNTAX = "expected 'text', 'text:weight' or 'text:weight:stop'"
 
 
-class PromptSyntaxError(ValueError):
+class PromptSyntaxError(InputError):
     """A prompt string that cannot be parsed; the message names it."""
 
 
@@ -158,15 +162,24 @@ def scene_blend(step: int, n_scenes: int, steps_per_scene: int,
                 interpolation_steps: int) -> list[tuple[int, float]]:
     """(scene, factor) pairs active at a 0-based step; factors sum to 1 (module docstring)."""
     _check("step", step, 0)
+    row = scene_weight_table(np.array([step]), n_scenes, steps_per_scene, interpolation_steps)[0]
+    return [(k, float(w)) for k, w in enumerate(row) if w > 0]
+
+
+def scene_weight_table(steps: np.ndarray, n_scenes: int, steps_per_scene: int,
+                       interpolation_steps: int) -> np.ndarray:
+    """(len(steps), n_scenes): each scene's factor at each 0-based step (the module docstring's
+    schedule), computed for every step at once."""
     _check("n_scenes", n_scenes, 1)
     _check("steps_per_scene", steps_per_scene, 1)
     _check("interpolation_steps", interpolation_steps, 0)
-    k = min(step // steps_per_scene, n_scenes - 1)
-    u = step - k * steps_per_scene
+    k = np.minimum(steps // steps_per_scene, n_scenes - 1)
+    u = steps - k * steps_per_scene
     span = min(interpolation_steps, steps_per_scene)
-    if k == 0 or u >= span:
-        return [(k, 1.0)]
-    if u == 0:
-        return [(k - 1, 1.0)]
-    b = u / span
-    return [(k - 1, 1.0 - b), (k, b)]
+    blend = (k > 0) & (u < span)
+    b = np.where(blend, u / max(span, 1), 1.0)  # the factor of scene k; scene k-1 has the rest
+    table = np.zeros((len(steps), n_scenes))
+    rows = np.arange(len(steps))
+    table[rows, k] = b
+    table[rows[blend], k[blend] - 1] = 1.0 - b[blend]
+    return table

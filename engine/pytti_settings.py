@@ -17,6 +17,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from engine.errors import InputError
+from engine.fsutil import read_regular
+
 # pytti settings that mean the same here, under the same name.
 SHARED = ("scenes", "scene_prefix", "scene_suffix", "init_image", "direct_init_weight", "semantic_init_weight",
           "direct_stabilization_weight", "image_model", "vqgan_model", "width", "height", "steps_per_scene",
@@ -46,7 +49,10 @@ _SCENE_LINE = re.compile(r"""^b(['"]).*\1$""")
 _SEED_RANGE = 2 ** 64
 
 
-class PyttiSettingsError(ValueError):
+MAX_FILE_BYTES = 1_000_000  # a pytti settings file is a few KB
+
+
+class PyttiSettingsError(InputError):
     """A pytti settings file that cannot be read or asks for something not implemented."""
 
 
@@ -58,7 +64,7 @@ def is_pytti_file(path: str | Path) -> bool:
 def read_pytti_settings(path: str | Path) -> dict[str, Any]:
     """Read a pytti `_settings.txt` and convert it (`from_pytti`)."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_regular(path, MAX_FILE_BYTES, "pytti settings file").decode("utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise PyttiSettingsError(f"pytti settings file {path}: {err}") from err
     try:
@@ -66,6 +72,8 @@ def read_pytti_settings(path: str | Path) -> dict[str, Any]:
     except json.JSONDecodeError as err:
         raise PyttiSettingsError(f"pytti settings file {path}: not a JSON object followed by scene lines ({err})") \
             from None
+    except RecursionError:
+        raise PyttiSettingsError(f"pytti settings file {path}: nested too deeply to be settings") from None
     if not isinstance(values, dict):
         raise PyttiSettingsError(f"pytti settings file {path}: expected a JSON object, got {type(values).__name__}")
     for line in text.lstrip()[end:].splitlines():

@@ -17,6 +17,8 @@ import open_clip
 import yaml
 
 from engine.cache import user_models_file
+from engine.errors import InputError
+from engine.fsutil import read_regular
 from engine.pretrained import PRETRAINED_VQGANS, VQGANSource
 
 TINY_VQGANS = (
@@ -42,7 +44,10 @@ class PerceptorSource:
     file: str | None = None  # a local weights file, used instead of downloading
 
 
-class UnknownModelError(KeyError):
+MAX_USER_FILE_BYTES = 1_000_000
+
+
+class UnknownModelError(InputError, KeyError):
     """A model name that is not in the registry."""
 
     def __init__(self, kind: str, name: str, valid: Iterable[str]):
@@ -107,14 +112,17 @@ def _read_user_file(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(read_regular(path, MAX_USER_FILE_BYTES, "user models file").decode("utf-8")) or {}
+    except (RecursionError, UnicodeDecodeError) as err:
+        raise InputError(f"user models file {path}: {err if isinstance(err, UnicodeDecodeError) else 'nested too deeply'};"
+                         " fix the file or remove it") from None
     except yaml.YAMLError as err:
         where = getattr(err, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
-        raise ValueError(f"user models file {path} is not valid YAML{at}: {getattr(err, 'problem', None) or err}; "
+        raise InputError(f"user models file {path} is not valid YAML{at}: {getattr(err, 'problem', None) or err}; "
                          "fix the file or remove it") from err
     if not isinstance(data, dict) or set(data) - {"vqgans", "perceptors"}:
-        raise ValueError(f"user models file {path}: top level must be a mapping with keys "
+        raise InputError(f"user models file {path}: top level must be a mapping with keys "
                          f"'vqgans' and/or 'perceptors', got {data!r:.200}")
     return data
 
@@ -126,7 +134,7 @@ _VQGAN_USER_KEYS = {"slug", "description", "aliases", "config", "checkpoint", "c
 def _user_vqgan(name: str, entry: dict, base: VQGANSource | None, path: Path) -> VQGANSource:
     unknown = set(entry) - _VQGAN_USER_KEYS
     if unknown:
-        raise ValueError(f"{path}: vqgans.{name} has unknown keys {sorted(unknown)}; "
+        raise InputError(f"{path}: vqgans.{name} has unknown keys {sorted(unknown)}; "
                          f"allowed: {sorted(_VQGAN_USER_KEYS)}")
     base = base or VQGANSource(name, safe_slug(name), f"user checkpoint from {path}")
     source = dataclasses.replace(
@@ -142,7 +150,7 @@ def _user_vqgan(name: str, entry: dict, base: VQGANSource | None, path: Path) ->
         local_checkpoint=str(Path(entry["checkpoint"]).expanduser()) if "checkpoint" in entry else base.local_checkpoint,
     )
     if not (source.local_config or source.config_urls) or not (source.local_checkpoint or source.checkpoint_urls):
-        raise ValueError(f"{path}: vqgans.{name} needs `config` or `config_urls`, and "
+        raise InputError(f"{path}: vqgans.{name} needs `config` or `config_urls`, and "
                          "`checkpoint` or `checkpoint_urls`")
     return source
 
@@ -150,7 +158,7 @@ def _user_vqgan(name: str, entry: dict, base: VQGANSource | None, path: Path) ->
 def _user_perceptor(name: str, entry: dict, base: PerceptorSource | None, path: Path) -> PerceptorSource:
     allowed = {"arch", "tag", "file", "slug", "aliases", "description"}
     if not isinstance(entry, dict) or set(entry) - allowed or not (base or "arch" in entry):
-        raise ValueError(f"{path}: perceptors.{name!r} must be a mapping with `arch` (an open_clip "
+        raise InputError(f"{path}: perceptors.{name!r} must be a mapping with `arch` (an open_clip "
                          f"architecture) and optionally {sorted(allowed - {'arch'})}; got {entry!r:.200}")
     base = base or PerceptorSource(name, entry["arch"], None, safe_slug(name),
                                    description=f"user perceptor from {path}")
@@ -160,7 +168,7 @@ def _user_perceptor(name: str, entry: dict, base: PerceptorSource | None, path: 
         description=entry.get("description", base.description),
         file=str(Path(entry["file"]).expanduser()) if "file" in entry else base.file)
     if not (source.tag or source.file):
-        raise ValueError(f"{path}: perceptors.{name!r} needs `file` (a weights file) or `tag` "
+        raise InputError(f"{path}: perceptors.{name!r} needs `file` (a weights file) or `tag` "
                          "(an open_clip pretrained tag)")
     return source
 
@@ -200,7 +208,7 @@ def build_registry(user_file: Path | None = None) -> Registry:
     vqgans = {s.name: s for s in (*PRETRAINED_VQGANS, *TINY_VQGANS)}
     for name, entry in (user.get("vqgans") or {}).items():
         if not isinstance(entry, dict):
-            raise ValueError(f"{path}: vqgans.{name} must be a mapping, got {entry!r:.200}")
+            raise InputError(f"{path}: vqgans.{name} must be a mapping, got {entry!r:.200}")
         vqgans[name] = _user_vqgan(name, entry, vqgans.get(name), path)
     perceptors = {s.name: s for s in (*_open_clip_perceptors(), *TINY_PERCEPTORS)}
     for name, entry in (user.get("perceptors") or {}).items():
@@ -214,7 +222,7 @@ def _check_unique_slugs(kind: str, sources: Iterable) -> None:
     seen: dict[str, str] = {}
     for source in sources:
         if source.slug in seen:
-            raise ValueError(f"{kind} slug {source.slug!r} is used by both {seen[source.slug]!r} and "
+            raise InputError(f"{kind} slug {source.slug!r} is used by both {seen[source.slug]!r} and "
                              f"{source.name!r}; give one a different `slug` in the user models file")
         seen[source.slug] = source.name
 

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import io
 import os
+from dataclasses import asdict
 import pickle
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from engine.fsutil import atomic_path, write_file
-from engine.runfolder import RunFolder, RunFolderConflict
+from engine.fsutil import atomic_path, regular_file, write_file
+from engine.runfolder import Frame, RunFolder, RunFolderConflict
 
 RESUME_KEYS = ("step", "z", "ema", "optimiser", "rng_state", "device_type", "wall_time_s",
                "stabilisation_target", "frames", "losses")
@@ -27,12 +28,12 @@ class ResumeDeviceMismatch(RunFolderConflict):
     over. A conflict of the folder with this run: the CLIs report it in one `error:` line."""
 
 
-def save_state_job(folder: RunFolder, state: dict, hashes: list[str]) -> Callable[[], None]:
-    """Write the resume state (with the hashes of the frames written so far) durably, keeping the
-    previous state as resume.prev.pt until the new one is in place."""
+def save_state_job(folder: RunFolder, state: dict, table: list[Frame]) -> Callable[[], None]:
+    """Write the resume state (with the frame table written so far) durably, keeping the previous
+    state as resume.prev.pt until the new one is in place."""
     def job() -> None:
         buffer = io.BytesIO()
-        torch.save({**state, "frames": list(hashes)}, buffer)
+        torch.save({**state, "frames": [asdict(f) for f in table]}, buffer)
         with atomic_path(folder.resume) as tmp:
             write_file(tmp, buffer.getvalue(), durable=True)
             if folder.resume.exists():
@@ -60,12 +61,13 @@ def load_resume_state(folder: RunFolder, device: torch.device) -> tuple[dict | N
         if not path.exists():
             continue
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with regular_file(path) as f:  # BadFile (a FIFO, a device) is a ValueError
+                state = torch.load(f, map_location="cpu", weights_only=True)
         except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
             problems.append(f"{path} is damaged ({str(err).splitlines()[0] if str(err) else type(err).__name__})")
             continue
         missing = [k for k in RESUME_KEYS if not isinstance(state, dict) or k not in state]
-        frames = [] if missing else folder.frame_problems(state["frames"])
+        frames = [] if missing else folder.frame_problems([row["sha256"] for row in state["frames"]])
         if not missing and not frames:
             check_device_type(folder, path, state["device_type"], device)
             return state, problems

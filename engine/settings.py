@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -15,68 +16,95 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from engine.pytti_settings import PyttiSettingsError, is_pytti_file, read_pytti_settings
+from engine.errors import InputError
+from engine.fsutil import read_regular
+from engine.limits import MAX_CUTOUTS, MAX_FRAME_PIXELS, MAX_FRAMES, MAX_LEARNING_RATE, MAX_STEPS
 from engine.prompts import PromptSyntaxError, parse_prompt_list, parse_scenes
+from engine.pytti_settings import PyttiSettingsError, is_pytti_file, read_pytti_settings
+
+
+def _setting(default: Any, meaning: str) -> Any:
+    """A `Settings` field with its one-line meaning (listed by `engine run --help`)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"meaning": meaning})
+    return field(default=default, metadata={"meaning": meaning})
 
 
 @dataclass(frozen=True)
 class Settings:
     """Everything that defines one run. Defaults give a short run with the pytti study's prompt style."""
 
-    scenes: str = "a photograph of a bright and beautiful spring day, by Trey Ratcliff"
-    scene_prefix: str = ""
-    scene_suffix: str = ""
-    init_image: str | None = None
-    direct_init_weight: float = 0.0  # latent + pixel MSE to the init image (until motion starts)
-    semantic_init_weight: float = 0.0  # the init image as an image prompt of scene 0 (until motion starts)
-    direct_stabilization_weight: float = 0.0  # latent + pixel MSE to the re-encoded moved image
-    target_images: str | list[str] = ""  # image prompts: "path.png:weight:stop | other.jpg"
-    image_model: str = "VQGAN"  # the only pytti image model implemented
-    vqgan_model: str = "imagenet_16384"
-    perceptors: list[str] = field(default_factory=lambda: ["ViT-B-32:openai"])
-    width: int = 256
-    height: int = 128
-    steps_per_scene: int = 100
-    steps_per_frame: int = 50
-    save_every: int = 50
-    interpolation_steps: int = 0
-    learning_rate: float | None = None  # None: the model's default (0.1 VQModel, 0.15 GumbelVQ)
-    reset_lr_each_frame: bool = True
-    seed: int = -1
-    cutouts: int = 40
-    cut_pow: float = 2.0
-    cutout_border: float = 0.25  # fraction of the side a crop may start outside the image
-    border_mode: str = "clamp"  # clamp | mirror | smear | wrap | black
-    augmentations: bool = True  # not in pytti: false turns pytti's cutout augmentations off
-    smoothing_weight: float = 0.02  # total-variation loss
-    animation_mode: str = "off"  # "off" or "2D"
-    pre_animation_steps: int = 100  # steps before the first move
-    translate_x: float = 0.0  # pixels per frame
-    translate_y: float = 0.0
-    rotate_2d: float = 0.0  # degrees per frame
-    zoom_x_2d: float = 0.0  # pixels per frame: the sampling grid is scaled by (W - zoom_x_2d) / W
-    zoom_y_2d: float = 0.0
-    sampling_mode: str = "bicubic"  # bicubic | bilinear | nearest
-    infill_mode: str = "wrap"  # mirror | smear | black | wrap
-    clamp_latent: bool = False  # not in pytti: clamp z to the codebook's bounds after each step (Crowson)
-    frames_per_second: int = 12  # of the video
-    display_every: int = 0  # pytti: in a notebook, show the current image every N steps (0: never)
-    clear_every: int = 0  # pytti: in a notebook, clear the earlier previews every N steps (0: never)
-    display_scale: float = 1.0  # pytti: the previews' size relative to the image
-    file_namespace: str = "default"
-    out_dir: str = "images_out"
-    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
-    precision: str = "fp32"  # not in pytti: "fp32", "tf32" (CUDA) or "bf16"
-    compile: str = "auto"  # not in pytti: torch.compile the step's model compute: "off", "on", "auto" (engine.compiled)
-    pytti_unused: dict[str, Any] = field(default_factory=dict)  # keys of a pytti settings file that change nothing here
-    deterministic: bool = True
-    allow_overwrite: bool = False
+    scenes: str = _setting("a photograph of a bright and beautiful spring day, by Trey Ratcliff",
+                           "prompts: text:weight:stop, '|' between prompts, '||' between scenes")
+    scene_prefix: str = _setting("", "glued before every scene's text, before it is split on '|'")
+    scene_suffix: str = _setting("", "glued after every scene's text, before it is split on '|'")
+    init_image: str | None = _setting(None, "start image: z starts at its quantised codes; else random codes")
+    direct_init_weight: float = _setting(0.0, "latent + pixel MSE to the init image, until the first move")
+    semantic_init_weight: float = _setting(0.0, "the init image as an image prompt of scene 0, until the first move")
+    direct_stabilization_weight: float = _setting(0.0, "latent + pixel MSE to the re-encoded image after each move")
+    target_images: str | list[str] = _setting("", "image prompts, path.png:weight:stop | other.jpg, every scene")
+    image_model: str = _setting("VQGAN", "only VQGAN (other pytti image models are refused)")
+    vqgan_model: str = _setting("imagenet_16384", "a VQGAN from `python -m engine models` (pytti's names are aliases)")
+    perceptors: list[str] = _setting(["ViT-B-32:openai"], "CLIP perceptors, A+B or [A, B]; their losses are averaged")
+    width: int = _setting(256, "pixels; a multiple of the VQGAN's factor (16; 8 for Gumbel and tiny models)")
+    height: int = _setting(128, "pixels; a multiple of the VQGAN's factor (16; 8 for Gumbel and tiny models)")
+    steps_per_scene: int = _setting(100, "optimisation steps per scene")
+    steps_per_frame: int = _setting(50, "steps between moves (and Adam restarts) after pre_animation_steps")
+    save_every: int = _setting(50, "a frame PNG every this many steps, decoded from the moving average of z")
+    interpolation_steps: int = _setting(0, "steps over which a scene's prompts fade into the next one's")
+    learning_rate: float | None = _setting(None, "Adam's step size on z; null: the model's (0.1; GumbelVQ 0.15)")
+    reset_lr_each_frame: bool = _setting(True, "a fresh Adam at every move step")
+    seed: int = _setting(-1, "-1 draws one (recorded in the sidecar); else 0 ... 2**64 - 1")
+    cutouts: int = _setting(40, "crops per perceptor per step")
+    cut_pow: float = _setting(2.0, "crop size exponent: larger values make smaller crops")
+    cutout_border: float = _setting(0.25, "fraction of the side a crop may start outside the image")
+    border_mode: str = _setting("clamp", "crops past the edge: clamp, mirror, smear, wrap or black")
+    augmentations: bool = _setting(True, "pytti's cutout augmentations and noise; false: plain crops (not in pytti)")
+    smoothing_weight: float = _setting(0.02, "weight of the total-variation loss on the image")
+    animation_mode: str = _setting("off", "off or 2D (3D and Video Source are refused)")
+    pre_animation_steps: int = _setting(100, "steps before the first move")
+    translate_x: float = _setting(0.0, "pixels per frame; positive moves content right")
+    translate_y: float = _setting(0.0, "pixels per frame; positive moves content up")
+    rotate_2d: float = _setting(0.0, "degrees per frame")
+    zoom_x_2d: float = _setting(0.0, "pixels per frame: the sampling grid is scaled by (W - zoom_x_2d) / W")
+    zoom_y_2d: float = _setting(0.0, "pixels per frame: the sampling grid is scaled by (H - zoom_y_2d) / H")
+    sampling_mode: str = _setting("bicubic", "resampling of a move: bicubic, bilinear or nearest")
+    infill_mode: str = _setting("wrap", "what fills the uncovered edge after a move: mirror, smear, black or wrap")
+    clamp_latent: bool = _setting(False, "clamp z to the codebook's bounds after each step (not in pytti)")
+    frames_per_second: int = _setting(12, "of the video")
+    display_every: int = _setting(0, "in a notebook, show the current image every N steps (0: never)")
+    clear_every: int = _setting(0, "in a notebook, clear the earlier previews every N steps (0: never)")
+    display_scale: float = _setting(1.0, "the previews' size relative to the image")
+    file_namespace: str = _setting("default", "the run's folder name under out_dir (at most 200 characters)")
+    out_dir: str = _setting("images_out", "the folder that holds the run folder")
+    device: str = _setting("auto", "auto, cpu, cuda, cuda:N or mps")
+    precision: str = _setting("fp32", "fp32, tf32 (CUDA) or bf16")
+    compile: str = _setting("auto", "torch.compile the step's model compute: off, on or auto (long CPU runs)")
+    pytti_unused: dict[str, Any] = _setting({}, "keys of a pytti settings file that change nothing here, as written")
+    deterministic: bool = _setting(True, "deterministic kernels: an op without one is an error")
+    allow_overwrite: bool = _setting(False, "replace a folder that holds a run with other settings")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+# The settings by topic, as docs/engine.md's tables group them (and `engine run --help` lists them).
+SETTING_GROUPS: dict[str, tuple[str, ...]] = {
+    "Prompts and scenes": ("scenes", "scene_prefix", "scene_suffix", "target_images", "steps_per_scene",
+                           "interpolation_steps"),
+    "Start image and stabilisation": ("init_image", "direct_init_weight", "semantic_init_weight",
+                                      "direct_stabilization_weight"),
+    "Models and size": ("image_model", "vqgan_model", "perceptors", "width", "height"),
+    "Optimisation": ("learning_rate", "reset_lr_each_frame", "seed", "smoothing_weight", "clamp_latent"),
+    "Cutouts": ("cutouts", "cut_pow", "cutout_border", "border_mode", "augmentations"),
+    "2D animation": ("animation_mode", "pre_animation_steps", "steps_per_frame", "translate_x", "translate_y",
+                     "rotate_2d", "zoom_x_2d", "zoom_y_2d", "sampling_mode", "infill_mode"),
+    "Output": ("save_every", "frames_per_second", "file_namespace", "out_dir", "allow_overwrite"),
+    "Notebook previews": ("display_every", "clear_every", "display_scale"),
+    "Device and reproducibility": ("device", "precision", "compile", "deterministic"),
+    "Recorded only": ("pytti_unused",),
+}
 ANIMATION_MODES = ("off", "2D")
 SAMPLING_MODES = ("bicubic", "bilinear", "nearest")  # pytti 2D animation: engine/animation.py
 INFILL_MODES = ("mirror", "smear", "black", "wrap")
@@ -95,8 +123,16 @@ MAX_CONFIG_BYTES = 1_000_000
 YAML11_BOOLS = {"yes": True, "on": True, "no": False, "off": False}
 
 
-class SettingsError(ValueError):
-    """A setting with a bad name or value."""
+Config = str | Path | Mapping[str, Any] | Settings | None  # what engine.run takes as its first argument
+
+
+class SettingsError(InputError):
+    """Settings with a bad name or value: `problems` holds one line each; the message lists them all."""
+
+    def __init__(self, *problems: str) -> None:
+        self.problems = list(problems)
+        super().__init__(problems[0] if len(problems) == 1 else f"{len(problems)} settings cannot be used:\n"
+                         + "\n".join(f"  - {p}" for p in problems))
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -154,22 +190,35 @@ def _perceptor_list(value: Any) -> list[str]:
 
 
 def resolve_settings(values: Mapping[str, Any]) -> Settings:
-    """Validate a mapping of settings (unknown keys, types, ranges) into `Settings`."""
-    unknown = [k for k in values if k not in FIELDS]
-    if unknown:
-        key = unknown[0]
-        close = difflib.get_close_matches(key, FIELDS, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else f"; valid settings: {', '.join(FIELDS)}"
-        raise SettingsError(f"unknown setting {key!r}{hint}")
-    settings = Settings(**{k: _coerce(k, v) for k, v in values.items()})
-    _check_ranges(settings)
+    """Validate a mapping of settings (unknown keys, types, ranges) into `Settings`; a SettingsError
+    lists every problem at once."""
+    problems = [_unknown(key) for key in values if key not in FIELDS]
+    coerced = {}
+    for key, value in values.items():
+        if key in FIELDS:
+            try:
+                coerced[key] = _coerce(key, value)
+            except SettingsError as err:
+                problems += err.problems
+    settings = Settings(**coerced)  # a value that failed keeps its default, so the other checks still run
+    problems += _range_problems(settings)
+    if problems:
+        raise SettingsError(*problems)
     return settings
 
 
-def _check_ranges(s: Settings) -> None:
+def _unknown(key: str) -> str:
+    close = difflib.get_close_matches(key, FIELDS, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; valid settings: {', '.join(FIELDS)}"
+    return f"unknown setting {key!r}{hint}"
+
+
+def _range_problems(s: Settings) -> list[str]:
+    problems: list[str] = []
+
     def need(ok: bool, message: str) -> None:
         if not ok:
-            raise SettingsError(message)
+            problems.append(message)
 
     for name in ("width", "height", "steps_per_scene", "steps_per_frame", "save_every", "cutouts",
                  "frames_per_second"):
@@ -196,21 +245,50 @@ def _check_ranges(s: Settings) -> None:
          f"setting device={s.device!r}: allowed values are auto, cpu, cuda, cuda:N, mps")
     for name in ("direct_init_weight", "direct_stabilization_weight", "smoothing_weight"):
         need(getattr(s, name) >= 0, f"setting {name}={getattr(s, name)}: must be >= 0")
-    for name, size in (("zoom_x_2d", s.width), ("zoom_y_2d", s.height), ("translate_x", s.width),
-                       ("translate_y", s.height)):
-        need(abs(getattr(s, name)) < size, f"setting {name}={getattr(s, name)}: must be within (-{size}, {size}) "
-             "pixels per frame (the image's size along that axis)")
-    for name in ("display_every", "clear_every"):
-        need(getattr(s, name) >= 0, f"setting {name}={getattr(s, name)}: must be >= 0 steps (0: never)")
-    need(0 < s.display_scale <= 16, f"setting display_scale={s.display_scale}: must be > 0 and <= 16")
-    need(abs(s.rotate_2d) <= 360, f"setting rotate_2d={s.rotate_2d}: must be within [-360, 360] degrees per frame")
-    for name in ("direct_init_weight", "semantic_init_weight"):
-        need(s.init_image is not None or getattr(s, name) == 0, f"setting {name}={getattr(s, name)} needs init_image")
     try:
-        parse_scenes(s.scenes, s.scene_prefix, s.scene_suffix)
+        n_scenes = len(parse_scenes(s.scenes, s.scene_prefix, s.scene_suffix))
         parse_prompt_list(s.target_images)
     except PromptSyntaxError as err:
-        raise SettingsError(f"bad prompt syntax: {err}") from None
+        problems.append(f"bad prompt syntax: {err}")
+        n_scenes = 1
+    return problems + _motion_and_preview_problems(s) + _size_problems(s, n_scenes)
+
+
+def _motion_and_preview_problems(s: Settings) -> list[str]:
+    """The 2D move within the image, the notebook previews, and the init image's weights."""
+    moves = (("zoom_x_2d", s.width), ("zoom_y_2d", s.height), ("translate_x", s.width), ("translate_y", s.height))
+    problems = [f"setting {name}={getattr(s, name)}: must be within (-{size}, {size}) pixels per frame (the image's "
+                "size along that axis)" for name, size in moves if not abs(getattr(s, name)) < size]
+    problems += [f"setting {name}={getattr(s, name)}: must be >= 0 steps (0: never)"
+                 for name in ("display_every", "clear_every") if getattr(s, name) < 0]
+    if not 0 < s.display_scale <= 16:
+        problems.append(f"setting display_scale={s.display_scale}: must be > 0 and <= 16")
+    if abs(s.rotate_2d) > 360:
+        problems.append(f"setting rotate_2d={s.rotate_2d}: must be within [-360, 360] degrees per frame")
+    return problems + [f"setting {name}={getattr(s, name)} needs init_image"
+                       for name in ("direct_init_weight", "semantic_init_weight")
+                       if s.init_image is None and getattr(s, name) != 0]
+
+
+def _size_problems(s: Settings, n_scenes: int) -> list[str]:
+    """Sizes the run could never hold, refused before anything of their size is made (the memory a
+    step needs is checked against the device once the models are loaded: engine/budget.py)."""
+    problems, steps = [], s.steps_per_scene * n_scenes
+    if steps > MAX_STEPS:
+        problems.append(f"setting steps_per_scene={s.steps_per_scene} × {n_scenes} scene(s) = {steps} steps: at most "
+                        f"{MAX_STEPS} (the run keeps a row of losses and weights per step)")
+    elif s.save_every > 0 and -(-steps // s.save_every) > MAX_FRAMES:
+        problems.append(f"setting save_every={s.save_every}: {steps} steps would save {-(-steps // s.save_every)} "
+                        f"frames, at most {MAX_FRAMES}; save every {-(-steps // MAX_FRAMES)} steps or more")
+    if s.width * s.height > MAX_FRAME_PIXELS:
+        problems.append(f"settings width={s.width} × height={s.height} = {s.width * s.height} pixels: at most "
+                        f"{MAX_FRAME_PIXELS} (4096 × 4096), what every reader of the frames decodes")
+    if s.cutouts > MAX_CUTOUTS:
+        problems.append(f"setting cutouts={s.cutouts}: at most {MAX_CUTOUTS} a step (pytti's default is 40)")
+    if s.learning_rate is not None and s.learning_rate > MAX_LEARNING_RATE:
+        problems.append(f"setting learning_rate={s.learning_rate:g}: at most {MAX_LEARNING_RATE} (pytti's default is "
+                        "0.1; a larger step overflows the latent)")
+    return problems
 
 
 def check_size_for_factor(s: Settings, factor: int) -> None:
@@ -257,6 +335,8 @@ def parse_yaml(text: str, origin: str) -> Any:
         raise _Refused(f"{origin}: {len(text)} characters; settings are limited to {MAX_CONFIG_BYTES}")
     try:
         return yaml.load(text, Loader=_Loader)
+    except RecursionError:
+        raise _Refused(f"{origin}: nested too deeply to be settings") from None
     except yaml.YAMLError as err:
         message = " ".join(str(err).split())
         kind = _Refused if "aliases" in message else SettingsError
@@ -304,7 +384,7 @@ def file_settings(path: str | Path) -> dict[str, Any]:
         except PyttiSettingsError as err:
             raise SettingsError(str(err)) from None
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_regular(path, MAX_CONFIG_BYTES, "settings file").decode("utf-8")
     except FileNotFoundError:
         raise SettingsError(f"config file {path} does not exist; give the path of a YAML/JSON settings "
                             "file or a pytti _settings.txt") from None
@@ -314,6 +394,18 @@ def file_settings(path: str | Path) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise SettingsError(f"config file {path}: expected a mapping of settings, got {type(loaded).__name__}")
     return loaded
+
+
+def settings_from(config: Config, overrides: Mapping[str, Any]) -> Settings:
+    """`config` (a YAML/JSON or pytti `_settings.txt` path, a mapping or `Settings`) with
+    `overrides` (Python values) on top, validated."""
+    if isinstance(config, Settings):
+        values = config.to_dict()
+    elif isinstance(config, Mapping):
+        values = dict(config)
+    else:
+        values = file_settings(config) if config is not None else {}
+    return resolve_settings({**values, **overrides})
 
 
 def result_settings(settings: Mapping[str, Any]) -> dict[str, Any]:

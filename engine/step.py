@@ -3,8 +3,10 @@
 Each step: quantize z → decode (`clamp_with_grad`) → per perceptor its own cutouts → embeddings →
 spherical-distance loss to every prompt (weights, stops, scene blend), averaged over perceptors,
 + TV smoothing and latent losses → Adam step → update the moving average of z. From
-`pre_animation_steps` on, every `steps_per_frame` steps a frame starts (Adam restarts; 2D animation
-moves the averaged image and re-encodes it: `start_frame`). The torch RNG is `rng` throughout.
+`pre_animation_steps` on, every `steps_per_frame` steps the image moves (pytti's animation frame:
+Adam restarts; 2D animation moves the averaged image and re-encodes it: `move`). Steps are
+addressed by their 0-based `index` (the step done after it is step `index + 1`). The torch RNG is
+`rng` throughout.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from engine.cutouts import Cutouts, cutout_noise, render_with_noise, sample_cuto
 from engine.ema import LatentEMA
 from engine.losses import clamp_with_grad, latent_loss, prompt_losses, tv_loss
 from engine.perceptor import Perceptor
-from engine.prompts import Prompt, parse_prompt_list, parse_scenes, scene_blend, total_steps
+from engine.prompts import Prompt, parse_prompt_list, parse_scenes, scene_blend, scene_weight_table, total_steps
 from engine.settings import Settings, SettingsError
 from engine.vqgan import VQGAN
 
@@ -77,14 +79,16 @@ def load_image(path: str, size: tuple[int, int] | None, device: torch.device) ->
     return array.permute(2, 0, 1)[None].to(device)
 
 
-def init_active(settings: Settings, step: int) -> bool:
+def init_active(settings: Settings, index: int) -> bool:
     """pytti turns the init-image losses off at the first move (`pre_animation_steps`) of an animation."""
-    return settings.animation_mode == "off" or step < settings.pre_animation_steps
+    return settings.animation_mode == "off" or index < settings.pre_animation_steps
 
 
-def is_frame_start(settings: Settings, step: int) -> bool:
-    """pytti moves the image (and resets Adam) every `steps_per_frame` steps from `pre_animation_steps` on."""
-    return step >= settings.pre_animation_steps and (step - settings.pre_animation_steps) % settings.steps_per_frame == 0
+def is_move(settings: Settings, index: int) -> bool:
+    """Whether the image moves (and Adam restarts) before the step at `index`: pytti starts an animation
+    frame every `steps_per_frame` steps from `pre_animation_steps` on."""
+    start = settings.pre_animation_steps
+    return index >= start and (index - start) % settings.steps_per_frame == 0
 
 
 def build_guide(settings: Settings, vqgan: VQGAN, perceptors: list[Perceptor]) -> Guide:
@@ -109,15 +113,7 @@ def build_guide(settings: Settings, vqgan: VQGAN, perceptors: list[Perceptor]) -
             with torch.no_grad():
                 parts.append(perceptor.encode_image(images))
         targets.append(torch.cat(parts))
-    steps = total_steps(len(scenes), s.steps_per_scene)
-    schedule = torch.zeros(steps, len(prompts))
-    for step in range(steps):
-        factors = dict(scene_blend(step, len(scenes), s.steps_per_scene, s.interpolation_steps))
-        factors[-1] = 1.0
-        for i, p in enumerate(prompts):
-            schedule[step, i] = p.weight * factors.get(p.scene, 0.0)
-        if s.semantic_init_weight and not init_active(s, step):
-            schedule[step, len(texts)] = 0
+    schedule = weight_schedule(s, prompts, len(scenes), init_prompt=len(texts) if s.semantic_init_weight else None)
     init = None
     if s.init_image:
         image = load_image(s.init_image, (s.height, s.width), device)
@@ -131,6 +127,19 @@ def build_guide(settings: Settings, vqgan: VQGAN, perceptors: list[Perceptor]) -
     z_min, z_max = vqgan.codebook_bounds()
     return Guide(s, vqgan, perceptors, prompts, targets, schedule.to(device),
                  torch.tensor([p.stop for p in prompts], device=device), init, motion, z_min, z_max)
+
+
+def weight_schedule(s: Settings, prompts: list[Prompt], n_scenes: int, init_prompt: int | None) -> torch.Tensor:
+    """(steps, P): each prompt's weight at each step, its weight times its scene's factor (prompts
+    of no scene, the image prompts: always 1); the init image's prompt (`init_prompt`) off once
+    the animation moves. Built for every step at once: a million steps take milliseconds."""
+    index = np.arange(total_steps(n_scenes, s.steps_per_scene))
+    factors = np.hstack([scene_weight_table(index, n_scenes, s.steps_per_scene, s.interpolation_steps),
+                         np.ones((len(index), 1))])  # the last column: prompts of no scene (scene -1)
+    schedule = factors[:, [p.scene for p in prompts]] * np.array([p.weight for p in prompts])
+    if init_prompt is not None and s.animation_mode != "off":
+        schedule[index >= s.pre_animation_steps, init_prompt] = 0  # `init_active` ends
+    return torch.from_numpy(schedule).float()
 
 
 def encode_codes(vqgan: VQGAN, image: torch.Tensor) -> torch.Tensor:
@@ -171,9 +180,9 @@ def quantise_8bit(image: torch.Tensor) -> torch.Tensor:
     return image.clamp(0, 1).mul(255).floor().div(255)
 
 
-def step_loss(guide: Guide, z: torch.Tensor, step: int, rng: torch.Generator,
+def step_loss(guide: Guide, z: torch.Tensor, index: int, rng: torch.Generator,
               target: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Total loss and per-prompt losses (P,) for one step; no host-device sync.
+    """Total loss and per-prompt losses (P,) for the step at `index`; no host-device sync.
 
     Prompt losses are averaged over perceptors (each sees its own cutouts); then pytti's TV
     smoothing, the init-image latent loss (until the first move) and the stabilisation latent
@@ -182,9 +191,9 @@ def step_loss(guide: Guide, z: torch.Tensor, step: int, rng: torch.Generator,
     s = guide.settings
     z_q = guide.vqgan.quantize_st(z)
     draws = [draw_cutouts(s, perceptor, rng) for perceptor in guide.perceptors]
-    weights = guide.schedule[min(step, len(guide.schedule) - 1)]
+    weights = guide.schedule[min(index, len(guide.schedule) - 1)]
     image, total, per_prompt = (guide.compilation or model_loss)(guide, z_q, draws, weights)
-    if guide.init is not None and s.direct_init_weight and init_active(s, step):
+    if guide.init is not None and s.direct_init_weight and init_active(s, index):
         total = total + s.direct_init_weight * latent_loss(z_q, guide.init[1], image, guide.init[0])
     if target is not None and s.direct_stabilization_weight:
         total = total + s.direct_stabilization_weight * latent_loss(z_q, target[1], image, target[0])
@@ -217,11 +226,11 @@ def model_loss(guide: Guide, z_q: torch.Tensor, draws: list[tuple[Cutouts, torch
     return image, total, per_prompt
 
 
-def take_step(guide: Guide, latent: Latent, optimiser: torch.optim.Optimizer, step: int,
+def take_step(guide: Guide, latent: Latent, optimiser: torch.optim.Optimizer, index: int,
               rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimisation step of z: loss, backward, Adam, the optional z clamp, the EMA update.
     Returns the total and per-prompt losses (on the device; no sync)."""
-    total, per_prompt = step_loss(guide, latent.z, step, rng, latent.target)
+    total, per_prompt = step_loss(guide, latent.z, index, rng, latent.target)
     optimiser.zero_grad(set_to_none=True)
     total.backward()
     optimiser.step()
@@ -232,8 +241,8 @@ def take_step(guide: Guide, latent: Latent, optimiser: torch.optim.Optimizer, st
 
 
 @torch.no_grad()
-def start_frame(guide: Guide, latent: Latent) -> None:
-    """pytti's move at a frame start (2D animation): decode the average, move it, re-encode to
+def move(guide: Guide, latent: Latent) -> None:
+    """pytti's move at the start of an animation frame (2D): decode the average, move it, re-encode to
     quantised codes, reset the average, and aim stabilisation at the re-encoded image."""
     s, vqgan = guide.settings, guide.vqgan
     image = quantise_8bit(vqgan.decode(vqgan.nearest_codes(latent.ema.average)))
@@ -258,11 +267,15 @@ def clamp_latent(guide: Guide, z: torch.Tensor) -> None:
         z.copy_(torch.maximum(torch.minimum(z, guide.z_max), guide.z_min))
 
 
-def scene_at(guide: Guide, step: int) -> int:
-    """The scene a step (0-based index) belongs to: the newest active one while blending."""
+def scene_count(guide: Guide) -> int:
+    """How many scenes the run's prompts have."""
+    return 1 + max(p.scene for p in guide.prompts)
+
+
+def scene_at(guide: Guide, index: int) -> int:
+    """The scene the step at `index` belongs to: the newest active one while blending."""
     s = guide.settings
-    n_scenes = 1 + max(p.scene for p in guide.prompts)
-    return max(scene for scene, _ in scene_blend(step, n_scenes, s.steps_per_scene, s.interpolation_steps))
+    return max(scene for scene, _ in scene_blend(index, scene_count(guide), s.steps_per_scene, s.interpolation_steps))
 
 
 def new_optimiser(guide: Guide, latent: Latent) -> torch.optim.Adam:

@@ -6,7 +6,7 @@ import hashlib
 import io
 import queue
 import threading
-from pathlib import Path
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from engine.fsutil import atomic_write
+from engine.runfolder import Frame, RunFolder
 
 
 class BackgroundWriter:
@@ -61,10 +62,12 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def save_frame_job(path: Path, pixels: np.ndarray, n: int, hashes: list[str]) -> Callable[[], None]:
-    """Write frame `n` and record its SHA-256 as `hashes[n - 1]` (dropping any later ones)."""
+def save_frame_job(folder: RunFolder, frame: Frame, pixels: np.ndarray, table: list[Frame]) -> Callable[[], None]:
+    """Write `frame`'s picture, then its row, with its SHA-256, as row n of the frame `table`
+    (dropping any later ones) and the table file."""
     def job() -> None:
         data = png_bytes(pixels)
-        atomic_write(path, data)
-        hashes[n - 1:] = [hashlib.sha256(data).hexdigest()]
+        atomic_write(folder.frame(frame.n), data)
+        table[frame.n - 1:] = [replace(frame, sha256=hashlib.sha256(data).hexdigest())]
+        folder.write_frame_table(table)
     return job

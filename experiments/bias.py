@@ -1,11 +1,11 @@
 """Self-preference: does a judge perceptor score the images its own perceptor guided higher
 than the images the other perceptors guided? Pure functions on the score stage's bias table
-(`vqgan, generator, judge, similarity` and, with replicates, `seed`).
+(`vqgan, perceptor_set, judge, similarity` and, with replicates, `seed`).
 
 - Each judge's similarities are on its own scale (CLIP models differ in how high cosine
   similarities run), so they are z-scored within the judge, per seed: minus the mean, over the
   standard deviation, of every cell that judge scored under that seed.
-- The diagonal is the cell guided by the judge alone (generator = judge). Cells guided by a
+- The diagonal is the cell guided by the judge alone (perceptor set = judge). Cells guided by a
   pair that includes the judge are neither its own nor the others'.
 - A judge's self-preference at a VQGAN is its z for its own cell minus its mean z for the cells
   guided by perceptors that do not include it: how much more it likes its own perceptor's
@@ -31,26 +31,29 @@ def with_seed(table: pd.DataFrame) -> pd.DataFrame:
     return table if "seed" in table.columns else table.assign(seed=0)
 
 
-def standardise(table: pd.DataFrame) -> pd.DataFrame:
-    """`table` with `z` (similarity z-scored within each judge and seed; NaN where a judge gave
-    every cell the same value), `diagonal` (generator is the judge alone) and `involved` (the
-    judge is one of the generator's perceptors)."""
+def standardise(table: pd.DataFrame, conditions: Sequence[str] = ()) -> pd.DataFrame:
+    """`table` with `z` (similarity z-scored within each judge, seed and level of the `conditions`,
+    the settings the grid varies: a prompt is compared with itself; NaN where a judge gave every cell
+    the same value), `diagonal` (the perceptor set is the judge alone) and `involved` (the judge is
+    one of the perceptor set's perceptors)."""
     df = with_seed(table).copy()
-    groups = df.groupby(["judge", "seed"], dropna=False)["similarity"]
+    groups = df.groupby(["judge", "seed", *conditions], dropna=False)["similarity"]
     spread = groups.transform("std", ddof=0)
     df["z"] = (df["similarity"] - groups.transform("mean")) / spread.where(spread > 0)
-    df["diagonal"] = df["generator"] == df["judge"]
-    df["involved"] = [j in str(g).split("+") for g, j in zip(df["generator"], df["judge"])]
+    df["diagonal"] = df["perceptor_set"] == df["judge"]
+    df["involved"] = [j in str(g).split("+") for g, j in zip(df["perceptor_set"], df["judge"])]
     return df
 
 
-def self_preference(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per (seed, VQGAN, judge) that has its own cell and at least one other: `own`
-    (z of its own cell), `others` (mean z of the cells not involving it), `preference` (own -
-    others, in the judge's spread) and `raw` (the same difference in raw similarity)."""
-    df = standardise(table)
+def self_preference(table: pd.DataFrame, conditions: Sequence[str] = ()) -> pd.DataFrame:
+    """One row per (seed, VQGAN, level of the `conditions`, judge) that has its own cell and at
+    least one other: `own` (z of its own cell), `others` (mean z of the cells not involving it),
+    `preference` (own - others, in the judge's spread) and `raw` (the same difference in raw
+    similarity). A summary averages over the VQGANs and levels within each seed."""
+    df = standardise(table, conditions)
     rows = []
-    for (seed, vqgan, judge), cells in df.groupby(["seed", "vqgan", "judge"], dropna=False, sort=True):
+    for (seed, vqgan, *_, judge), cells in df.groupby(["seed", "vqgan", *conditions, "judge"], dropna=False,
+                                                      sort=True):
         own, others = cells[cells["diagonal"]], cells[~cells["involved"]]
         if own.empty or others.empty:
             continue

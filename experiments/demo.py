@@ -3,7 +3,7 @@
     python -m experiments.demo DIR [--no-run]
 
 Creates DIR as a new git + DVC repository holding this project's dvc.yaml, stage scripts, plot
-templates and engine, with a params.yaml that keeps the study's shared settings but runs
+templates (and the offline page of `dvc plots show`) and engine, with a params.yaml that keeps the study's shared settings but runs
 `tiny` and `tiny-gumbel` × `tiny-vit` and `tiny-rn` (random weights, generated offline) at
 64×32 px for 20 steps; then runs `dvc repro` there and commits the result. Every file, run
 folder and score it makes is labelled `demo_untrained`: the images and numbers say nothing
@@ -14,16 +14,21 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import yaml
 
+from engine.cli import Parser, error_boundary
+from engine.errors import StateError
+from engine.fsutil import describe_os_error
 from experiments.grid import PARAMS_FILE, read_params
+from experiments.plots import offline as plots_page
 
 PACKAGE = Path(__file__).resolve().parent
 PROJECT = PACKAGE.parent
@@ -55,17 +60,20 @@ tiny models with random weights, so that it runs offline in a few minutes. Nothi
 anything about a real VQGAN or CLIP checkpoint.
 
     dvc repro              # nothing to do: already run
-    dvc metrics show       # every metric in one wide table; by file:
-    dvc metrics show experiments/scores/self_preference.json
-    dvc metrics show --json   # all of them, nested by file
-    dvc plots show         # writes dvc_plots/index.html
+    dvc metrics show       # the summary: a row per measure (shares of variance, self-preference)
+    dvc metrics show experiments/scores/self_preference.json   # any other score file, by name
+    dvc plots show         # dvc_plots/index.html; renders offline
     python -m dashboard serve --root experiments/images_out
 
 See docs/grid.md in the project.
 """
 
 
-class DemoError(RuntimeError):
+DVC_HINT = re.compile(r"To track the changes with git, run:|\tgit add |To enable auto staging, run:|"
+                      r"\tdvc config core.autostage true|Use `dvc push` to send your updates")
+
+
+class DemoError(StateError):
     """The demo repository cannot be made where asked (the message says why and what to do)."""
 
 
@@ -105,8 +113,16 @@ def _env() -> dict[str, str]:
     return {**os.environ, "DVC_NO_ANALYTICS": "1"}
 
 
+def _tool(directory: Path, *command: str) -> None:
+    """Run git or dvc in `directory`; DemoError naming the command where it fails."""
+    done = subprocess.run(command, cwd=directory, stdout=subprocess.DEVNULL, env=_env())
+    if done.returncode:
+        raise DemoError(f"`{' '.join(command)}` failed (exit {done.returncode}) in {directory}; check that git "
+                        "and dvc work there, then remove the folder and try again")
+
+
 def _git(directory: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=directory, check=True, stdout=subprocess.DEVNULL, env=_env())
+    _tool(directory, "git", *args)
 
 
 def _has_identity(directory: Path) -> bool:
@@ -122,22 +138,28 @@ def create_demo(directory: str | Path, *, params: Mapping[str, Any] | None = Non
         raise DemoError(f"{directory} exists and is not empty; pick a new folder")
     if directory.exists() and not directory.is_dir():
         raise DemoError(f"{directory} is a file, not a folder; pick a new folder")
-    directory.mkdir(parents=True, exist_ok=True)
-    for rel in project_files():
-        (directory / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(PROJECT / rel, directory / rel)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for rel in project_files():
+            (directory / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(PROJECT / rel, directory / rel)
+    except OSError as err:
+        raise DemoError(f"cannot make the demo repository {directory}: {describe_os_error(err)}; "
+                        "pick a folder you can write") from err
     untrained = params is None
     write_params(directory / PARAMS_FILE, demo_params() if params is None else params,
                  HEADER if untrained else "")
     if untrained:
         (directory / "README.md").write_text(README, encoding="utf-8")
-    (directory / ".gitignore").write_text("__pycache__/\n*.pyc\n/dvc_plots/\n", encoding="utf-8")
+    (directory / ".gitignore").write_text(f"__pycache__/\n*.pyc\n/dvc_plots/\n/{plots_page.TEMPLATE}\n", encoding="utf-8")
+    plots_page.write_template(directory / plots_page.TEMPLATE)
     _git(directory, "init", "-q")
     if not _has_identity(directory):
         _git(directory, "config", "user.name", "vqclip demo")
         _git(directory, "config", "user.email", "demo@localhost")
-    subprocess.run(["dvc", "init", "-q"], cwd=directory, check=True, env=_env())
-    subprocess.run(["dvc", "config", "core.analytics", "false"], cwd=directory, check=True, env=_env())
+    _tool(directory, "dvc", "init", "-q")
+    _tool(directory, "dvc", "config", "core.analytics", "false")
+    _tool(directory, "dvc", "config", "plots.html_template", plots_page.DVC_CONFIG_VALUE)
     _git(directory, "add", "-A")
     _git(directory, "commit", "-q", "-m", "grid pipeline" + (" (UNTRAINED demo)" if untrained else ""))
     return directory
@@ -149,45 +171,48 @@ def run_demo(directory: str | Path) -> int:
     directory = create_demo(directory)
     print(f"demo: {directory}: UNTRAINED tiny models, {len(DEMO_GRID['vqgan_models'])} × "
           f"{len(DEMO_GRID['perceptors'])} cells; running `dvc repro`", flush=True)
-    code = subprocess.run(["dvc", "repro"], cwd=directory, env=_env()).returncode
-    if code:
-        print(f"error: `dvc repro` failed (exit {code}) in {directory}; fix the error above and run "
+    with subprocess.Popen(["dvc", "repro"], cwd=directory, env=_env(), stdout=subprocess.PIPE, text=True) as dvc:
+        for line in without_hints(dvc.stdout):
+            print(line, end="", flush=True)
+    if dvc.returncode:
+        print(f"error: `dvc repro` failed (exit {dvc.returncode}) in {directory}; fix the error above and run "
               "`dvc repro` there again", file=sys.stderr)
-        return code
+        return dvc.returncode
     _git(directory, "add", "-A")
     _git(directory, "commit", "-q", "-m", "UNTRAINED demo grid: results")
-    print(f"\ndemo: done in {time.perf_counter() - start:.0f} s. The frames and scores are from UNTRAINED "
-          f"models.\n  cd {directory}\n  dvc metrics show experiments/scores/self_preference.json   # or --json\n"
-          "  dvc plots show\n"
+    print(f"\ndemo: done in {time.perf_counter() - start:.0f} s; everything is committed in {directory} (git log). "
+          "The frames and scores are from UNTRAINED models. Next:\n"
+          f"  cd {directory}\n"
+          "  dvc metrics show     # the summary: per measure, the VQGAN's and perceptor set's shares; self-preference\n"
+          "  dvc plots show       # dvc_plots/index.html, renders offline: bias heatmap, statistics over the steps\n"
           "  python -m dashboard serve --root experiments/images_out")
     return 0
 
 
+def without_hints(lines: Iterable[str]) -> Iterator[str]:
+    """DVC's output less its closing hints (`git add ...`, autostage, `dvc push`), which the demo has
+    acted on (it commits) or that do not apply (no remote); a blank line before a hint goes with it."""
+    blank: list[str] = []
+    for line in lines:
+        if not line.strip():
+            blank.append(line)
+            continue
+        if not DVC_HINT.match(line):
+            yield from blank
+            yield line
+        blank = []
+    yield from blank
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.demo", description=__doc__,
+    parser = Parser(prog="python -m experiments.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("directory", help="a new folder for the demo repository")
     parser.add_argument("--no-run", action="store_true", help="create the repository, do not run it")
     args = parser.parse_args(argv)
-    try:
-        if args.no_run:
-            print(create_demo(args.directory))
-            return 0
-        return run_demo(args.directory)
-    except DemoError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except OSError as err:
-        from engine.fsutil import describe_os_error
-
-        print(f"error: cannot make the demo repository {args.directory}: {describe_os_error(err)}; "
-              "pick a folder you can write", file=sys.stderr)
-        return 1
-    except subprocess.CalledProcessError as err:
-        print(f"error: `{' '.join(map(str, err.cmd))}` failed (exit {err.returncode}) in {args.directory}; "
-              "check that git and dvc work there, then remove the folder and try again", file=sys.stderr)
-        return 1
-
+    if args.no_run:
+        return error_boundary(lambda: print(create_demo(args.directory)))
+    return error_boundary(lambda: run_demo(args.directory))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -12,13 +12,35 @@ so `dvc repro` stops before any cell starts.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
 import shutil
 import sys
 from pathlib import Path
+from typing import Iterable
+from urllib.parse import urlsplit
 
+from engine.cli import error_boundary
+from engine.errors import StateError
 from engine.runfolder import parse_cell_name
-from experiments.grid import DEMO_COMMAND, PARAMS_FILE, STAMPS_DIR, Grid, GridError, Model, load_grid
+from experiments.grid import (
+    DEMO_COMMAND,
+    PARAMS_FILE,
+    STAMPS_DIR,
+    Grid,
+    GridError,
+    Model,
+    load_grid,
+)
+from experiments.grid.dvcyaml import write_cell_stages
+
+_URL = re.compile(r"https?://[^\s,;)]+")
+
+
+class ModelsUnavailable(StateError):
+    """Models of the grid could not be fetched (exit 1, as `engine fetch`); the message says what to put where."""
 
 
 def fetch_model(model: Model, *, progress: bool = True) -> dict:
@@ -48,27 +70,92 @@ def vqgan_factor(config: Path) -> int:
 
 
 def fetch_all(grid: Grid, *, progress: bool = True) -> dict[str, dict]:
-    """Fetch every distinct model, then check the sizes against each VQGAN's factor; GridError
-    lists every failure."""
+    """Fetch every distinct model, then check the sizes against each VQGAN's factor (GridError);
+    ModelsUnavailable says once what is missing (a table: model, file, where to put it) and the ways
+    forward."""
+    from engine.cache import cache_dir
     from engine.checkpoint import CheckpointError
     from engine.download import DownloadError
 
     records, failures = {}, []
+    folders = _folders(cache_dir())
     for model in grid.models:
-        label = f"{'VQGAN' if model.kind == 'vqgan' else 'perceptor'} {model.name}"
-        print(f"fetch_models: {label}", flush=True)
+        print(f"fetch_models: {_label(model)}", flush=True)
         try:
             records[model.name] = fetch_model(model, progress=progress)
         except (DownloadError, FileNotFoundError, CheckpointError, OSError, ValueError) as err:
-            failures.append(f"{label}: {err}")
+            failures.append((model, err))
     if failures:
-        raise GridError(
-            f"{len(failures)} of {len(grid.models)} models could not be fetched, so no cell was started:\n"
-            + "\n".join("  - " + f.replace("\n", "\n      ") for f in failures)
-            + "\nOffline? Put the files in place as the messages say, or try the pipeline end to end on "
-            f"UNTRAINED tiny models with the offline demo grid:\n  {DEMO_COMMAND}")
+        _remove_new_empty_folders(cache_dir(), folders)
+        raise ModelsUnavailable(failure_report(failures, len(grid.models)))
     check_sizes(grid, records)
     return records
+
+
+def _label(model: Model) -> str:
+    return f"{'VQGAN' if model.kind == 'vqgan' else 'perceptor'} {model.name}"
+
+
+def failure_report(failures: list[tuple[Model, Exception]], total: int) -> str:
+    """What could not be fetched, once: the files that are missing as a table (model, file, where to
+    put it) with why, every other problem with its message, then the two ways forward."""
+    from engine.cache import cache_dir, user_models_file
+    from engine.download import CacheMismatch, ChecksumMismatch, DownloadError
+    from engine.factory import vqgan_paths
+    from engine.registry import registry
+
+    missing = [(m, e) for m, e in failures
+               if isinstance(e, DownloadError) and not isinstance(e, (ChecksumMismatch, CacheMismatch))]
+    lines = [f"{len(failures)} of {total} models could not be fetched, so no cell was started."]
+    if missing:
+        rows = [("model", "file", "where to put it")]
+        for model, _ in missing:
+            if model.kind == "vqgan":
+                paths = [p for p in vqgan_paths(registry().vqgan(model.name)) if not p.exists()]
+                rows += [(_label(model) if i == 0 else "", p.name, str(p)) for i, p in enumerate(paths)]
+            else:
+                rows.append((_label(model), "weights", "any path, named in the user models file as below"))
+        widths = [max(len(row[i]) for row in rows) for i in range(2)]
+        lines.append(f"Not downloaded ({_why(e for _, e in missing)}):")
+        lines += [f"  {a:<{widths[0]}}  {b:<{widths[1]}}  {c}" for a, b, c in rows]
+        perceptors = [m.name for m, _ in missing if m.kind != "vqgan"]
+        if perceptors:
+            lines += [f"  {user_models_file()}:", "    perceptors:"]
+            lines += [f"      '{name}': {{file: /path/to/weights}}" for name in perceptors]
+    lines += [f"{_label(m)}: " + str(e).replace("\n", "\n    ") for m, e in failures if (m, e) not in missing]
+    lines += ["Two ways forward:",
+              "  1. Fetch them where there is internet and copy that machine's model cache to "
+              f"{cache_dir()}\n     (or put each file where the table says), then run `dvc repro` again:",
+              f"       python -m engine fetch {' '.join(m.name for m, _ in missing) or 'NAME ...'}",
+              f"  2. Run the same pipeline now on UNTRAINED tiny models (random weights): {DEMO_COMMAND}"]
+    return "\n".join(lines)
+
+
+def _why(errors: Iterable[Exception]) -> str:
+    """`reason: host, host; reason: host` over the URLs the downloads tried."""
+    hosts: dict[str, list[str]] = {}
+    for err in errors:
+        attempts = getattr(err, "attempts", None) or [
+            (url, "no connection" if "no connection" in str(err) else "failed") for url in _URL.findall(str(err))]
+        for url, reason in attempts:
+            host = urlsplit(url).hostname or url
+            if host not in hosts.setdefault(reason, []):
+                hosts[reason].append(host)
+    return "; ".join(f"{reason}: {', '.join(names)}" for reason, names in hosts.items()) or "see above"
+
+
+def _folders(root: Path) -> set[Path]:
+    return {Path(d) for d, _, _ in os.walk(root)} if root.is_dir() else set()
+
+
+def _remove_new_empty_folders(root: Path, before: set[Path]) -> None:
+    """Folders that failed downloads made in the model cache, left empty: removed, deepest first."""
+    for folder in sorted(_folders(root) - before, key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):  # not empty (another process's download): kept
+            folder.rmdir()
+    if root not in before:
+        with contextlib.suppress(OSError):
+            root.rmdir()
 
 
 def check_sizes(grid: Grid, records: dict[str, dict]) -> None:
@@ -95,7 +182,7 @@ def write_stamps(grid: Grid, records: dict[str, dict], folder: Path = STAMPS_DIR
     written = []
     for slug, model in grid.vqgans.items():
         written.append(_write(folder / f"vqgan-{slug}.json", {"entry": slug, "models": [records[model.name]]}))
-    for key, models in grid.perceptors.items():
+    for key, models in grid.perceptor_sets.items():
         written.append(_write(folder / f"perceptors-{key}.json",
                               {"entry": key, "models": [records[m.name] for m in models]}))
     return written
@@ -120,26 +207,26 @@ def stale_cells(grid: Grid) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     params = args[0] if args else PARAMS_FILE
-    try:
-        grid = load_grid(params)
-        if grid.untrained:
-            print("fetch_models: this grid uses UNTRAINED tiny models (random weights); its images and scores "
-                  "say nothing about real checkpoints", flush=True)
-        records = fetch_all(grid, progress=sys.stderr.isatty())
-        stamps = write_stamps(grid, records)
-    except GridError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except OSError as err:
-        from engine.fsutil import describe_os_error
+    return error_boundary(lambda: fetch_and_stamp(params))
 
-        print(f"error: {describe_os_error(err)}", file=sys.stderr)
-        return 1
+
+def fetch_and_stamp(params: str) -> int:
+    """The stage: every model of the grid ready, one stamp per grid entry."""
+    grid = load_grid(params)
+    dvc_yaml = Path(params).parent / "dvc.yaml"
+    if dvc_yaml.is_file() and write_cell_stages(dvc_yaml, list(grid.vary)):
+        raise GridError(f"{dvc_yaml}'s cell stages did not vary what grid.vary varies "
+                        f"({', '.join(grid.vary) or 'nothing'}); they are rewritten now: run `dvc repro` again")
+    if grid.untrained:
+        print("fetch_models: this grid uses UNTRAINED tiny models (random weights); its images and scores "
+              "say nothing about real checkpoints", flush=True)
+    records = fetch_all(grid, progress=sys.stderr.isatty())
+    stamps = write_stamps(grid, records)
     print(f"fetch_models: {len(records)} models ready; {len(stamps)} stamps in {STAMPS_DIR}; "
           f"{len(grid.cells)} cells")
     for path in stale_cells(grid):
         print(f"fetch_models: note: {path} is not in the grid any more (DVC no longer tracks it; "
-              "the score stage ignores it); delete it when you no longer need it")
+              "the scoring ignores it); delete it when you no longer need it")
     return 0
 
 

@@ -8,12 +8,17 @@ from __future__ import annotations
 import colorsys
 import hashlib
 import http.client
+import itertools
 import json
 import os
+import re
+import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -21,7 +26,9 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from engine.runfolder import FORMAT, RunFolder, frame_count, parse_cell_name
+from engine.runfolder import FORMAT, Frame, RunFolder, frame_count, frame_step, parse_cell_name, scene_weights
+from engine.runfolder import cell_name as engine_cell_name
+from engine.runfolder.frames import read_table
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -34,6 +41,7 @@ PYTTI_IDS = {"ViT-B32": "ViT-B/32", "ViT-B16": "ViT-B/16", "ViT-L14": "ViT-L/14"
              "RN101": "RN101", "RN50x4": "RN50x4"}  # mmc_models ids
 SCENES = ("a photograph of a bright and beautiful spring day"
           " || a painting of a cold wintery landscape")
+SELF_PREFERENCE = {"mean": 0.75, "low": 0.5, "high": 1.0}  # what make_scores' self_preference.json says
 
 
 def frame_colour(cell: int, n: int, n_frames: int = 40) -> tuple[int, int, int]:
@@ -61,6 +69,19 @@ def _frames(folder: Path, base: str, cell: int, n_frames: int, size: tuple[int, 
                     seed=cell * 10_000 + n)
 
 
+def huge_png(path: Path, side: int) -> Path:
+    """A valid side x side grey PNG of a few hundred KB: written row by row, never held whole
+    (a decompression bomb, for the budgets that refuse it)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    pack, row = zlib.compressobj(1), bytes(side + 1)
+    body = b"".join(pack.compress(row) for _ in range(side)) + pack.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    return path
+
+
 def fixture_loss(step: int, cell: int = 0) -> float:
     """The total loss a fixture run of `cell` logs after `step` steps."""
     return round(1.0 - 0.0002 * step - 0.1 * cell, 6)
@@ -69,14 +90,16 @@ def fixture_loss(step: int, cell: int = 0) -> float:
 def make_our_run(root: Path, name: str, vqgan: str, perceptors: Sequence[str], *, cell: int = 0,
                  n_frames: int = 3, size: tuple[int, int] = (32, 16), save_every: int = 10,
                  steps: int | None = None, seed: int = 12345, complete: bool = True,
-                 noise: float = 0.0, draw: Callable[[int], np.ndarray] | None = None) -> Path:
+                 noise: float = 0.0, draw: Callable[[int], np.ndarray] | None = None,
+                 scenes: str | None = None) -> Path:
     """A run folder in our format (docs/run-folder-format.md), written through `RunFolder`: a
     loss row per step, and, where `complete`, metrics.json with the frames' SHA-256. `steps`
     (default `n_frames * save_every`) sets the run's length; its frames are then every
-    `save_every` steps plus the last. `draw(n)`, where given, is frame n's (H, W, 3) uint8 pixels."""
+    `save_every` steps plus the last. `draw(n)`, where given, is frame n's (H, W, 3) uint8 pixels.
+    `scenes` (default: `SCENES`, its first scene alone for an odd number of steps) is the prompt."""
     total = steps or n_frames * save_every
     n_frames = frame_count(total, save_every)
-    scenes = SCENES if total % 2 == 0 else SCENES.split("||")[0].strip()
+    scenes = scenes or (SCENES if total % 2 == 0 else SCENES.split("||")[0].strip())
     run = RunFolder(root, name)
     run.path.mkdir(parents=True, exist_ok=True)
     settings = {"vqgan_model": vqgan, "perceptors": list(perceptors), "width": size[0],
@@ -87,7 +110,8 @@ def make_our_run(root: Path, name: str, vqgan: str, perceptors: Sequence[str], *
         "models": {"vqgan": {"name": f"{vqgan}_16384", "slug": vqgan, "untrained": True},
                    "perceptors": [{"name": f"{p}:openai", "slug": p, "untrained": True}
                                   for p in perceptors]},
-        "prompts": [{"scene": 0, "text": "a photograph", "weight": 1.0, "label": "s0p0"}],
+        "prompts": [{"scene": k, "text": text.strip(), "weight": 1.0, "label": f"s{k}p0"}
+                    for k, text in enumerate(scenes.split("||"))],
     }
     run.sidecar.write_text(json.dumps(sidecar), encoding="utf-8")
     if draw is None:
@@ -97,12 +121,30 @@ def make_our_run(root: Path, name: str, vqgan: str, perceptors: Sequence[str], *
             Image.fromarray(draw(n), "RGB").save(run.frame(n))
     run.write_losses(["s0p0"], [[step, 0, fixture_loss(step, cell), 0.5 - 0.0001 * step]
                                 for step in range(1, total + 1)])
+    steps = [frame_step(n, save_every, total) for n in range(1, n_frames + 1)]
+    n_scenes = len(scenes.split("||"))
+    run.write_frame_table([
+        Frame(n, run.frame(n).name, step, fixture_loss(step, cell),
+              hashlib.sha256(run.frame(n).read_bytes()).hexdigest(),
+              scene_weights(step - 1, n_scenes, settings["steps_per_scene"], 0))
+        for n, step in enumerate(steps, 1)])
     if complete:
-        hashes = [hashlib.sha256(run.frame(n).read_bytes()).hexdigest()
-                  for n in range(1, n_frames + 1)]
-        run.write_metrics({"steps": total, "frames": n_frames, "frame_sha256": hashes,
-                           "final_loss": fixture_loss(total, cell), "steps_per_second": 3.5})
+        run.write_metrics({"steps": total, "frames": n_frames, "final_loss": fixture_loss(total, cell),
+                           "steps_per_second": 3.5})
     return run.path
+
+
+def add_frame(folder: Path, n: int, colour: tuple[int, int, int], size: tuple[int, int]) -> Path:
+    """Frame `n` of the run in `folder`, saved as the engine saves one: the PNG, then its row in
+    the frame table (step: n times the first frame's; scene weights: the last frame's)."""
+    run = RunFolder(folder.parent, folder.name)
+    write_frame(run.frame(n), colour, size)
+    frames = read_table(run.frame_table, run.namespace)
+    step = n * frames[0].step
+    run.write_frame_table([*frames, Frame(n, run.frame(n).name, step, fixture_loss(step),
+                                          hashlib.sha256(run.frame(n).read_bytes()).hexdigest(),
+                                          frames[-1].scenes)])
+    return run.frame(n)
 
 
 def damage_frame(folder: Path, n: int) -> Path:
@@ -149,8 +191,8 @@ def make_pytti_run(root: Path, name: str, vqgan: str, perceptors: Sequence[str],
 
 def copy_run(template: Path, root: Path, experiment: str, vqgan: str | None = None) -> Path:
     """A copy of the grid cell `template` as a cell of `experiment` (and `vqgan`, default the
-    same) under `root`: sidecar, losses and metrics written through RunFolder, frames
-    hard-linked under the new name."""
+    same) under `root`: sidecar, losses, frame table and metrics written through RunFolder,
+    frames hard-linked under the new name."""
     cell = parse_cell_name(template.name)
     name = cell_name(cell.vqgan if vqgan is None else vqgan, list(cell.perceptors), experiment)
     run, old = RunFolder(root, name), RunFolder(template.parent, template.name)
@@ -160,6 +202,7 @@ def copy_run(template: Path, root: Path, experiment: str, vqgan: str | None = No
         os.link(path, run.frame(n))
     header, *rows = old.losses.read_text().splitlines()
     run.write_losses(header.split(",")[3:], [[float(v) for v in row.split(",")] for row in rows])
+    run.write_frame_table(read_table(old.frame_table, old.namespace))
     if old.metrics.exists():
         metrics = json.loads(old.metrics.read_text())
         run.write_metrics({k: v for k, v in metrics.items() if k != "complete"})
@@ -237,24 +280,51 @@ def make_grid(root: Path, vqgans: Sequence[str], perceptors: Sequence[str], n_fr
     ]
 
 
+#: grid.vary's prompt levels of `make_prompt_grid`: slug -> the prompt its sidecar records.
+PROMPTS = {"city": "a city at night", "forest": "a forest in the fog", "sea": "a calm sea at dawn"}
+
+
+def make_prompt_grid(root: Path, vqgans: Sequence[str], perceptors: Sequence[str], n_frames: int, *,
+                     prompts: dict[str, str] = PROMPTS, experiment: str = STUDY, **run: object) -> list[Path]:
+    """A grid with the prompt as a factor (grid.vary's `scenes`): a cell per VQGAN x perceptor x
+    prompt, named `<experiment>__<vqgan>_<perceptor>__scenes-<slug>` (engine.runfolder.cell_name),
+    whose sidecar records the prompt itself; `run`: more options of `make_our_run`."""
+    cells = itertools.product(vqgans, perceptors, prompts.items())
+    return [make_our_run(root, engine_cell_name(experiment, v, [p], varied=[("scenes", slug)]), v, [p],
+                         cell=k, n_frames=n_frames, scenes=prompt, **run)
+            for k, (v, p, (slug, prompt)) in enumerate(cells)]
+
+
 def make_scores(scores: Path, vqgans: Sequence[str], perceptors: Sequence[str], n_frames: int,
-                save_every: int = 50, experiment: str = STUDY) -> Path:
-    """`bias_matrix.csv` and `image_stats.csv` for a `make_grid` grid, as the score stage writes."""
+                save_every: int = 50, experiment: str = STUDY, seeds: Sequence[int] = (12345,)) -> Path:
+    """The judge and imagestats stages' files (`bias_matrix.csv`, `self_preference.json`,
+    `image_stats.csv`) for a `make_grid` grid and its replicates `<cell>__seed-<n>` of `seeds`
+    after the first, written through experiments.scorefiles. `SELF_PREFERENCE` is what
+    self_preference.json says of every judge and VQGAN (with an interval where several seeds)."""
+    import pandas as pd
+
+    from experiments.bias import standardise
+    from experiments.imagestats import STATS
+    from experiments.scorefiles import BIAS_COLUMNS, FRAME_COLUMNS, write_csv, write_json
+
+    def cell(v: str, p: str, k: int) -> str:
+        return cell_name(v, [p], experiment) + (f"__seed-{seeds[k]}" if k else "")
+
+    bias = pd.DataFrame([[cell(v, g, k), v, g, s, j, 0.2 + 0.01 * i + 0.02 * (g == j) + 0.001 * k]
+                         for k, s in enumerate(seeds) for i, v in enumerate(vqgans)
+                         for g in perceptors for j in perceptors], columns=BIAS_COLUMNS[:-1])
+    stats = pd.DataFrame([
+        [cell(v, p, k), v, p, s, n, n * save_every, 10 + n + i, 0.3 + 0.01 * n, 0.5 - 0.01 * j, 0.1 * n,
+         *(0.01 * n for _ in STATS[4:]), "#%02x%02x%02x;#000000" % frame_colour(i * len(perceptors) + j, n, n_frames)]
+        for k, s in enumerate(seeds) for i, v in enumerate(vqgans) for j, p in enumerate(perceptors)
+        for n in range(1, n_frames + 1)], columns=[*FRAME_COLUMNS, *STATS, "palette"])
+    preference = {**SELF_PREFERENCE, "seeds": len(seeds)} if len(seeds) > 1 else \
+        {**SELF_PREFERENCE, "low": None, "high": None, "seeds": 1}
     scores.mkdir(parents=True, exist_ok=True)
-    bias = ["vqgan,generator,judge,similarity"] + [
-        f"{v},{g},{j},{0.2 + 0.01 * i + 0.02 * (g == j):.3f}"
-        for i, v in enumerate(vqgans) for g in perceptors for j in perceptors]
-    (scores / "bias_matrix.csv").write_text("\n".join(bias) + "\n")
-    stats = ["cell,vqgan,generator,frame,step,"
-             "colourfulness,saturation,contrast,edge_density,palette"]
-    for i, v in enumerate(vqgans):
-        for j, p in enumerate(perceptors):
-            for n in range(1, n_frames + 1):
-                c = "#%02x%02x%02x" % frame_colour(i * len(perceptors) + j, n, n_frames)
-                stats.append(f"{cell_name(v, [p], experiment)},{v},{p},{n},{n * save_every},"
-                             f"{10 + n + i},{0.3 + 0.01 * n},{0.5 - 0.01 * j},{0.1 * n},"
-                             f"{c};#000000")
-    (scores / "image_stats.csv").write_text("\n".join(stats) + "\n")
+    write_csv(scores / "bias_matrix.csv", standardise(bias), BIAS_COLUMNS)
+    write_json(scores / "self_preference.json", {"judges": {p: preference for p in perceptors},
+                                                 "vqgans": {v: preference for v in vqgans}})
+    write_csv(scores / "image_stats.csv", stats, list(stats.columns))
     return scores
 
 
@@ -279,10 +349,10 @@ def http_get(port: int, path: str, host: str = "127.0.0.1",
 
 @contextmanager
 def running(command: Sequence[str], port: int, ready_path: str = "/", timeout: float = 90.0,
-            env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
-    """Run a server `command` from the repo root (in `env`) until `ready_path` answers 200;
-    stop it after."""
-    proc = subprocess.Popen(list(command), cwd=REPO, stdout=subprocess.PIPE,
+            env: dict[str, str] | None = None, cwd: Path = REPO) -> Iterator[subprocess.Popen]:
+    """Run a server `command` in `cwd` (default the repo root; in `env`) until `ready_path`
+    answers 200; stop it after."""
+    proc = subprocess.Popen(list(command), cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env)
     try:
         deadline = time.monotonic() + timeout
@@ -330,8 +400,36 @@ def open_offline(browser, url: str, width: int, height: int):
     return page, requests, errors
 
 
+def write_non_finite(folder: Path) -> None:
+    """Put NaN and ±Infinity into the metrics.json and the sidecar of the finished run in `folder`
+    (Python's json writes and reads them; strict JSON has no such numbers)."""
+    metrics = json.loads((folder / "metrics.json").read_text())
+    (folder / "metrics.json").write_text(json.dumps({**metrics, "wall_time_s": float("nan"),
+                                                     "peak_memory_mb": float("inf")}))
+    sidecar = folder / f"{folder.name}_settings.json"
+    doc = json.loads(sidecar.read_text())
+    doc["settings"]["cut_pow"] = float("-inf")
+    sidecar.write_text(json.dumps(doc))
+
+
+def interrupted_export(root: Path, out: Path, env: dict[str, str], cwd: Path = REPO) -> int:
+    """`python -m dashboard export --root root --out out` (in `cwd`, with `env`) stopped by Ctrl-C
+    once it has packed a sheet; its exit code. AssertionError where it ended before."""
+    proc = subprocess.Popen([sys.executable, "-m", "dashboard", "export", "--root", str(root), "--out", str(out)],
+                            cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seen = b""
+    while not re.search(rb"\| *[1-9]\d*/\d+", seen):  # tqdm: a sheet packed
+        chunk = proc.stderr.read1(4096)
+        assert chunk, f"the export ended before it was interrupted: {seen[-300:]!r}"
+        seen += chunk
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    return proc.returncode
+
+
 def with_losses(root: Path):
-    """The catalog of `root` with its runs' loss tables read (`dashboard.catalog.losses`)."""
-    from dashboard.catalog import load_catalog, losses
+    """The catalog of `root` with its runs' loss tables read (`dashboard.losstables.losses`)."""
+    from dashboard.catalog import load_catalog
+    from dashboard.losstables import losses
 
     return losses(load_catalog(root), root)

@@ -26,7 +26,7 @@ from engine import runfolder
 from engine.compiled import (AUTO_MIN_PFLOP, CACHE_ENV, bmm_of_one_matrix, cache_folder, compile_options,
                              convolution_backward_of_patches, convolution_of_patches, decide, inductor, step_flops)
 from engine.factory import load_perceptor, load_vqgan
-from engine.loop import run
+from engine.loop import execute
 from engine.settings import SettingsError, load_config
 from engine.step import build_guide, start_latent, step_loss
 
@@ -36,7 +36,7 @@ TINY = ["vqgan_model=tiny", "perceptors=tiny-vit", "width=32", "height=16", "cut
 
 
 def tiny_run(out_dir: Path, *extra: str) -> Path:
-    return run(load_config(None, [*TINY, f"out_dir={out_dir}", *extra]), quiet=True)
+    return execute(load_config(None, [*TINY, f"out_dir={out_dir}", *extra]), quiet=True)
 
 
 def cli_run(out_dir: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:

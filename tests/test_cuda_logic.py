@@ -3,6 +3,7 @@ determinism (attention, cuBLAS workspace, a deterministic grid_sample), peak mem
 bench's parent holding no device, and `gpucheck`'s parts that need no GPU."""
 from __future__ import annotations
 
+import json
 import mmap
 import os
 import subprocess
@@ -22,6 +23,7 @@ from engine.precision import CPU_BF16_ENV, fp32_math, tensor_cores_capable, use_
 from engine.settings import SettingsError, load_config
 
 CPU, CUDA1 = torch.device("cpu"), torch.device("cuda:1")
+REPO = Path(__file__).resolve().parent.parent
 TINY_BENCH = ["vqgan_model=tiny", "perceptors=tiny-vit", "width=32", "height=16", "cutouts=2", "device=cpu",
               "compile=off"]  # the isolation is under test here, not the compiled step (tests/test_compiled.py)
 
@@ -142,6 +144,28 @@ def test_gpucheck_without_cuda_says_so_and_exits_2() -> None:
     done = subprocess.run([sys.executable, "-m", "engine", "gpucheck"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.startswith("error: gpucheck: CUDA is not available") and len(done.stderr.splitlines()) == 1
+
+
+IMPORTED = """import json, sys, engine, engine.gpucheck
+stray = sorted(m for m in sys.modules if m.split(".")[0] in ("experiments", "dashboard", "tests"))
+print(json.dumps([engine.__file__, stray]))"""
+
+
+def test_gpucheck_from_a_non_editable_install_needs_nothing_but_the_engine(tmp_path: Path) -> None:
+    """The wheel's engine (no clone: no tests/, run from elsewhere) imports nothing of experiments/,
+    dashboard/ or tests/ for gpucheck, and without CUDA refuses in one line, exit 2."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", str(REPO)],
+                   check=True, timeout=300, capture_output=True)
+    where = subprocess.run([python, "-c", IMPORTED], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    path, stray = json.loads(where.stdout)
+    assert path.startswith(str(venv)) and stray == [], where.stdout
+    done = subprocess.run([python, "-m", "engine", "gpucheck"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith("error: gpucheck: CUDA is not available")
+    assert len(done.stderr.splitlines()) == 1
 
 
 def test_gpucheck_repeatability_and_layout_parts_run_on_cpu(tmp_path: Path) -> None:

@@ -1,19 +1,27 @@
 """The served app in headless Chromium on the study's shape (5 VQGANs x 8 perceptors): layout
-at 1366x768 and 2560x1440, the enlarged view, keys after a sidebar click, live updates.
-One server for the module; one page load per test."""
+at 1366x768 and 2560x1440, the enlarged view, keys after a sidebar click, live updates; and on a
+root whose factors go beyond VQGAN and perceptor set (the prompt, pytti's stability family): the
+factors as axes, filters, captions and A/B differences, and the page's labels and layout.
+One server per root; one page load per test."""
 from __future__ import annotations
 
 import io
+import json
 import re
 from pathlib import Path
 from typing import Iterator
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from dashboard_fixtures import REPO, cell_name, dashboard_server, make_our_run, write_frame
+from dashboard.filters import SIDEBAR_WIDTH
+from dashboard_fixtures import (
+    PROMPTS, REPO, cell_name, dashboard_server, make_our_run, make_prompt_grid, make_pytti_run, make_scores,
+    write_frame,
+)
+from engine.runfolder import cell_name as engine_cell_name
 
 pytestmark = pytest.mark.browser
 
@@ -94,10 +102,14 @@ def _assert_fits(page, n_tiles: int) -> None:
 
 def test_study_grid_fits_and_compares_in_place(chromium_browser, study) -> None:
     url, _ = study
-    page, errors = _open(chromium_browser, url + "/?step=1", 1366, 768)  # step from the URL
+    # the step (steps done) from the URL, and the perceptor set's axis by its old name
+    page, errors = _open(chromium_browser, url + "/?step=100&cols=generator", 1366, 768)
     _assert_fits(page, len(VQGANS) * len(PERCEPTORS))
     shown = page.evaluate(SHOWN)
-    assert all(s["loaded"] and s["n"] == 2 for s in shown)
+    assert all(s["loaded"] and s["n"] == 2 for s in shown)  # frames at steps 50, 100, ...
+    assert page.evaluate("gridPlayer.state()")["index"] == 1
+    assert page.evaluate("[gridPlayer.grid.col_axis, gridPlayer.grid.cols.length]") == [
+        "perceptor_set", len(PERCEPTORS)]
     assert page.locator(".dp-tile .dp-badge").count() == 1  # the damaged run, and only it
     assert page.locator(f'.dp-tile[data-id="{DAMAGED}"] .dp-badge').inner_text() == "damaged"
     assert page.get_by_text("0 incomplete · 1 damaged").count() == 1  # the summary
@@ -204,8 +216,8 @@ def test_keys_after_a_sidebar_click_context_url_and_live_updates(chromium_browse
     assert page.locator(".dp-play svg.dp-icon-pause").count() == 1 and (icon < 80).sum() > 20
     page.keyboard.press(" ")
     assert not page.evaluate("gridPlayer.state().playing")
-    page.keyboard.press("End")  # the URL leaves out defaults, such as step 0
-    page.wait_for_function(f"location.search.includes('step={FRAMES - 1}')", timeout=20_000)
+    page.keyboard.press("End")  # the URL carries the step shown, in steps done
+    page.wait_for_function(f"location.search.includes('step={FRAMES * 50}')", timeout=20_000)
     shown_vqgans = parse_qs(urlsplit(page.url).query)["vqgan"][0]
     assert "imagenet" not in shown_vqgans.replace("openimages", "") and "sflckr" in shown_vqgans
 
@@ -220,5 +232,164 @@ def test_keys_after_a_sidebar_click_context_url_and_live_updates(chromium_browse
     page.keyboard.press("End")
     shown = {s["id"]: s["n"] for s in page.evaluate(SHOWN)}
     assert shown[new.name] == FRAMES + 1 and shown[cell_name("coco", ["RN50"])] == FRAMES
+    page.close()
+    assert not errors
+
+
+# ---------------------------------------------------------------- factors beyond VQGAN and perceptor set
+
+PROMPTED = "exp_prompts"
+PROMPT_VQGANS, PROMPT_PERCEPTORS = ["imagenet", "wikiart"], ["ViT-B32", "RN50"]
+STABILITY = "exp_video_basic_stability_modes"
+STABILITY_FACTORS = ["reencode_each_frame", "direct_stabilization_weight", "semantic_stabilization_weight"]
+# Every element, shadow roots included: the text of each <li> of each <ul> (the effects' readings).
+BULLETS = """() => { const lists = [], walk = (root) => root.querySelectorAll('*').forEach(e => {
+    if (e.tagName === 'UL') lists.push([...e.children].map(li => li.textContent.trim()));
+    if (e.shadowRoot) walk(e.shadowRoot); });
+    walk(document); return lists; }"""
+# The effects bars' measures top to bottom (a Bokeh FactorRange lists them bottom first).
+BARS = """() => [...Bokeh.documents[0].all_models].filter(m => m.constructor.__name__ === 'FactorRange'
+    && m.factors.includes('contrast')).map(m => [...m.factors].reverse())"""
+# The rendered size of the bias heatmap (the figure titled "similarity, ...").
+BIAS_SIZE = """() => { let found = null; const walk = (view) => {
+    if (found || !view) return;
+    if (view.model.title?.text?.startsWith('similarity')) { found = view; return; }
+    (view.child_views ?? []).forEach(walk); };
+    Bokeh.index.roots.forEach(walk);
+    const r = found.el.getBoundingClientRect(); return {width: r.width, height: r.height}; }"""
+# The compare dropdown's width, and the width it takes unconstrained (a clone beside it).
+COMPARE_WIDTHS = """() => { const s = gridPlayer.compareSelect, probe = s.cloneNode(true);
+    probe.style.cssText = 'position: absolute; width: auto; visibility: hidden';
+    s.parentNode.append(probe); const natural = probe.getBoundingClientRect().width; probe.remove();
+    return {shown: s.getBoundingClientRect().width, natural, scroll: s.scrollWidth, client: s.clientWidth}; }"""
+
+
+def _prompt_cell(vqgan: str, perceptor: str, prompt: str) -> str:
+    return engine_cell_name(PROMPTED, vqgan, [perceptor], varied=[("scenes", prompt)])
+
+
+def _query(**params: object) -> str:
+    """A page URL's query string, lists as the page writes them (JSON)."""
+    return "/?" + "&".join(f"{k}={quote(v if isinstance(v, str) else json.dumps(v))}" for k, v in params.items())
+
+
+@pytest.fixture(scope="module")
+def factors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Served `images_out`: the prompt as a factor (2 VQGANs x 2 perceptors x 3 prompts, with the
+    judge stage's score files) beside pytti's stability family (ref x dsw x ssw)."""
+    base = tmp_path_factory.mktemp("factors")
+    runs = base / "images_out"
+    make_prompt_grid(runs, PROMPT_VQGANS, PROMPT_PERCEPTORS, FRAMES, size=SIZE, save_every=50, noise=6,
+                     experiment=PROMPTED)
+    for i, (ref, dsw, ssw) in enumerate((r, d, s) for r in ("True", "False") for d in ("0.0", "1.0")
+                                        for s in ("0.0", "1.0")):
+        make_pytti_run(runs, f"{STABILITY}_ref-{ref}_dsw-{dsw}_ssw-{ssw}", "sflckr", ["ViT-B32"], cell=i,
+                       n_frames=2, noise=6)
+    make_scores(base / "scores", PROMPT_VQGANS, PROMPT_PERCEPTORS, FRAMES, experiment=PROMPTED)
+    with dashboard_server(runs) as url:
+        yield url
+
+
+def test_prompts_as_rows_factor_filters_captions_and_ab_differences(chromium_browser, factors: str) -> None:
+    page, errors = _open(chromium_browser, factors + _query(experiments=[PROMPTED], rows="scenes"), 1366, 768)
+    assert page.evaluate("[gridPlayer.grid.row_axis, gridPlayer.grid.row_label, gridPlayer.grid.rows]") == [
+        "scenes", "scenes", sorted(PROMPTS)]
+    assert page.locator(".dp-rowhead .dp-headname").all_inner_texts() == sorted(PROMPTS)
+    assert {s["row"] for s in page.evaluate(SHOWN) if "scenes-sea" in s["id"]} == {"sea"}
+    assert page.locator(".dp-levels").count() == 0  # the prompt is the rows: no caption repeats it
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "prompts-as-rows.png"))
+    axes = page.get_by_label("Rows").locator("option").all_inner_texts()
+    assert {"VQGAN", "perceptor set", "scenes", *STABILITY_FACTORS} <= set(axes)
+
+    # a filter per varied setting: untick a prompt, its row goes, the URL keeps it
+    page.get_by_role("checkbox", name="sea").click()
+    page.wait_for_function(f"gridPlayer.tiles.length === {len(PROMPT_VQGANS) * len(PROMPT_PERCEPTORS) * 2}")
+    assert page.evaluate("gridPlayer.grid.rows") == ["city", "forest"]
+    page.wait_for_function("new URLSearchParams(location.search).has('scenes')", timeout=20_000)
+    assert json.loads(parse_qs(urlsplit(page.url).query)["scenes"][0]) == ["city", "forest"]
+
+    # VQGANs as rows: each caption names its prompt
+    page.get_by_label("Rows").select_option(label="VQGAN")
+    page.wait_for_function("gridPlayer.grid.row_axis === 'vqgan'")
+    city = _prompt_cell("imagenet", "RN50", "city")
+    assert page.locator(f'.dp-tile[data-id="{city}"] .dp-levels').inner_text() == "scenes=city"
+    assert set(page.locator(".dp-levels").all_inner_texts()) == {"scenes=city", "scenes=forest"}
+
+    # A/B across the prompt: the enlarged view says what differs
+    forest = _prompt_cell("imagenet", "RN50", "forest")
+    page.locator(f'.dp-tile[data-id="{city}"]').hover()
+    page.locator(f'.dp-tile[data-id="{city}"] .dp-pin').click()
+    page.locator(f'.dp-tile[data-id="{forest}"]').click()
+    assert page.locator(".dp-panel .dp-diff").inner_text() == "B differs from A in scenes: city → forest"
+    assert page.locator(".dp-panel .dp-big .dp-levels").all_inner_texts() == ["scenes=city", "scenes=forest"]
+    page.keyboard.press("Escape")
+
+    # pytti's stability family: its three factors lay out the grid by their setting names
+    page.goto(factors + _query(experiments=[STABILITY], rows=STABILITY_FACTORS[1], cols=STABILITY_FACTORS[2]))
+    page.wait_for_function(f"window.gridPlayer && gridPlayer.grid.row_axis === {STABILITY_FACTORS[1]!r} "
+                           "&& gridPlayer.tiles.length === 8", timeout=60_000)
+    grid = page.evaluate("gridPlayer.grid")
+    assert (grid["rows"], grid["cols"]) == (["0.0", "1.0"], ["0.0", "1.0"])
+    assert grid["col_label"] == STABILITY_FACTORS[2]
+    assert {c["levels"] for c in grid["cells"]} == {"ref=True", "ref=False"}
+    # header colours keyed by factor: the family's own axes take a measure's means
+    page.get_by_label("Colour the grid's headers by").select_option(label="contrast")
+    page.wait_for_function("gridPlayer.gridEl.querySelector('.dp-rowhead').style.background", timeout=20_000)
+    assert all(t.startswith("contrast: ") for t in page.locator(".dp-rowhead, .dp-colhead").evaluate_all(
+        "els => els.map(e => e.title)"))
+    page.close()
+    assert not errors
+
+
+def test_headings_labels_and_layout_of_the_page(chromium_browser, factors: str) -> None:
+    page, errors = _open(chromium_browser, factors + _query(experiments=[PROMPTED]), 1366, 768)
+    # the page says what it is; each group of filters has its heading
+    assert page.get_by_role("heading", name=f"VQGAN+CLIP grid: {PROMPTED}").count() == 1
+    assert page.get_by_role("heading", name="images_out", exact=True).count() == 0
+    for heading in ("VQGAN models", "Perceptors", "Experiments", "scenes", *STABILITY_FACTORS):
+        assert page.get_by_role("heading", name=heading, exact=True).count() == 1, heading
+    # the player's dropdowns are labelled
+    for label, cls in (("speed", "dp-speed"), ("at the end", "dp-mode"), ("tile size", "dp-size")):
+        assert page.get_by_label(label, exact=True).evaluate("e => e.className") == cls
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "after-sidebar.png"),
+                    clip={"x": 0, "y": 0, "width": SIDEBAR_WIDTH + 30, "height": 768})
+    page.locator(".dp-controls").screenshot(path=str(ARTIFACTS / "after-player-bar.png"))
+
+    # the enlarged view's compare dropdown: labelled, as wide as its longest choice
+    first, last = _prompt_cell("imagenet", "ViT-B32", "city"), _prompt_cell("wikiart", "RN50", "sea")
+    page.locator(f'.dp-tile[data-id="{first}"]').hover()
+    page.locator(f'.dp-tile[data-id="{first}"] .dp-pin').click()
+    page.locator(f'.dp-tile[data-id="{last}"]').click()
+    assert page.get_by_label("compare", exact=True).evaluate("e => e.className") == "dp-compare"
+    for viewport in ({"width": 1366, "height": 768}, {"width": 640, "height": 600}):
+        page.set_viewport_size(viewport)
+        page.wait_for_timeout(200)
+        widths = page.evaluate(COMPARE_WIDTHS)
+        assert widths["shown"] >= widths["natural"] - 0.5 and widths["scroll"] <= widths["client"], widths
+    page.locator(".dp-panel-head").screenshot(path=str(ARTIFACTS / "after-compare-head.png"))
+    page.screenshot(path=str(ARTIFACTS / "after-compare.png"))
+    page.keyboard.press("Escape")
+    page.set_viewport_size({"width": 1366, "height": 768})
+
+    # the bias matrix takes the width its judges need, not the window's
+    page.get_by_role("heading", name="Bias matrix").scroll_into_view_if_needed()
+    size = page.evaluate(BIAS_SIZE)
+    assert size["width"] <= 520 and size["height"] <= 4 * 24 + 100, size  # 2 judges, 4 cells
+    # the effects' bars and readings: one order, one spelling
+    bars, lists = page.evaluate(BARS), page.evaluate(BULLETS)
+    assert len(bars) == 2  # one per experiment
+    for names in bars:
+        assert "edge density" in names and not any("_" in n for n in names)
+        assert any(len(items) >= len(names) and all(item.startswith(f"{n}: ") for n, item in zip(names, items))
+                   for items in lists), (names, lists)
+    page.set_viewport_size({"width": 1366, "height": 3400})  # the whole page in view
+    page.wait_for_timeout(500)
+    for heading, name, height in (("Bias matrix", "after-bias-matrix.png", size["height"] + 60),
+                                  ("What drives the look", "after-effects.png", 900)):
+        box = page.get_by_role("heading", name=heading).bounding_box()
+        page.screenshot(path=str(ARTIFACTS / name),
+                        clip={"x": box["x"], "y": box["y"], "width": 1366 - box["x"], "height": height})
     page.close()
     assert not errors

@@ -10,14 +10,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dashboard.catalog import Index, load_catalog, select, to_json
-from dashboard.grid import axis_options, grid_spec
-from dashboard.scores import load_scores, scores_dir
+from dashboard.catalog import Index, levels_of, load_catalog, select, to_json
+from dashboard.grid import SETTING, axis_options, check_axis, grid_spec, varied_settings
 from dashboard_fixtures import (
-    MALFORMED, NOT_UTF8, REPO, STUDY, cell_name, damage_frame, fixture_loss, frame_colour,
+    MALFORMED, NOT_UTF8, PROMPTS, REPO, STUDY, cell_name, damage_frame, fixture_loss, frame_colour,
     make_corrupt_run, make_empty_run, make_grid, make_malformed_runs, make_our_run,
-    make_pytti_run, make_scores, with_losses,
+    make_prompt_grid, make_pytti_run, with_losses,
 )
+from engine.errors import InputError
+from engine.runfolder.names import setting_of
 
 PYTTI = cell_name("wikiart", ["ViT-B32", "RN50"])  # a pair cell
 PYTTI_RN50 = cell_name("wikiart", ["RN50"])
@@ -56,7 +57,7 @@ def test_one_row_per_run(cat: pd.DataFrame) -> None:
 
 def test_our_sidecar_gives_the_metadata(cat: pd.DataFrame) -> None:
     run = cat.loc[cell_name("sflckr", ["RN50"])]
-    assert (run.source, run.experiment, run.vqgan, run.perceptors, run.generator) == (
+    assert (run.source, run.experiment, run.vqgan, run.perceptors, run.perceptor_set) == (
         "ours", STUDY, "sflckr", ["RN50"], "RN50")
     assert (run.seed, run["size"], run.n_frames, run.status, run.reason) == (
         12345, "32x16", 3, "complete", "")
@@ -74,7 +75,7 @@ def test_frame_steps_and_losses_when_steps_are_not_a_multiple_of_save_every(
     by_step = dict(zip(run.losses["step"], run.losses["total"]))  # losses.csv rows, steps done
     assert run.frame_losses == pytest.approx([by_step[10], by_step[20], by_step[25]])
     assert run.frame_losses == pytest.approx([fixture_loss(s, 3) for s in (10, 20, 25)])
-    spec = grid_spec(with_losses(tmp_path), "vqgan", "generator", lambda run: {})
+    spec = grid_spec(with_losses(tmp_path), "vqgan", "perceptor_set", lambda run: {})
     assert spec["steps"] == [10, 20, 25] and spec["cells"][0]["losses"] == run.frame_losses
 
 
@@ -86,7 +87,7 @@ def test_a_frame_damaged_after_completion_makes_the_run_damaged(tmp_path: Path) 
     hurt = cat.loc["hurt"]
     assert hurt.status == "damaged" and "frame 2 (hurt_2.png) is damaged" in hurt.reason
     assert str(tmp_path) not in hurt.reason  # the frame is named relative to its run folder
-    spec = grid_spec(cat.loc[["hurt"]], "vqgan", "generator", lambda run: {})
+    spec = grid_spec(cat.loc[["hurt"]], "vqgan", "perceptor_set", lambda run: {})
     assert spec["cells"][0]["status"] == "damaged"
     table = _cli("catalog", "--root", str(tmp_path))
     assert "damaged" in next(line for line in table.splitlines() if line.split()[0] == "hurt")
@@ -129,12 +130,12 @@ def test_pytti_settings_txt_with_trailing_scene_lines(root: Path, cat: pd.DataFr
 def test_use_mmc_means_mmc_models_only(root: Path, cat: pd.DataFrame) -> None:
     settings = json.JSONDecoder().raw_decode((root / PYTTI_RN50 / f"{PYTTI_RN50}_settings.txt").read_text())[0]
     assert settings["use_mmc"] is True and settings["ViTB32"] is True and settings["RN101"] is True
-    assert (cat.loc[PYTTI_RN50].perceptors, cat.loc[PYTTI_RN50].generator) == (["RN50"], "RN50")
-    assert (cat.loc[PYTTI].perceptors, cat.loc[PYTTI].generator) == (["ViT-B32", "RN50"], "ViT-B32+RN50")
+    assert (cat.loc[PYTTI_RN50].perceptors, cat.loc[PYTTI_RN50].perceptor_set) == (["RN50"], "RN50")
+    assert (cat.loc[PYTTI].perceptors, cat.loc[PYTTI].perceptor_set) == (["ViT-B32", "RN50"], "ViT-B32+RN50")
     # without use_mmc, the true switches decide
     assert cat.loc["switches_only"].perceptors == ["ViT-B16", "RN101"]
     # the single-perceptor cell and the pair get grid slots of their own
-    spec = grid_spec(cat.loc[[PYTTI, PYTTI_RN50]], "vqgan", "generator", lambda run: {})
+    spec = grid_spec(cat.loc[[PYTTI, PYTTI_RN50]], "vqgan", "perceptor_set", lambda run: {})
     assert spec["cols"] == ["RN50", "ViT-B32+RN50"]
 
 
@@ -146,14 +147,14 @@ def test_rerun_frames_belong_to_the_rerun(cat: pd.DataFrame) -> None:
     assert all(f"{PYTTI}(1)_" in f for f in rerun.frames)
     # its own settings file: its own seed, and the same label as the original in its folder
     assert rerun.settings_file == f"{PYTTI}(1)_settings.txt" and rerun.seed == 12346
-    assert (rerun.vqgan, rerun.generator) == (original.vqgan, original.generator)
+    assert (rerun.vqgan, rerun.perceptor_set) == (original.vqgan, original.perceptor_set)
 
 
 def test_rerun_without_settings_reads_the_folders(cat: pd.DataFrame) -> None:
     rerun = cat.loc[f"{PYTTI}/{PYTTI}(2)"]
     assert (rerun.status, rerun.reason, rerun.source) == ("complete", "", "pytti")
     assert rerun.settings_file == f"{PYTTI}_settings.txt" and rerun.seed == 12345
-    assert (rerun.vqgan, rerun.generator, rerun.n_frames) == ("wikiart", "ViT-B32+RN50", 4)
+    assert (rerun.vqgan, rerun.perceptor_set, rerun.n_frames) == ("wikiart", "ViT-B32+RN50", 4)
 
 
 def test_broken_folders_are_listed_with_a_reason(cat: pd.DataFrame) -> None:
@@ -171,42 +172,26 @@ def test_replicates_join_their_cells_experiment(tmp_path: Path) -> None:
     bare.mkdir()
     (bare / "metrics.json").write_text("{}")
     cat = load_catalog(tmp_path)
-    assert set(cat["experiment"]) == {STUDY} and set(cat["generator"]) == {"RN50"}
+    assert set(cat["experiment"]) == {STUDY} and set(cat["perceptor_set"]) == {"RN50"}
     assert sorted(cat["seed"]) == [7, 8, 12345]
 
 
 def test_perceptor_filter_matches_exactly(cat: pd.DataFrame) -> None:
     only_vit = select(cat, perceptors=["ViT-B32"])
-    assert set(only_vit["generator"]) == {"ViT-B32"}  # not the ViT-B32+RN50 pytti cells
+    assert set(only_vit["perceptor_set"]) == {"ViT-B32"}  # not the ViT-B32+RN50 pytti cells
     assert set(select(cat, vqgans=["sflckr"])["vqgan"]) == {"sflckr"}
     assert "exp__faceshq_RN50" not in set(select(cat)["run"])  # nothing to play
 
 
 def test_grid_spec_places_cells_on_the_union_of_steps(cat: pd.DataFrame) -> None:
     runs = select(cat, vqgans=["sflckr", "coco"])
-    spec = grid_spec(runs, "vqgan", "generator", lambda run: {"frames": run.frames})
+    spec = grid_spec(runs, "vqgan", "perceptor_set", lambda run: {"frames": run.frames})
     assert spec["rows"] == ["coco", "sflckr"] and spec["cols"] == ["RN50", "RN101", "ViT-B32"]
     assert spec["steps"][:4] == [5, 10, 15, 20] and spec["steps"][-1] == 150
     cell = next(c for c in spec["cells"] if c["id"] == cell_name("sflckr", ["RN50"]))
     at = dict(zip(spec["steps"], cell["at"]))
     assert (at[5], at[50], at[60], at[100], at[150]) == (0, 0, 0, 1, 2)
     assert "setting:save_every" in axis_options(runs).values()
-
-
-def test_scores_default_beside_the_root(tmp_path: Path) -> None:
-    runs = tmp_path / "runs"
-    make_grid(runs, ["sflckr"], ["RN50"], 2)
-    assert scores_dir(runs) is None and load_scores(None) == (None, None)
-    make_scores(tmp_path / "scores", ["sflckr"], ["RN50"], 2)
-    bias, stats = load_scores(scores_dir(runs))
-    assert list(bias.columns) == ["vqgan", "generator", "judge", "similarity"]
-    assert len(stats) == 2 and stats["cell"].iat[0] == cell_name("sflckr", ["RN50"])
-    (tmp_path / "scores" / "bias_matrix.csv").write_text("nonsense\n1\n")
-    assert load_scores(tmp_path / "scores").bias is None
-    (tmp_path / "scores" / "bias_matrix.csv").write_text(
-        "vqgan,generator,judge,similarity\nsflckr,RN50,RN50,0.25\nsflckr,RN50,RN101,high\n")
-    bias = load_scores(tmp_path / "scores").bias
-    assert bias["similarity"].tolist() == [0.25]  # the row without a number is dropped
 
 
 def _cli(*args: str) -> str:
@@ -219,6 +204,8 @@ def test_cli_prints_a_table_or_json(root: Path) -> None:
     assert "exp__ffhq_RN101" in table and "incomplete" in table and "wikiart" in table
     runs = {r["run"]: r for r in json.loads(_cli("catalog", "--root", str(root), "--json"))}
     assert runs["long_run"]["n_frames"] == 12 and runs["exp__faceshq_RN50"]["seed"] is None
+    pair = runs[PYTTI]  # `generator`: the perceptor set's old name, kept for one release
+    assert pair["perceptor_set"] == pair["generator"] == "ViT-B32+RN50"
 
 
 def test_a_run_folder_as_the_root(tmp_path: Path) -> None:
@@ -231,7 +218,7 @@ def test_a_run_folder_as_the_root(tmp_path: Path) -> None:
 def test_untrained_models_are_labelled(cat: pd.DataFrame) -> None:
     ours, pytti = cat.loc[cell_name("sflckr", ["RN50"])], cat.loc[PYTTI]
     assert ours.untrained and not pytti.untrained
-    spec = grid_spec(cat.loc[[ours.run, pytti.run]], "vqgan", "generator", lambda run: {"frames": []})
+    spec = grid_spec(cat.loc[[ours.run, pytti.run]], "vqgan", "perceptor_set", lambda run: {"frames": []})
     titles = {c["id"]: c["title"] for c in spec["cells"]}
     assert titles[ours.run].endswith("UNTRAINED") and "UNTRAINED" not in titles[pytti.run]
 
@@ -268,10 +255,11 @@ def test_key_value_names_give_experiment_and_settings(families: pd.DataFrame) ->
 
 def test_axes_vary_within_an_experiment(families: pd.DataFrame) -> None:
     both = axis_options(families)
-    assert {"setting:cutouts", "setting:steps_per_frame", "experiment"} <= set(both.values())
+    assert {"cutouts", "steps_per_frame", "experiment"} <= set(both.values())  # factors, by setting name
+    assert not {"setting:cutouts", "setting:steps_per_frame"} & set(both.values())  # no second axis of them
     assert "setting:scenes" not in both.values()  # it only tells the two experiments apart
     study = axis_options(families[families["experiment"] == STUDY])
-    assert set(study.values()) == {"vqgan", "generator"}
+    assert set(study.values()) == {"vqgan", "perceptor_set"}
 
 
 def test_the_pytti_video_family_takes_its_experiment_and_settings(tmp_path: Path) -> None:
@@ -285,7 +273,76 @@ def test_the_pytti_video_family_takes_its_experiment_and_settings(tmp_path: Path
     assert cat.loc[names[1], "settings"]["dsw"] == "5.0"
     assert {k: cat.loc[names[2], "settings"][k] for k in ("ref", "dsw", "ssw")} == {
         "ref": "False", "dsw": "1.0", "ssw": "0.0"}
-    assert {"setting:ref", "setting:dsw"} <= set(axis_options(cat).values())
+    assert cat.loc[names[2], "factors"] == {
+        "vqgan": "imagenet", "perceptor_set": "ViT-B32", "seed": 12345, "reencode_each_frame": "False",
+        "direct_stabilization_weight": "1.0", "semantic_stabilization_weight": "0.0"}
+
+
+def test_the_stability_familys_three_factors_are_axes_filters_and_captions(tmp_path: Path) -> None:
+    names = [f"exp_video_basic_stability_modes_ref-{ref}_dsw-{dsw}_ssw-{ssw}"
+             for ref in ("True", "False") for dsw in ("0.0", "1.0") for ssw in ("0.0", "1.0")]
+    for i, name in enumerate(names):
+        make_pytti_run(tmp_path, name, "sflckr", ["ViT-B32"], cell=i, n_frames=2)
+    cat = load_catalog(tmp_path)
+    factors = ["reencode_each_frame", "direct_stabilization_weight", "semantic_stabilization_weight"]
+    assert varied_settings(cat) == factors
+    axes = axis_options(cat)
+    assert {axes[f] for f in factors} == set(factors)  # labelled and named by the setting
+    settings = [a.removeprefix(SETTING) for a in axes.values() if a.startswith(SETTING)]
+    assert not [s for s in settings if setting_of(s) in factors]  # `setting:dsw` is no second axis of it
+    assert levels_of(cat, "direct_stabilization_weight") == ["0.0", "1.0"]
+    spec = grid_spec(cat, "direct_stabilization_weight", "semantic_stabilization_weight",
+                     lambda run: {"frames": []})
+    assert (spec["rows"], spec["cols"], spec["row_label"]) == (["0.0", "1.0"], ["0.0", "1.0"],
+                                                               "direct_stabilization_weight")
+    assert {c["levels"] for c in spec["cells"]} == {"ref=True", "ref=False"}  # the factor not on an axis
+    kept = select(cat, levels={"reencode_each_frame": ["False"], "direct_stabilization_weight": ["1.0"]})
+    assert sorted(kept["run"]) == sorted(n for n in names if "ref-False_dsw-1.0" in n)
+
+
+# ---------------------------------------------------------------- the prompt as a factor (grid.vary)
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2 VQGAN x 1 perceptor x 3 prompt grid beside the plain study grid of another experiment."""
+    root = tmp_path_factory.mktemp("prompts")
+    make_prompt_grid(root, ["vq-a", "vq-b"], ["RN50"], 2, experiment="exp_prompts")
+    make_grid(root, ["vq-a"], ["RN50"], 2)
+    return root
+
+
+def test_the_catalog_lists_each_runs_factors(prompts: Path) -> None:
+    cat = load_catalog(prompts).set_index("run")
+    cell = "exp_prompts__vq-b_RN50__scenes-forest"
+    assert cat.loc[cell, "factors"] == {"vqgan": "vq-b", "perceptor_set": "RN50", "seed": 12345,
+                                        "scenes": "forest"}
+    assert cat.loc[cell, "settings"]["scenes"] == PROMPTS["forest"]  # the level names the real prompt
+    assert cat.loc[cell_name("vq-a", ["RN50"]), "factors"] == {"vqgan": "vq-a", "perceptor_set": "RN50",
+                                                               "seed": 12345}
+    runs = {r["run"]: r for r in json.loads(_cli("catalog", "--root", str(prompts), "--json"))}
+    assert runs[cell]["factors"]["scenes"] == "forest"
+    table = _cli("catalog", "--root", str(prompts))
+    assert "scenes=forest" in table.splitlines()[[cell in line for line in table.splitlines()].index(True)]
+
+
+def test_the_prompt_is_an_axis_a_filter_and_a_caption(prompts: Path) -> None:
+    cat = load_catalog(prompts)
+    axes = axis_options(cat)
+    assert axes["scenes"] == "scenes" and "setting:scenes" not in axes.values()
+    assert levels_of(cat, "scenes") == sorted(PROMPTS)
+    spec = grid_spec(cat, "scenes", "vqgan", lambda run: {"frames": []})
+    assert spec["rows"] == ["-", *sorted(PROMPTS)]  # the other experiment's cell has no prompt level
+    assert spec["factor_labels"]["perceptor_set"] == "perceptor set"
+    by_id = {c["id"]: c for c in spec["cells"]}
+    assert by_id["exp_prompts__vq-a_RN50__scenes-sea"]["row"] == "sea"
+    assert by_id["exp_prompts__vq-a_RN50__scenes-sea"]["levels"] == ""  # shown by its row
+    beside = grid_spec(cat, "vqgan", "perceptor_set", lambda run: {"frames": []})
+    assert {c["levels"] for c in beside["cells"]} == {"", *(f"scenes={p}" for p in PROMPTS)}
+    city = select(cat, levels={"scenes": ["city"]})
+    assert sorted(city["run"]) == sorted(["exp_prompts__vq-a_RN50__scenes-city",
+                                          "exp_prompts__vq-b_RN50__scenes-city", cell_name("vq-a", ["RN50"])])
+    with pytest.raises(InputError, match=r"--rows prompt: not an axis of these runs; choose from .*scenes"):
+        check_axis(cat, "prompt", "--rows")
 
 
 # ---------------------------------------------------------------- folders that once crashed it

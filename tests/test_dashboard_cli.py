@@ -112,3 +112,16 @@ def test_a_read_only_out_folder_is_one_error_line(root: Path, tmp_path: Path) ->
     result = _run("-m", "dashboard", "export", "--root", str(root), "--out", str(locked / "site"))
     lines = result.stderr.strip().splitlines()
     assert result.returncode != 0 and len(lines) == 1 and str(locked) in lines[0], result.stderr
+
+
+def test_export_takes_the_old_name_of_the_perceptor_set_axis_with_a_warning(root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "site"
+    result = _run("-m", "dashboard", "export", "--root", str(root), "--out", str(out),
+                  "--rows", "generator", "--cols", "vqgan")
+    assert result.returncode == 0, result.stderr
+    assert "FutureWarning: the axis 'generator' is now 'perceptor_set'" in result.stderr
+    data = re.search(r'<script type="application/json" id="dp-data">(.*?)</script>',
+                     (out / "index.html").read_text(), re.S)
+    spec = json.loads(data[1])
+    assert (spec["row_axis"], spec["row_label"], spec["rows"]) == ("perceptor_set", "perceptor set",
+                                                                   ["RN50", "RN101"])

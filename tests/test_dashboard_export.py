@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import stat
-import struct
 import subprocess
 import sys
-import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +15,12 @@ import pytest
 from PIL import Image
 
 from dashboard import export as export_module
-from dashboard.__main__ import main
 from dashboard.export import (GUTTER, ExportError, check_budget, export, export_size,
                               output_paths)
-from dashboard_fixtures import (REPO, cell_name, frame_colour, make_grid, make_our_run, open_offline,
-                                write_frame)
+from dashboard_fixtures import (PROMPTS, REPO, STUDY, cell_name, frame_colour, make_grid, make_our_run,
+                                make_prompt_grid, open_offline)
+from engine.runfolder import RunFolder
+from engine.runfolder.frames import read_table
 
 VQGANS = ["imagenet", "openimages", "wikiart", "coco", "sflckr"]
 PERCEPTORS = ["ViT-B32", "ViT-B16", "ViT-L14", "RN50", "RN101"]
@@ -123,31 +124,10 @@ def test_export_plays_offline_from_a_file_url(exported: Path, chromium_browser) 
     page.context.close()
 
 
-def _write_huge_png(path: Path, side: int) -> None:
-    """A valid side x side grey PNG, written row by row (the file stays small)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(
-            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    pack, row = zlib.compressobj(1), bytes(side + 1)
-    body = b"".join(pack.compress(row) for _ in range(side)) + pack.flush()
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side,
-                                                                        8, 0, 0, 0, 0))
-                     + chunk(b"IDAT", body) + chunk(b"IEND", b""))
-
-
-def test_oversize_exports_are_refused_with_the_size_and_the_option(
-        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_oversize_exports_are_refused_with_the_size_and_the_option(tmp_path: Path) -> None:
     root = tmp_path / "runs"
-    run = make_our_run(root, cell_name("coco", ["RN50"]), "coco", ["RN50"], n_frames=2)
-    _write_huge_png(run / f"{run.name}_1.png", 20_000)
-    assert main(["export", "--root", str(root), "--out", str(tmp_path / "site")]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and "Traceback" not in err and "20000x20000 px" in err
-    assert f"{run.name}_1.png" in err and not (tmp_path / "site").exists()
-
-    write_frame(run / f"{run.name}_1.png", (9, 9, 9), (5000, 40))  # too wide for one sheet
-    with pytest.raises(ExportError, match=r"5000x40 px frame .* use --width \d+ or less"):
+    make_our_run(root, cell_name("coco", ["RN50"]), "coco", ["RN50"], n_frames=2, size=(5000, 40))
+    with pytest.raises(ExportError, match=r"5000x40 px frame .* use --width \d+ or less"):  # too wide for a sheet
         export(root, tmp_path / "site", width=5000)
     assert not (tmp_path / "site").exists()
 
@@ -201,3 +181,64 @@ def test_split_padded_sheets_never_bleed_into_the_enlarged_view(
         assert np.abs(centre - (RED if k % 2 == 0 else BLUE)).max() < 40, (k, centre)
         assert np.abs(ring - centre).max() < 40, (k, ring.min(axis=0), ring.max(axis=0))
     page.close()
+
+
+@pytest.mark.browser
+def test_captions_and_context_come_from_the_frame_table(tmp_path: Path, chromium_browser) -> None:
+    """A frame table whose steps and scene weights are not the settings' schedule (which puts
+    frame 1 at step 10, all scene 1): the page shows the table's."""
+    root = tmp_path / "runs"
+    make_our_run(root, "told", "coco", ["RN50"], save_every=10, steps=30, size=(64, 32))
+    run = RunFolder(root, "told")
+    run.write_frame_table([replace(f, step=7 * f.n, scenes=(0.25, 0.75)) for f in read_table(run.frame_table, "told")])
+    page, _, errors = open_offline(chromium_browser, export(root, tmp_path / "site").as_uri(), 1000, 700)
+    page.wait_for_function("window.gridPlayer && gridPlayer.state().pending === 0")
+    assert page.locator(".dp-tile .dp-cap").inner_text().startswith("step 7 ")
+    assert page.locator(".dp-step").inner_text() == "step 7 · 1/3"
+    context = page.locator(".dp-context").inner_text()
+    assert "scene 1 (25 %) → 2 (75 %) of 2" in context
+    assert "a painting of a cold wintery landscape 0.75" in " ".join(context.split())
+    page.keyboard.press("End")
+    assert page.locator(".dp-tile .dp-cap").inner_text().startswith("step 21 ")
+    assert not errors
+    page.context.close()
+
+
+def _spec(page: Path) -> dict:
+    """The grid spec an exported page plays."""
+    return json.loads(re.search(r'id="dp-data">(.*?)</script>', page.read_text()).group(1))
+
+
+@pytest.mark.browser
+def test_export_lays_the_prompts_out_as_rows(tmp_path: Path, chromium_browser) -> None:
+    root = tmp_path / "images_out"
+    make_prompt_grid(root, ["vq-a", "vq-b"], ["RN50", "ViT-B32"], 2, size=(64, 32))
+    cli = [sys.executable, "-m", "dashboard", "export", "--root", str(root)]
+    subprocess.run([*cli, "--out", str(tmp_path / "site"), "--rows", "scenes", "--cols", "perceptor_set"],
+                   cwd=REPO, check=True, capture_output=True, timeout=300)
+    spec = _spec(tmp_path / "site" / "index.html")
+    assert (spec["row_axis"], spec["rows"], spec["cols"]) == ("scenes", sorted(PROMPTS), ["RN50", "ViT-B32"])
+    assert {c["id"]: c["row"] for c in spec["cells"]}[f"{STUDY}__vq-b_RN50__scenes-sea"] == "sea"
+    page, requests, errors = open_offline(chromium_browser, (tmp_path / "site" / "index.html").as_uri(), 1200, 800)
+    page.wait_for_function("window.gridPlayer && gridPlayer.state().pending === 0")
+    assert page.locator(".dp-rowhead .dp-headname").all_inner_texts() == sorted(PROMPTS)
+    assert page.locator(".dp-title").inner_text() == f"VQGAN+CLIP grid: {STUDY}"
+    assert page.locator(".dp-levels").count() == 0 and not errors
+    assert all(r.startswith("file:") for r in requests)
+    page.context.close()
+
+    # one prompt only, VQGANs as rows: the captions name the prompt
+    city = _spec(export(root, tmp_path / "city", levels={"scenes": ["city"]}))
+    assert {c["levels"] for c in city["cells"]} == {"scenes=city"} and len(city["cells"]) == 4
+    refusals = {
+        "--rows=prompt": ("error: --rows prompt: not an axis of these runs; choose from vqgan, perceptor_set, "
+                          "scenes or setting:<key>"),
+        "--level=scenes=desert": ("error: --level scenes=desert: no run with frames has it; choose from city, "
+                                  "forest, sea"),
+        "--level=cutouts=10": "error: --level cutouts: no run with frames has it; choose from scenes",
+    }
+    for option, error in refusals.items():
+        refused = subprocess.run([*cli, "--out", str(tmp_path / "refused"), option], cwd=REPO,
+                                 capture_output=True, text=True, timeout=120, check=False)
+        assert (refused.returncode, refused.stderr.strip()) == (2, error)
+    assert not (tmp_path / "refused").exists()

@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from dashboard_fixtures import (REPO, cell_name, free_port, frame_colour, http_get, make_our_run,
-                                write_frame)
+                                make_prompt_grid, write_frame)
 
 ARTIFACTS = REPO / "test-artifacts"
 CELLS = [("imagenet", "ViT-B32"), ("imagenet", "RN50"), ("wikiart", "ViT-B32"), ("wikiart", "RN50")]
@@ -202,7 +202,7 @@ def test_an_output_holds_max_runs_and_says_so(tmp_path: Path, monkeypatch) -> No
 
 @pytest.mark.parametrize("options, message", [
     ({"vqgans": "coco"}, "vqgans='coco' is not a name any run with frames has; choose from 'imagenet', 'wikiart'"),
-    ({"rows": "seeds"}, "rows='seeds' is not an axis of these runs; choose from 'vqgan', 'generator'"),
+    ({"rows": "seeds"}, "rows='seeds' is not an axis of these runs; choose from 'vqgan', 'perceptor_set'"),
     ({"width": 0}, "width=0: must be at least 1 px"),
 ])
 def test_show_names_a_bad_option_and_what_is_allowed(tmp_path: Path, options, message) -> None:
@@ -212,6 +212,30 @@ def test_show_names_a_bad_option_and_what_is_allowed(tmp_path: Path, options, me
     with pytest.raises(ValueError) as error:
         dashboard.show(runs, **options)
     assert message in str(error.value)
+
+
+def test_show_takes_the_old_name_of_the_perceptor_set_axis(tmp_path: Path) -> None:
+    import dashboard
+
+    with pytest.warns(FutureWarning, match="'generator' is now 'perceptor_set'"):
+        grid = _grid(dashboard.show(make_runs(tmp_path / "runs"), rows="generator", cols="vqgan"))
+    assert (grid["row_axis"], grid["row_label"], grid["rows"]) == ("perceptor_set", "perceptor set",
+                                                                   ["RN50", "ViT-B32"])
+
+
+def test_show_takes_any_factor_as_an_axis_and_its_levels_as_a_filter(tmp_path: Path) -> None:
+    import dashboard
+
+    runs = tmp_path / "runs"
+    make_prompt_grid(runs, ["imagenet"], ["RN50", "ViT-B32"], 2, size=SIZE)
+    grid = _grid(dashboard.show(runs, rows="scenes", levels={"scenes": ["city", "sea"]}, poll_ms=0))
+    assert (grid["row_axis"], grid["rows"], len(grid["cells"])) == ("scenes", ["city", "sea"], 4)
+    with pytest.raises(ValueError, match=r"levels\['scenes'\]='desert' is not a name any run with frames "
+                                         r"has; choose from 'city', 'forest', 'sea'"):
+        dashboard.show(runs, levels={"scenes": "desert"}, poll_ms=0)
+    with pytest.raises(ValueError, match="levels: 'cutouts' is not a varied setting of these runs; "
+                                         "choose from 'scenes'"):
+        dashboard.show(runs, levels={"cutouts": "10"}, poll_ms=0)
 
 
 def test_show_of_a_missing_folder_says_so(tmp_path: Path) -> None:

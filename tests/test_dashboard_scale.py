@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from dashboard.catalog import Index, load_catalog, losses, to_json
+from dashboard.catalog import load_catalog, to_json
+from dashboard.index import Index
+from dashboard.losstables import LossTables, losses
 from dashboard.export import ExportError, export
 from dashboard_fixtures import (
-    REPO, cell_name, copy_run, dashboard_server, make_grid, make_our_run, write_frame,
+    REPO, add_frame, cell_name, copy_run, dashboard_server, make_grid, make_our_run,
 )
 
 EXPERIMENTS = [f"exp{k}" for k in range(5)]
@@ -35,7 +37,7 @@ def test_after_one_run_changes_only_that_run_is_read_again(tmp_path: Path) -> No
     assert len(load_catalog(tmp_path, index=index)) == 4 and index.reads == 4
     load_catalog(tmp_path, index=index)
     assert index.reads == 4  # nothing changed: nothing read
-    write_frame(runs[1] / f"{runs[1].name}_4.png", (1, 2, 3), (32, 16))
+    add_frame(runs[1], 4, (1, 2, 3), (32, 16))
     cat = load_catalog(tmp_path, index=index).set_index("run")
     assert index.reads == 5 and cat.loc[runs[1].name, "n_frames"] == 4
     (runs[2] / "losses.csv").write_text("step,scene,total\n1,0,0.5\n")  # rewritten in place
@@ -76,6 +78,18 @@ def test_runs_whose_loss_files_are_unreadable_are_still_listed(tmp_path: Path) -
     assert row.losses["step"][:2] == [1, 2] and row.frame_losses[0] is not None
 
 
+def test_loss_tables_are_read_again_only_when_the_file_changes(tmp_path: Path) -> None:
+    (run,) = make_grid(tmp_path, ["vq0"], ["RN50"], 2, save_every=10)
+    tables, cat = LossTables(size=1), load_catalog(tmp_path)
+    first = losses(cat, tmp_path, tables).iloc[0].losses
+    assert losses(cat, tmp_path, tables).iloc[0].losses is first  # kept
+    (run / "losses.csv").write_text("step,scene,total\n1,0,0.5\n")
+    assert losses(cat, tmp_path, tables).iloc[0].losses == {"step": [1], "scene": [0], "total": [0.5]}
+    make_our_run(tmp_path, "other", "coco", ["RN50"], n_frames=2)
+    both = losses(load_catalog(tmp_path), tmp_path, tables)  # two runs, room for one
+    assert len(tables._tables) == 1 and all(both["losses"].notna())
+
+
 def test_catalog_json_is_lean_unless_losses_are_asked_for(tmp_path: Path) -> None:
     _grid(tmp_path)
     def catalog(*extra: str) -> list[dict]:
@@ -85,6 +99,7 @@ def test_catalog_json_is_lean_unless_losses_are_asked_for(tmp_path: Path) -> Non
         return json.loads(out)
     lean, full = catalog(), catalog("--losses")
     assert "losses" not in lean[0] and lean[0]["frame_steps"] == [10, 20, 30]
+    assert lean[0]["frame_losses"] == full[0]["frame_losses"] != [None] * 3  # from the frame table
     assert full[0]["losses"]["step"][:3] == [1, 2, 3] and len(full[0]["frame_losses"]) == 3
 
 

@@ -1,4 +1,4 @@
-"""What drives the look (experiments/effects.py): synthetic roots written through the run-folder
+"""What drives the look (experiments/effects/): synthetic roots written through the run-folder
 contract, each with a known structure the analysis of variance must find."""
 from __future__ import annotations
 
@@ -61,8 +61,8 @@ def effects(root: Path, **kw) -> dict:
     return effects_of_runs(find_runs(root), "exp", **kw)
 
 
-def assert_shares(result: dict) -> None:
-    values = [result[k] for k in SHARES if result[k] is not None]
+def assert_shares(result: dict, shares=SHARES) -> None:
+    values = [result[k] for k in shares if result[k] is not None]
     assert all(0 <= v <= 1 for v in values) and sum(values) == pytest.approx(1, abs=1e-5)
 
 
@@ -72,7 +72,7 @@ def test_texture_that_follows_the_vqgan_is_the_vqgans(tmp_path: Path) -> None:
     edges, colour = got["measures"]["edge_density"], got["measures"]["colourfulness"]
     assert edges["vqgan"] > 0.99 and edges["low"]["vqgan"] > 0.98
     assert edges["reading"].startswith("edge density: ") and edges["reading"].endswith(" % VQGAN")
-    assert colour["perceptors"] > 0.95 and colour["reading"].endswith("% perceptor")
+    assert colour["perceptor_set"] > 0.95 and colour["reading"].endswith("% perceptor set")
     assert edges["means"]["vqgan"]["vq-fine"] > edges["means"]["vqgan"]["vq-coarse"]
     for result in got["measures"].values():
         assert_shares(result)
@@ -84,11 +84,11 @@ def test_swapping_the_factors_labels_swaps_the_shares(tmp_path: Path) -> None:
     swapped = effects(grid(tmp_path / "b", stripes, swap=True))["measures"]
     for measure, result in plain.items():
         other = swapped[measure]
-        assert other["vqgan"] == pytest.approx(result["perceptors"], abs=1e-9)
-        assert other["perceptors"] == pytest.approx(result["vqgan"], abs=1e-9)
+        assert other["vqgan"] == pytest.approx(result["perceptor_set"], abs=1e-9)
+        assert other["perceptor_set"] == pytest.approx(result["vqgan"], abs=1e-9)
         assert other["interaction"] == pytest.approx(result["interaction"], abs=1e-9)
         assert other["residual"] == pytest.approx(result["residual"], abs=1e-9)
-        assert other["low"]["vqgan"] == pytest.approx(result["low"]["perceptors"], abs=1e-9)
+        assert other["low"]["vqgan"] == pytest.approx(result["low"]["perceptor_set"], abs=1e-9)
     assert plain["edge_density"]["vqgan"] > 0.99  # the swap is not of two equal things
 
 
@@ -96,7 +96,7 @@ def test_a_planted_interaction_is_found_with_seeds_and_is_residual_with_one(tmp_
     several = effects(grid(tmp_path / "seeds", crossed))
     contrast = several["measures"]["contrast"]
     assert contrast["interaction"] > 0.8 and contrast["low"]["interaction"] > 0.5
-    assert contrast["vqgan"] < 0.1 and contrast["perceptors"] < 0.1
+    assert contrast["vqgan"] < 0.1 and contrast["perceptor_set"] < 0.1
     assert not any("cannot be told" in n for n in several["notes"])
 
     one = effects(grid(tmp_path / "one", crossed, seeds=(1,)))
@@ -140,7 +140,7 @@ def test_pytti_folders_are_read(tmp_path: Path) -> None:
     got = effects_of_runs(find_runs(tmp_path), "pytti_study")
     assert (got["cells"], got["runs"]) == (4, 4)
     assert [e["run"] for e in got["excluded"]] == ["pytti_study/cell11/cell11(1)"]
-    assert got["measures"]["saturation"]["means"]["perceptors"].keys() == {"ViT-B32", "RN50"}
+    assert got["measures"]["saturation"]["means"]["perceptor_set"].keys() == {"ViT-B32", "RN50"}
     assert any("cannot be told" in n for n in got["notes"])
 
 
@@ -150,7 +150,7 @@ def test_balanced_shares_are_the_textbook_sums_of_squares() -> None:
     rng = np.random.default_rng(5)
     a, b, n = 3, 4, 3
     y = rng.normal(size=(a, b, n)) + np.arange(a)[:, None, None] + 0.5 * np.arange(b)[None, :, None]
-    table = pd.DataFrame([{"run": f"r{i}{j}{k}", "vqgan": f"v{i}", "perceptors": f"p{j}", "seed": k,
+    table = pd.DataFrame([{"run": f"r{i}{j}{k}", "vqgan": f"v{i}", "perceptor_set": f"p{j}", "seed": k,
                            "contrast": y[i, j, k]} for i in range(a) for j in range(b) for k in range(n)])
     got = analyse(table, "exp", resamples=0)["measures"]["contrast"]
     mean, cells = y.mean(), y.mean(axis=2)
@@ -200,14 +200,20 @@ def test_no_complete_run_is_an_error_naming_the_left_out(tmp_path: Path) -> None
         effects(tmp_path)
 
 
-def test_score_stage_writes_effects_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The score stage (tiny judges) writes effects.json with the judges' similarities."""
-    from experiments.score import score
-    from test_score import SETTINGS, _grid_of_cells
+def test_effects_stage_writes_effects_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The judge (tiny judges), imagestats and effects stages: effects.json with the judges' similarities."""
+    from experiments.effects.stage import write_grid_effects
+    from experiments.imagestats import measure_grid
+    from experiments.judge import judge
+    from test_score import SETTINGS, _grid_of_cells, grid_params
 
     monkeypatch.chdir(tmp_path)
-    score(_grid_of_cells(tmp_path, SETTINGS, [7], frames=2), tmp_path / "scores", device="cpu")
-    doc = json.loads((tmp_path / "scores" / "effects.json").read_text())
+    grid = _grid_of_cells(tmp_path, SETTINGS, [7], frames=2)
+    (tmp_path / "params.yaml").write_text(json.dumps(grid_params(SETTINGS, [7])))
+    judge(grid, tmp_path / "experiments" / "scores", device="cpu")
+    measure_grid("params.yaml")
+    write_grid_effects("params.yaml")
+    doc = json.loads((tmp_path / "experiments" / "scores" / "effects.json").read_text())
     assert (doc["experiment"], doc["cells"], doc["seeds"], doc["frames"]) == ("t", 2, 2, "final")
     assert {"edge_density", "similarity:tiny-vit", "similarity:tiny-rn"} <= set(doc["measures"])
     assert any("one VQGAN (tiny)" in n for n in doc["notes"])
@@ -228,6 +234,76 @@ def test_dashboard_bars_pick_a_measure_and_colour_its_heads(tmp_path: Path) -> N
     source.selected.indices = [row]
     assert picked == ["edge_density"]
     heads = head_colours([doc], "edge_density")
-    alpha = {v: float(h["colour"].rsplit(",", 1)[1].rstrip(")")) for v, h in heads["VQGAN"].items()}
+    alpha = {v: float(h["colour"].rsplit(",", 1)[1].rstrip(")")) for v, h in heads["vqgan"].items()}
     assert alpha["vq-fine"] > alpha["vq-mid"] > alpha["vq-coarse"]  # finer stripes: more edges, darker
-    assert set(heads["perceptors"]) == set(HUES)
+    assert set(heads["perceptor_set"]) == set(HUES)
+
+
+# ---------------------------------------------------------------- more factors than VQGAN and perceptor set
+
+PROMPTS = {"city": 0.0, "forest": 40.0, "sea": 80.0}  # what each prompt adds to the brightness
+VQ_LIFT = {"vq-a": 0.0, "vq-b": 3.0}  # and each VQGAN, a little
+
+
+def prompt_table(swap: bool = False) -> pd.DataFrame:
+    """Brightness set mostly by the prompt (a little by the VQGAN, plus seed noise) over 2 VQGANs ×
+    2 perceptor sets × 3 prompts × 3 seeds; `swap` exchanges the VQGAN and perceptor set labels."""
+    rng = np.random.default_rng(11)
+    rows = []
+    for v in VQ_LIFT:
+        for p in ("p-a", "p-b"):
+            for prompt, lift in PROMPTS.items():
+                for seed in (1, 2, 3):
+                    first, second = (p, v) if swap else (v, p)
+                    rows.append({"run": f"{v}-{p}-{prompt}-{seed}", "cell": f"{v}-{p}-{prompt}", "vqgan": first,
+                                 "perceptor_set": second, "scenes": prompt, "seed": seed,
+                                 "contrast": 100 + lift + VQ_LIFT[v] + rng.normal(0, 1)})
+    return pd.DataFrame(rows)
+
+
+def test_a_planted_prompt_effect_is_the_prompts_and_swaps_with_its_label() -> None:
+    factors = ["vqgan", "perceptor_set", "scenes"]
+    got = analyse(prompt_table(), "exp", resamples=200, factors=factors)
+    result = got["measures"]["contrast"]
+    assert got["factors"] == factors
+    assert got["shares"] == [*factors, "interaction", "other_interactions", "residual"]
+    assert result["scenes"] > 0.97 and 0 < result["vqgan"] < 0.03 and result["reading"].endswith("% scenes")
+    assert_shares(result, got["shares"])
+    assert set(result["means"]["scenes"]) == set(PROMPTS) and result["low"]["scenes"] > 0.9
+    swapped = analyse(prompt_table(swap=True), "exp", resamples=200, factors=factors)["measures"]["contrast"]
+    assert swapped["vqgan"] == pytest.approx(result["perceptor_set"], abs=1e-9)
+    assert swapped["perceptor_set"] == pytest.approx(result["vqgan"], abs=1e-9)
+    assert swapped["scenes"] == pytest.approx(result["scenes"], abs=1e-9)
+
+
+def test_a_factor_with_one_level_has_no_share_and_says_so() -> None:
+    table = prompt_table()
+    table = table[table["scenes"] == "forest"]
+    got = analyse(table, "exp", resamples=0, factors=["vqgan", "perceptor_set", "scenes"])
+    assert got["measures"]["contrast"]["scenes"] == 0
+    assert "one scenes (forest): its share is 0 by construction" in got["notes"]
+
+
+def test_without_replicates_every_interaction_is_pooled_into_the_residual() -> None:
+    table = prompt_table()
+    table = table[table["seed"] == 1]
+    result = analyse(table, "exp", resamples=0, factors=["vqgan", "perceptor_set", "scenes"])["measures"]["contrast"]
+    assert result["interaction"] is None and result["other_interactions"] is None
+    assert result["scenes"] > 0.98
+
+
+def test_the_pytti_stability_family_is_read_with_its_three_factors(tmp_path: Path) -> None:
+    """pytti's second family, `exp_video_basic_stability_modes_ref-<bool>_dsw-<w>_ssw-<w>`: its
+    varied settings become factors by their setting names."""
+    names = [f"exp_video_basic_stability_modes_ref-{ref}_dsw-{dsw}_ssw-{ssw}"
+             for ref in ("True", "False") for dsw in ("0.0", "1.0") for ssw in ("0.0", "1.0")]
+    for i, name in enumerate(names):
+        make_pytti_run(tmp_path / "study", name, "sflckr", ["ViT-B32"], cell=i, n_frames=2)
+    runs = find_runs(tmp_path)
+    assert dict(runs[0].varied).keys() == {"reencode_each_frame", "direct_stabilization_weight",
+                                           "semantic_stabilization_weight"}
+    got = effects_of_runs(runs, "exp_video_basic_stability_modes", resamples=0)
+    assert got["factors"] == ["vqgan", "perceptor_set", "reencode_each_frame", "direct_stabilization_weight",
+                              "semantic_stabilization_weight"]
+    assert (got["cells"], got["runs"], got["excluded"]) == (8, 8, [])
+    assert set(got["measures"]["contrast"]["means"]["direct_stabilization_weight"]) == {"0.0", "1.0"}

@@ -12,9 +12,9 @@ from test_effects import grid, stripes
 pytestmark = pytest.mark.browser
 ARTIFACTS = REPO / "test-artifacts"
 READY = "window.gridPlayer && window.gridPlayer.tiles.length > 0"
-# Each header's text and background, read inside the player's (shadow) root.
+# Each header's value, background and title, read inside the player's (shadow) root.
 HEADS = """() => [...gridPlayer.gridEl.querySelectorAll('.dp-rowhead, .dp-colhead')].map(e =>
-    [e.textContent, e.style.background, e.title])"""
+    [e.dataset.value, e.style.background, e.title])"""
 
 
 def _painted(page) -> dict[str, tuple[str, str]]:
@@ -33,9 +33,10 @@ def test_served_panel_colours_the_headers_by_the_picked_measure(chromium_browser
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(url)
         page.wait_for_function(READY, timeout=60_000)
+        page.get_by_text("edge density: 100 % VQGAN").wait_for(timeout=60_000)  # measured in the background
         assert page.get_by_text("edge density: 100 % VQGAN").count() == 1
         assert _painted(page) == {}
-        page.get_by_label("Colour the grid's headers by").select_option("edge_density")
+        page.get_by_label("Colour the grid's headers by").select_option(label="edge density")
         page.wait_for_function("() => gridPlayer.gridEl.querySelector('.dp-rowhead').style.background",
                                timeout=20_000)
         painted = _painted(page)
@@ -55,6 +56,9 @@ def test_export_panel_colours_the_headers_on_a_click(chromium_browser, root: Pat
     html = export(root.parent, tmp_path / "out")
     page, requests, errors = open_offline(chromium_browser, html.as_uri(), 1200, 900)
     page.wait_for_function(READY, timeout=30_000)
+    names = page.locator(".dp-effect-name").all_inner_texts()  # each bar's measure, as its reading spells it
+    assert "edge density" in names and all(r.startswith(f"{n}: ") for n, r in
+                                           zip(names, page.locator(".dp-effect-reading").all_inner_texts()))
     bar = page.locator(".dp-effect", has_text="edge density: 100 % VQGAN")
     bar.click()
     painted = _painted(page)

@@ -1,6 +1,7 @@
 """Engine: settings validation, the loop, reproducibility, resume, outputs."""
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import subprocess
@@ -16,10 +17,10 @@ from engine.animation import apply_motion, motion_grid
 from engine.factory import load_perceptor, load_vqgan
 from engine import runfolder
 from engine.registry import UnknownModelError
-from engine.loop import run
+from engine.loop import execute
 from engine.runfolder import RunFolderConflict
-from engine.step import (build_guide, clamp_latent, encode_codes, initial_latent, is_frame_start, quantise_8bit,
-                         render, start_frame, start_latent, step_loss)
+from engine.step import (build_guide, clamp_latent, encode_codes, initial_latent, is_move, quantise_8bit,
+                         render, move, start_latent, step_loss)
 from engine.settings import SettingsError, load_config
 
 TINY = ["vqgan_model=tiny", "perceptors=tiny-vit", "width=64", "height=32", "cutouts=4",
@@ -60,12 +61,12 @@ def test_thirty_steps_lower_the_loss(vqgan: str, perceptor: str) -> None:
 
 
 def test_run_writes_complete_outputs(tmp_path: Path) -> None:
-    folder = run(tiny_settings(tmp_path, "scenes=a red apple | a dog:-1:-.9 || a bird", "interpolation_steps=4"),
+    folder = execute(tiny_settings(tmp_path, "scenes=a red apple | a dog:-1:-.9 || a bird", "interpolation_steps=4"),
                  quiet=True)
     frames = frame_bytes(folder)
     assert len(frames) == 4  # 2 scenes × 10 steps, saved every 5
     sidecar = json.loads((folder / "run_settings.json").read_text())
-    assert sidecar["format"] == runfolder.FORMAT == "vqgan-clip-run/2"
+    assert sidecar["format"] == runfolder.FORMAT == "vqgan-clip-run/3"
     assert sidecar["seed"] == 7 and sidecar["settings"]["vqgan_model"] == "tiny"
     assert sidecar["models"]["vqgan"]["untrained"] and len(sidecar["models"]["vqgan"]["sha256"]) == 64
     assert [p["label"] for p in sidecar["prompts"]] == ["s0p0", "s0p1", "s1p0"]
@@ -85,16 +86,31 @@ def test_run_writes_complete_outputs(tmp_path: Path) -> None:
     assert sum(1 for _ in iio.imiter(folder / "run.mp4")) == len(frames)
 
 
+def test_the_frame_table_records_each_frames_step_scene_weights_loss_and_hash(tmp_path: Path) -> None:
+    """25 steps saved every 10, five scenes of 5 steps blending over 5: frames at steps 10, 20 and 25,
+    each inside a transition; the table holds what the loop used (losses.csv's rows, pytti's blend)."""
+    folder = execute(tiny_settings(tmp_path, "scenes=a red apple || a bird || a cat || a dog || a tree",
+                                   "steps_per_scene=5", "interpolation_steps=5", "save_every=10"), quiet=True)
+    record = runfolder.read_run(folder)
+    losses = {int(r.split(",")[0]): float(r.split(",")[2]) for r in (folder / "losses.csv").read_text().splitlines()[1:]}
+    assert [f.step for f in record.frames] == [10, 20, 25]
+    assert [f.scenes for f in record.frames] == [(0.2, 0.8, 0, 0, 0), (0, 0, 0.2, 0.8, 0), (0, 0, 0, 0.2, 0.8)]
+    assert [f.loss for f in record.frames] == pytest.approx([losses[10], losses[20], losses[25]], rel=1e-5)
+    assert [f.sha256 for f in record.frames] == [hashlib.sha256((folder / f.name).read_bytes()).hexdigest()
+                                                 for f in record.frames]
+    assert record.status == "complete" and "frame_sha256" not in record.metrics
+
+
 def test_same_seed_gives_identical_frames(tmp_path: Path) -> None:
-    a = frame_bytes(run(tiny_settings(tmp_path / "a"), quiet=True))
-    b = frame_bytes(run(tiny_settings(tmp_path / "b"), quiet=True))
-    c = frame_bytes(run(tiny_settings(tmp_path / "c", "seed=8"), quiet=True))
+    a = frame_bytes(execute(tiny_settings(tmp_path / "a"), quiet=True))
+    b = frame_bytes(execute(tiny_settings(tmp_path / "b"), quiet=True))
+    c = frame_bytes(execute(tiny_settings(tmp_path / "c", "seed=8"), quiet=True))
     assert a == b and len(a) == 2
     assert a != c
 
 
 def test_random_seed_is_recorded(tmp_path: Path) -> None:
-    folder = run(tiny_settings(tmp_path, "seed=-1", "steps_per_scene=5"), quiet=True)
+    folder = execute(tiny_settings(tmp_path, "seed=-1", "steps_per_scene=5"), quiet=True)
     sidecar = json.loads((folder / "run_settings.json").read_text())
     assert sidecar["seed"] >= 0 and sidecar["settings"]["seed"] == sidecar["seed"]
 
@@ -136,7 +152,7 @@ def test_two_d_animation_moves_the_averaged_image_and_re_encodes_it() -> None:
         latent.z.add_(0.5)  # the average (still the start z) and z now differ
         before = quantise_8bit(render(guide, latent.ema.average))
     z_before = latent.z.clone()
-    start_frame(guide, latent)
+    move(guide, latent)
     moved = quantise_8bit(apply_motion(before, motion_grid(32, 64, translate_x=3, translate_y=-2),
                                        sampling_mode="bilinear"))
     assert torch.equal(latent.z, encode_codes(guide.vqgan, moved))  # quantised codes of the moved average
@@ -149,7 +165,7 @@ def test_two_d_animation_moves_the_averaged_image_and_re_encodes_it() -> None:
 def test_still_mode_never_moves() -> None:
     settings = load_config(None, [*TINY, "pre_animation_steps=0"])
     assert build_guide(settings, load_vqgan("tiny"), [load_perceptor("tiny-vit")]).motion is None
-    assert [is_frame_start(settings, step) for step in (0, 4, 5, 10)] == [True, False, True, True]
+    assert [is_move(settings, step) for step in (0, 4, 5, 10)] == [True, False, True, True]
 
 
 @pytest.mark.parametrize("override,error,message", [
@@ -167,7 +183,7 @@ def test_still_mode_never_moves() -> None:
 def test_bad_input_gives_a_clear_error_and_no_complete_looking_output(
         tmp_path: Path, override: str, error: type, message: str) -> None:
     with pytest.raises(error, match=message):
-        run(load_config(None, [*TINY, f"out_dir={tmp_path}", "file_namespace=run", override]), quiet=True)
+        execute(load_config(None, [*TINY, f"out_dir={tmp_path}", "file_namespace=run", override]), quiet=True)
     assert not (tmp_path / "run" / "metrics.json").exists()
     assert not list((tmp_path / "run").glob("*.png")) if (tmp_path / "run").exists() else True
 
@@ -179,17 +195,17 @@ def test_cli_reports_bad_input_with_exit_code_2(tmp_path: Path) -> None:
 
 
 def test_folder_with_other_settings_is_never_overwritten_silently(tmp_path: Path) -> None:
-    folder = run(tiny_settings(tmp_path), quiet=True)
+    folder = execute(tiny_settings(tmp_path), quiet=True)
     frames = frame_bytes(folder)
     with pytest.raises(RunFolderConflict, match="cutouts: 4 there, 6 now"):
-        run(tiny_settings(tmp_path, "cutouts=6"), quiet=True)
+        execute(tiny_settings(tmp_path, "cutouts=6"), quiet=True)
     assert frame_bytes(folder) == frames
     # same settings again: recognised as done, nothing rewritten
     mtime = (folder / "metrics.json").stat().st_mtime_ns
-    run(tiny_settings(tmp_path), quiet=True)
+    execute(tiny_settings(tmp_path), quiet=True)
     assert (folder / "metrics.json").stat().st_mtime_ns == mtime
     # another seed too: 10 steps barely move pytti's averaged z, so the frames may not change otherwise
-    run(tiny_settings(tmp_path, "cutouts=6", "seed=8", "allow_overwrite=true"), quiet=True)
+    execute(tiny_settings(tmp_path, "cutouts=6", "seed=8", "allow_overwrite=true"), quiet=True)
     assert json.loads((folder / "run_settings.json").read_text())["settings"]["cutouts"] == 6
     assert frame_bytes(folder) != frames
 
@@ -205,7 +221,7 @@ def test_image_prompts_and_init_image(tmp_path: Path) -> None:
     from PIL import Image
 
     Image.new("RGB", (40, 20), (200, 30, 30)).save(tmp_path / "red.png")
-    folder = run(tiny_settings(tmp_path / "out", f"target_images={tmp_path / 'red.png'}:0.5",
+    folder = execute(tiny_settings(tmp_path / "out", f"target_images={tmp_path / 'red.png'}:0.5",
                                f"init_image={tmp_path / 'red.png'}", "direct_init_weight=1",
                                "perceptors=tiny-vit+tiny-rn", "steps_per_scene=5"), quiet=True)
     sidecar = json.loads((folder / "run_settings.json").read_text())
@@ -216,7 +232,7 @@ def test_image_prompts_and_init_image(tmp_path: Path) -> None:
 
 
 def test_frames_and_losses_agree_when_steps_are_not_a_multiple_of_save_every(tmp_path: Path) -> None:
-    folder = run(tiny_settings(tmp_path, "steps_per_scene=7", "save_every=3", "steps_per_frame=3"), quiet=True)
+    folder = execute(tiny_settings(tmp_path, "steps_per_scene=7", "save_every=3", "steps_per_frame=3"), quiet=True)
     record = runfolder.read_run(folder)
     assert record.status == "complete", record.problems
     assert [(f.n, f.step) for f in record.frames] == [(1, 3), (2, 6), (3, 7)]  # saved after steps 3, 6 and 7
@@ -228,11 +244,11 @@ def test_frames_and_losses_agree_when_steps_are_not_a_multiple_of_save_every(tmp
 
 def test_final_out_dir_is_recorded_and_does_not_change_the_run(tmp_path: Path,
                                                                capsys: pytest.CaptureFixture) -> None:
-    folder = run(tiny_settings(tmp_path / "partial", "steps_per_scene=5"), quiet=True,
+    folder = execute(tiny_settings(tmp_path / "partial", "steps_per_scene=5"), quiet=True,
                  final_out_dir=str(tmp_path / "final"))
     assert folder == tmp_path / "partial" / "run"
     assert json.loads((folder / "run_settings.json").read_text())["settings"]["out_dir"] == str(tmp_path / "final")
-    run(tiny_settings(tmp_path / "partial", "steps_per_scene=5"), quiet=False)
+    execute(tiny_settings(tmp_path / "partial", "steps_per_scene=5"), quiet=False)
     assert "nothing to do" in capsys.readouterr().out  # out_dir is not a result setting
 
 

@@ -15,7 +15,7 @@ import yaml
 from experiments import demo
 from experiments.grid import GridError, build_grid, load_grid, read_params
 from experiments.imagestats import colourfulness, contrast, edge_density, frame_stats, palette, saturation
-from experiments.score import windows
+from experiments.judge import windows
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -56,7 +56,7 @@ def user_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def test_demo_grid_cells_and_names() -> None:
     grid = build_grid(demo_params())
     assert grid.untrained and grid.experiment == "demo_untrained"
-    assert [(c.vqgan.slug, c.perceptor_key) for c in grid.cells] == [
+    assert [(c.vqgan.slug, c.set_key) for c in grid.cells] == [
         ("tiny", "tiny-vit"), ("tiny", "tiny-rn"), ("tiny-gumbel", "tiny-vit"), ("tiny-gumbel", "tiny-rn")]
     cell = grid.cell("tiny-gumbel", "tiny-rn")
     assert cell.name == "demo_untrained__tiny-gumbel_tiny-rn"
@@ -72,7 +72,7 @@ def test_joined_perceptor_entry_is_one_cell_guided_by_all() -> None:
                                                          "tiny-rn": ["tiny-rn"]}}))
     cell = grid.cell("tiny", "tiny-vit_tiny-rn")
     assert [p.name for p in cell.perceptors] == ["tiny-vit", "tiny-rn"]
-    assert cell.generator == "tiny-vit+tiny-rn"
+    assert cell.perceptor_set == "tiny-vit+tiny-rn"
     # The pytti widget splits folder names on '__' and then '_': experiment, vqgan, perceptors.
     head, tail = cell.name.split("__")
     assert head == "demo_untrained" and tail.split("_") == ["tiny", "tiny-vit", "tiny-rn"]
@@ -92,7 +92,7 @@ def test_study_params_are_the_studys_40_cells_in_pyttis_meaning() -> None:
     grid = load_grid(REPO / "params.yaml")
     assert grid.experiment == "exp_vqgan_base_perceptors" and not grid.untrained
     assert [m.name for m in grid.vqgans.values()] == ["imagenet_16384", "openimages_8192", "wikiart_16384", "coco", "sflckr"]
-    assert {k: [m.name for m in v] for k, v in grid.perceptors.items()} == STUDY_PERCEPTORS
+    assert {k: [m.name for m in v] for k, v in grid.perceptor_sets.items()} == STUDY_PERCEPTORS
     assert grid.seeds == (12345,) and len(grid.cells) == 40 and not any(c.replicate for c in grid.cells)
     assert grid.cell("imagenet", "ViT-B32_RN50").name == "exp_vqgan_base_perceptors__imagenet_ViT-B32_RN50"
     assert grid.cell("sflckr", "ViT-B32").name == "exp_vqgan_base_perceptors__sflckr_ViT-B32"
@@ -110,7 +110,7 @@ def test_grid_command_validates_and_lists_the_40_study_cells() -> None:
     result = subprocess.run([sys.executable, "-m", "experiments.grid"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("40 cells = 5 VQGANs × 8 perceptor entries × 1 seed (12345)")
+    assert lines[0].startswith("40 cells = 5 VQGANs × 8 perceptor sets × 1 seed (12345)")
     rows = [line.split() for line in lines if line.startswith("  exp_vqgan_base_perceptors__")]
     assert len(rows) == 40
     assert ["exp_vqgan_base_perceptors__wikiart_RN50_RN101", "wikiart_16384", "RN50:openai+RN101:openai", "12345",
@@ -124,7 +124,7 @@ def test_grid_command_names_bad_entries(tmp_path: Path, capsys: pytest.CaptureFi
     params["grid"]["perceptors"]["RN50x5"] = "RN50x5:openai"
     params["grid"]["seeds"] = [12345, "x"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    assert main(["--params", str(tmp_path / "params.yaml")]) == 1
+    assert main(["--params", str(tmp_path / "params.yaml")]) == 2  # a bad params.yaml is input (engine.errors.InputError)
     out, err = capsys.readouterr()
     assert out == "" and "grid.perceptors.RN50x5: unknown perceptor 'RN50x5:openai'" in err
     assert "grid.seeds=[12345, 'x']: expected a list of non-negative integers" in err
@@ -238,7 +238,7 @@ def test_dvc_yaml_agrees_with_grid_names(group: str, replicate: bool) -> None:
     grid = build_grid(demo_params(**{"grid.perceptors": {"tiny-vit_tiny-rn": "tiny-vit+tiny-rn"}, "grid.seeds": [7]}))
     cell = next(c for c in reversed(grid.cells) if c.replicate == replicate)
     values = {"experiment": grid.experiment, "out_dir": grid.out_dir, "item.vqgan": cell.vqgan.slug,
-              "item.perceptors": cell.perceptor_key, "item.seed": str(cell.seed)}
+              "item.perceptors": cell.set_key, "item.seed": str(cell.seed)}
 
     def fill(text: str) -> str:
         return re.sub(r"\$\{([^}]+)\}", lambda m: values[m.group(1)], text)
@@ -247,17 +247,18 @@ def test_dvc_yaml_agrees_with_grid_names(group: str, replicate: bool) -> None:
     assert stage["matrix"] == ({**matrix, "seed": "${grid.seeds}"} if replicate else matrix)
     dvc_name = "-".join(fill(f"${{item.{k}}}") for k in stage["matrix"])  # DVC joins matrix keys with '-'
     assert f"{group}@{dvc_name}" == cell.stage
-    assert fill(stage["cmd"]).split() == ["python", "-m", "experiments.run_cell", cell.vqgan.slug, cell.perceptor_key,
+    assert fill(stage["cmd"]).split() == ["python", "-m", "experiments.run_cell", cell.vqgan.slug, cell.set_key,
                                           *(["--seed", str(cell.seed)] if replicate else [])]
-    assert [fill(o) for o in stage["outs"]] == [str(grid.cell_dir(cell))]
-    assert [fill(next(iter(m))) for m in stage["metrics"]] == [str(grid.metrics_file(cell))]
+    assert [fill(o if isinstance(o, str) else next(iter(o))) for o in stage["outs"]] == [
+        str(grid.cell_dir(cell)), str(grid.metrics_file(cell))]
+    assert "metrics" not in stage  # the summary stage's files are the grid's DVC metrics
     params = [fill(p) for p in stage["params"]]
     assert sorted(params) == sorted(["experiment", "out_dir", "settings", f"grid.vqgan_models.{cell.vqgan.slug}",
-                                     f"grid.perceptors.{cell.perceptor_key}"])
+                                     f"grid.perceptors.{cell.set_key}"])
     assert "grid" not in params  # a cell must not depend on the whole grid
     deps = [fill(d) for d in stage["deps"]]
     assert f"experiments/model_stamps/vqgan-{cell.vqgan.slug}.json" in deps
-    assert f"experiments/model_stamps/perceptors-{cell.perceptor_key}.json" in deps
+    assert f"experiments/model_stamps/perceptors-{cell.set_key}.json" in deps
     assert "experiments/inputs" in deps  # init_image and target_images files
     assert dvc["stages"]["fetch_models"]["outs"] == ["experiments/model_stamps"]
 
@@ -378,3 +379,96 @@ def test_judge_windows_cover_the_frame() -> None:
     assert windows(64, 64) == [(0, 0, 64)]
     assert windows(100, 250) == [(0, 0, 100), (0, 75, 100), (0, 150, 100)]
     assert windows(256, 128) == [(0, 0, 128), (128, 0, 128)]
+
+
+# ---------------------------------------------------------------- grid.vary
+
+SCENES = {"apple": "a red apple", "sky": "a blue sky"}
+
+
+def test_vary_adds_a_cell_per_level_named_in_pyttis_key_value_convention() -> None:
+    from engine.runfolder import parse_cell_name
+
+    grid = build_grid(demo_params(**{"grid.vary": {"scenes": SCENES}}))
+    assert len(grid.cells) == 2 * 2 * 2 and list(grid.vary) == ["scenes"]
+    cell = grid.cell("tiny-gumbel", "tiny-rn", varied={"scenes": "sky"})
+    assert (cell.name, cell.stage) == ("demo_untrained__tiny-gumbel_tiny-rn__scenes-sky", "cell@tiny-gumbel-tiny-rn-sky")
+    assert grid.engine_settings(cell)["scenes"] == "a blue sky"
+    assert parse_cell_name(cell.name).varied == (("scenes", "sky"),)
+    two = build_grid(demo_params(**{"grid.vary": {"scenes": SCENES, "direct_stabilization_weight": {"lo": 0.0, "hi": 1.0}},
+                                    "grid.seeds": [7]}))
+    cell = two.cell("tiny", "tiny-vit", 7, {"scenes": "apple", "direct_stabilization_weight": "hi"})
+    assert cell.name == "demo_untrained__tiny_tiny-vit__scenes-apple_dsw-hi__seed-7"  # pytti's short key
+    assert cell.stage == "replicate@tiny-tiny-vit-apple-hi-7" and len(two.cells) == 2 * 2 * 2 * 2 * 2
+    assert parse_cell_name(cell.name).varied == (("scenes", "apple"), ("direct_stabilization_weight", "hi"))
+
+
+@pytest.mark.parametrize("vary, message", [
+    ({"sceens": {"a": "x"}}, "grid.vary.sceens: unknown setting; did you mean scenes"),
+    ({"cut_pow": {"neg": -1.0}}, "grid.vary.cut_pow.neg: the engine refuses it: setting cut_pow=-1.0: must be > 0"),
+    ({"cut_pow": {"one_two": 1.0}}, "grid.vary.cut_pow.one_two: a level slug names DVC stages and folders"),
+    ({"cut_pow": {"a@b": 1.0}}, "grid.vary.cut_pow.a@b: a level slug names DVC stages and folders"),
+    ({"seed": {"a": 1}}, "grid.vary.seed: seed cannot vary between cells: the grid's seeds are settings.seed and "
+                         "grid.seeds"),
+    ({"vqgan_model": {"a": "tiny"}}, "grid.vary.vqgan_model: vqgan_model cannot vary between cells: the grid sets it"),
+    ({"device": {"a": "cpu"}}, "grid.vary.device: device cannot vary between cells: it does not change a run's frames"),
+    ({"cutouts": {str(i): i + 1 for i in range(300)}}, "the grid has 1200 cells (2 VQGANs × 2 perceptor sets × "
+                                                        "300 cutouts × 1 seeds), more than 2000"),
+    ({"cutouts": []}, "grid.vary.cutouts=[]: expected a mapping of level slug: value"),
+])
+def test_vary_refuses_what_cannot_make_cells_in_one_line_each(vary: dict, message: str) -> None:
+    params = demo_params(**{"grid.vary": vary})
+    if "300 cutouts" in message:  # 1200 cells pass; twice as many seeds do not
+        assert len(build_grid(params).cells) == 1200
+        params["grid"]["seeds"] = [1]
+        message = message.replace("1200", "2400").replace("× 1 seeds", "× 2 seeds")
+    assert message in grid_error(params)
+
+
+def test_dvc_yaml_holds_the_studys_cell_stages_until_vary_varies_something(tmp_path: Path) -> None:
+    from experiments.grid.dvcyaml import cell_stages, cell_stages_lag, write_cell_stages
+
+    study = REPO / "dvc.yaml"
+    assert not cell_stages_lag(study, [])  # without vary: the study's stages, names and folders
+    stages = yaml.safe_load(study.read_text())["stages"]
+    assert stages["cell"]["outs"] == ["${out_dir}/${experiment}__${item.vqgan}_${item.perceptors}", {
+        "experiments/metrics/${experiment}__${item.vqgan}_${item.perceptors}.json": {"cache": False}}]
+    assert list(stages["cell"]["matrix"]) == ["vqgan", "perceptors"]
+    copy = tmp_path / "dvc.yaml"
+    shutil.copyfile(study, copy)
+    assert write_cell_stages(copy, ["scenes", "direct_stabilization_weight"]) and not write_cell_stages(
+        copy, ["scenes", "direct_stabilization_weight"])
+    varied = yaml.safe_load(copy.read_text())["stages"]
+    assert list(varied["replicate"]["matrix"]) == ["vqgan", "perceptors", "scenes", "direct_stabilization_weight", "seed"]
+    assert varied["cell"]["outs"][0] == (
+        "${out_dir}/${experiment}__${item.vqgan}_${item.perceptors}__scenes-${item.scenes}_dsw-"
+        "${item.direct_stabilization_weight}")
+    assert "grid.vary.scenes.${item.scenes}" in varied["cell"]["params"]
+    assert varied["judge"] == stages["judge"] and copy.read_text().count("cell stages") == 2
+    assert cell_stages([]) in study.read_text()
+
+
+def test_grid_command_lists_the_varied_settings_and_rewrites_dvc_yaml(tmp_path: Path, capsys) -> None:
+    from experiments.grid.cli import main
+
+    shutil.copyfile(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(demo_params(**{"grid.vary": {"scenes": SCENES}})))
+    assert main(["--params", str(tmp_path / "params.yaml")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("dvc.yaml: cell stages rewritten to vary scenes (grid.vary)")
+    assert out[1].startswith("8 cells = 2 VQGANs × 2 perceptor sets × 2 scenes × 1 seed (12345)")
+    assert out[3].split() == ["cell", "vqgan", "perceptors", "scenes", "seed", "DVC", "stage"]
+    row = next(line.split() for line in out[4:] if "tiny_tiny-rn__scenes-sky" in line)
+    assert row == ["demo_untrained__tiny_tiny-rn__scenes-sky", "tiny", "tiny-rn", "sky", "12345", "cell@tiny-tiny-rn-sky"]
+    assert len(out) == 4 + 8
+
+
+def test_the_commented_prompt_axis_of_params_yaml_is_a_valid_grid_of_160_cells() -> None:
+    """The `vary:` block params.yaml documents, uncommented, validates: 5 VQGANs × 8 perceptor sets × 4 prompts."""
+    lines = (REPO / "params.yaml").read_text().splitlines()
+    start = lines.index("  # vary:")
+    block = [line.replace("  # ", "  ", 1) for line in lines[start:] if line.startswith("  #   ") or line == "  # vary:"]
+    params = yaml.safe_load("\n".join([*lines[:start], *block, *lines[start + len(block):]]))
+    grid = build_grid(params)
+    assert len(grid.cells) == 160 and list(grid.vary["scenes"]) == ["landscape", "portrait", "street", "still-life"]
+    assert all(s.count("||") == 1 for s in grid.vary["scenes"].values())  # two seasons each, as the study's prompt

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,9 @@ from experiments import demo
 pytestmark = pytest.mark.dvc
 
 CELLS = ["cell@tiny-tiny-vit", "cell@tiny-tiny-rn", "cell@tiny-gumbel-tiny-vit", "cell@tiny-gumbel-tiny-rn"]
+SCORING = ["judge", "imagestats", "effects", "summary"]  # the stages after the cells, by cost
 OUT = Path("experiments/images_out")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"  # screenshots (README: Tests)
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -84,8 +87,10 @@ def commit(repo: Path, message: str) -> None:
 
 
 def reset_to_baseline(repo: Path) -> None:
-    """The demo grid again, with no folder of other cells left over; no cell may need running."""
+    """The demo grid again (dvc.yaml's cell stages too), with no folder of other cells left over;
+    no cell may need running."""
     write_params(repo, baseline_params())
+    sh(repo, sys.executable, "-m", "experiments.grid")
     keep = {f"demo_untrained__{v}_{p}" for v in ("tiny", "tiny-gumbel") for p in ("tiny-vit", "tiny-rn")}
     for folder in cell_dirs(repo):
         if folder.name not in keep:
@@ -103,9 +108,9 @@ def demo_repo(tmp_path_factory: pytest.TempPathFactory, model_cache: Path):
     return repo, output
 
 
-def test_repro_runs_fetch_then_every_cell_then_score(demo_repo) -> None:
+def test_repro_runs_fetch_then_every_cell_then_scoring(demo_repo) -> None:
     repo, output = demo_repo
-    assert ran(output) == ["fetch_models", *CELLS, "score"]
+    assert ran(output) == ["fetch_models", *CELLS, *SCORING]
     names = [p.name for p in cell_dirs(repo)]
     assert names == sorted(f"demo_untrained__{v}_{p}" for v in ("tiny", "tiny-gumbel") for p in ("tiny-vit", "tiny-rn"))
     for name in names:
@@ -129,14 +134,18 @@ def test_second_repro_runs_nothing(demo_repo) -> None:
     repo, _ = demo_repo
     output = dvc(repo, "repro")
     assert ran(output) == [] and restored(output) == [], output
-    assert set(unchanged(output)) == {"fetch_models", *CELLS, "score"}
+    assert set(unchanged(output)) == {"fetch_models", *CELLS, *SCORING}
     assert "up to date" in dvc(repo, "status")
 
 
 @pytest.mark.parametrize("code, stages", [
-    ("experiments/grid/checks.py", {"fetch_models", "score"}),  # validation: no cell
-    ("engine/runfolder/names.py", {"score"}),  # how the scores read a run folder
-    ("experiments/grid/model.py", {"fetch_models", *CELLS, "score"}),  # what a cell runs
+    ("experiments/grid/checks.py", {"fetch_models", *SCORING}),  # validation: no cell
+    ("engine/runfolder/names.py", {"judge", "imagestats"}),  # how the scoring reads a run folder
+    ("experiments/grid/model.py", {"fetch_models", *CELLS, *SCORING}),  # what a cell runs
+    ("experiments/judge.py", {"judge"}),  # the CLIP judges: nothing else
+    ("experiments/imagestats.py", {"imagestats"}),  # the pixels: nothing else
+    ("experiments/effects/anova.py", {"effects"}),  # the analysis: no judge, no pixels
+    ("experiments/scorefiles.py", set(SCORING)),  # the files they share
 ])
 def test_an_edit_to_the_code_a_stage_imports_makes_it_pending(demo_repo, code: str, stages: set[str]) -> None:
     repo, _ = demo_repo
@@ -154,31 +163,74 @@ def test_bias_matrix_and_image_statistics(demo_repo) -> None:
     repo, _ = demo_repo
     scores = repo / "experiments/scores"
     rows = read_csv(scores / "bias_matrix.csv")
-    assert list(rows[0]) == ["vqgan", "generator", "judge", "similarity", "seed", "z"]
-    pairs = [(r["vqgan"], r["generator"], r["judge"]) for r in rows]
+    assert list(rows[0]) == ["cell", "vqgan", "perceptor_set", "seed", "judge", "similarity", "z", "generator"]
+    pairs = [(r["vqgan"], r["perceptor_set"], r["judge"]) for r in rows]
     expected = {(v, g, j) for v in ("tiny", "tiny-gumbel") for g in ("tiny-vit", "tiny-rn") for j in ("tiny-vit", "tiny-rn")}
-    assert len(pairs) == len(set(pairs)) == 8 and set(pairs) == expected  # one value per (generator, judge) per VQGAN
+    assert len(pairs) == len(set(pairs)) == 8 and set(pairs) == expected  # one value per (perceptor set, judge) per VQGAN
     assert all(-1 <= float(r["similarity"]) <= 1 for r in rows)
     bias = json.loads((scores / "bias.json").read_text())
     assert {(v, g, j) for v in bias for g in bias[v] for j in bias[v][g]} == expected
-    assert all(bias[r["vqgan"]][r["generator"]][r["judge"]] == pytest.approx(float(r["similarity"]), abs=1e-5) for r in rows)
+    assert all(bias[r["vqgan"]][r["perceptor_set"]][r["judge"]] == pytest.approx(float(r["similarity"]), abs=1e-5) for r in rows)
 
     stats = read_csv(scores / "image_stats.csv")
-    assert list(stats[0]) == ["cell", "vqgan", "generator", "frame", "step", "colourfulness", "saturation",
-                              "contrast", "edge_density", "palette"]
+    assert list(stats[0]) == ["cell", "vqgan", "perceptor_set", "seed", "frame", "step", "colourfulness", "saturation",
+                              "contrast", "edge_density", "spectral_slope", "grid_artifact", "cielab_a", "cielab_b",
+                              "palette", "generator"]
     assert len(stats) == 4 * 4
     assert sorted({int(r["step"]) for r in stats}) == [5, 10, 15, 20]
     assert all(re.fullmatch(r"#[0-9a-f]{6}(;#[0-9a-f]{6}){0,4}", r["palette"]) for r in stats)
 
-    metrics = json.loads(dvc(repo, "metrics", "show", "--json"))
-    files = next(iter(metrics.values()))["data"]  # keyed by revision ("" = workspace)
-    assert {"experiments/scores/bias.json", "experiments/scores/image_stats.json"} <= set(files)
-    assert sum(f.startswith("experiments/metrics/demo_untrained__") for f in files) == 4
     plots = json.loads(dvc(repo, "plots", "show", "--json"))["data"]
     assert set(plots) == {"bias_matrix", "image_stats"}
     heatmap = plots["bias_matrix"][0]["content"]
     assert len(heatmap["data"]["values"]) == 8 and heatmap["spec"]["layer"][0]["mark"] == "rect"
     assert len(plots["image_stats"][0]["content"]["data"]["values"]) == 16 * 4  # frames × statistics
+
+
+def test_dvc_metrics_and_exp_show_the_summary_and_the_rest_one_file_away(demo_repo) -> None:
+    """The summary stage's files are the only DVC metrics: `dvc metrics show` is a row per measure
+    that fits 120 columns; every other score file and each cell's metrics show by name."""
+    repo, _ = demo_repo
+    files = next(iter(json.loads(dvc(repo, "metrics", "show", "--json")).values()))["data"]  # by revision
+    effects = json.loads((repo / "experiments/scores/effects.json").read_text())
+    assert set(files) == {f"experiments/summary/{m.replace(':', '-')}.json" for m in effects["measures"]}
+    preference = json.loads((repo / "experiments/scores/self_preference.json").read_text())["judges"]
+    for judge in ("tiny-vit", "tiny-rn"):
+        row = files[f"experiments/summary/similarity-{judge}.json"]["data"]
+        assert row["self_preference"] == pytest.approx(preference[judge]["mean"], abs=1e-3)
+        assert row["vqgan"] == pytest.approx(effects["measures"][f"similarity:{judge}"]["vqgan"], abs=1e-3)
+    table = dvc(repo, "metrics", "show").splitlines()
+    assert table[0].split() == ["Path", "perceptor_set", "residual", "self_preference", "vqgan"]
+    assert len(table) == 1 + len(files) and max(map(len, table)) <= 120, table
+    header = dvc(repo, "exp", "show", "--csv").splitlines()[0].split(",")  # metrics, then params, then deps
+    assert "experiments/summary/similarity-tiny-vit.json:self_preference" in header
+    assert not [c for c in header if ".json:" in c and not c.startswith("experiments/summary/")]
+    assert not [c for c in header if c.startswith(("experiments/metrics", "judges.", "measures."))]
+    for name in ("experiments/scores/self_preference.json", "experiments/metrics/demo_untrained__tiny_tiny-vit.json"):
+        assert next(iter(json.loads(dvc(repo, "metrics", "show", "--json", name)).values()))["data"][name]["data"]
+
+
+@pytest.mark.browser
+def test_plots_show_renders_offline_in_chromium(demo_repo, chromium_browser) -> None:
+    """`dvc plots show` writes a page that carries its Vega libraries: with every request that is
+    not a local file refused, both plots draw (no CDN, no `vegaEmbed is not defined`)."""
+    repo, _ = demo_repo
+    dvc(repo, "plots", "show")
+    page = chromium_browser.new_page(viewport={"width": 1400, "height": 1000})
+    refused, errors = [], []
+    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:")
+               else (refused.append(route.request.url), route.abort()))
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type in ("error", "warning") else None)
+    page.goto((repo / "dvc_plots/index.html").as_uri())
+    page.locator(".vega-embed svg.marks").nth(1).wait_for(timeout=30_000)  # vega-embed draws SVG
+    assert page.locator(".vega-embed svg.marks").count() == 2
+    assert page.locator("#bias_matrix .mark-rect path").count() >= 8  # the heatmap's 8 cells
+    assert page.locator("#image_stats .mark-line path").count() == 4 * 4  # a line per cell and statistic
+    assert refused == [] and errors == []
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dvc-plots-show-offline.png"), full_page=True)
+    page.close()
 
 
 def test_push_then_pull_into_a_fresh_clone_recomputes_nothing(demo_repo, tmp_path: Path) -> None:
@@ -212,7 +264,7 @@ def test_replacing_one_perceptor_entry_runs_exactly_its_cells(demo_repo) -> None
     params["grid"]["perceptors"] = {"tiny-vit": "tiny-vit", "tiny-vit_tiny-rn": "tiny-vit+tiny-rn"}
     write_params(repo, params)
     output = dvc(repo, "repro")
-    assert ran(output) == ["fetch_models", "cell@tiny-tiny-vit_tiny-rn", "cell@tiny-gumbel-tiny-vit_tiny-rn", "score"], output
+    assert ran(output) == ["fetch_models", "cell@tiny-tiny-vit_tiny-rn", "cell@tiny-gumbel-tiny-vit_tiny-rn", *SCORING], output
     assert set(unchanged(output)) == {"cell@tiny-tiny-vit", "cell@tiny-gumbel-tiny-vit"}
     for name, files in kept.items():
         assert snapshot(repo / OUT / name) == files, f"{name} was touched"
@@ -220,7 +272,7 @@ def test_replacing_one_perceptor_entry_runs_exactly_its_cells(demo_repo) -> None
                           "demo_untrained__tiny_tiny-vit_tiny-rn_settings.json").read_text())
     assert sidecar["settings"]["perceptors"] == ["tiny-vit", "tiny-rn"]
     rows = read_csv(repo / "experiments/scores/bias_matrix.csv")
-    assert {(r["generator"], r["judge"]) for r in rows} == {(g, j) for g in ("tiny-vit", "tiny-vit+tiny-rn")
+    assert {(r["perceptor_set"], r["judge"]) for r in rows} == {(g, j) for g in ("tiny-vit", "tiny-vit+tiny-rn")
                                                             for j in ("tiny-vit", "tiny-rn")}
     assert len(rows) == 8
 
@@ -234,7 +286,7 @@ def test_removing_a_vqgan_leaves_the_other_cells_untouched(demo_repo) -> None:
     del params["grid"]["vqgan_models"]["tiny-gumbel"]
     write_params(repo, params)
     output = dvc(repo, "repro")
-    assert ran(output) == ["fetch_models", "score"], output
+    assert ran(output) == ["fetch_models", *SCORING], output
     assert restored(output) == [] and set(unchanged(output)) == {"cell@tiny-tiny-vit", "cell@tiny-tiny-rn"}
     for name, files in kept.items():
         assert snapshot(repo / OUT / name) == files, f"{name} was touched"
@@ -271,13 +323,13 @@ def test_offline_fetch_fails_before_any_cell_with_the_demo_pointer(tmp_path: Pat
     output = dvc(repo, "repro", check=False, extra_env={"VQCLIP_MODELS": str(models)})
     assert ran(output) == ["fetch_models"], output
     assert "1 of 4 models could not be fetched, so no cell was started" in output
-    assert "VQGAN offline-vq: could not download" in output and "http://127.0.0.1:9/offline.yaml" in output
-    assert "python -m experiments.demo" in output
+    assert re.search(r"VQGAN offline-vq +config.yaml +\S+/vqgan/offline-vq/config.yaml", output), output
+    assert output.count("python -m experiments.demo") == 1  # said once
     assert not (repo / OUT).exists()
 
 
 def test_study_grid_resolves_in_dvc(tmp_path: Path) -> None:
-    """The real study's params: DVC resolves its 40 cells between fetch_models and score, and a
+    """The real study's params: DVC resolves its 40 cells between fetch_models and scoring, and a
     further seed adds a replicate stage of each (nothing runs)."""
     from experiments.grid import read_params
 
@@ -285,10 +337,11 @@ def test_study_grid_resolves_in_dvc(tmp_path: Path) -> None:
     repo = demo.create_demo(tmp_path / "study", params=params)
     stages = dvc(repo, "stage", "list", "--name-only").split()
     cells = [s for s in stages if s.startswith("cell@")]
-    assert stages == ["fetch_models", *cells, "score"] and len(cells) == 40
+    assert stages == ["fetch_models", *cells, *SCORING] and len(cells) == 40
     assert "cell@imagenet-ViT-B32_RN50" in cells and "cell@sflckr-RN50_RN101" in cells
     edges = set(re.findall(r'"([^"]+)" -> "([^"]+)"', dvc(repo, "dag", "--dot")))
-    assert edges == {("fetch_models", c) for c in cells} | {(c, "score") for c in cells}
+    assert edges == ({("fetch_models", c) for c in cells} | {(c, s) for c in cells for s in SCORING[:2]}
+                     | {(s, "effects") for s in SCORING[:2]} | {("judge", "summary"), ("effects", "summary")})
     status = json.loads(dvc(repo, "status", "--json"))  # every cell's params resolve
     assert set(status) == set(stages)
     params["grid"]["seeds"] = [7]
@@ -331,3 +384,43 @@ def test_two_seeds_make_one_folder_each_and_the_init_image_is_a_dependency(tmp_p
     output = dvc(repo, "repro", cells[0])
     assert ran(output) == [cells[0]], output
     assert (repo / OUT / names[0] / f"{names[0]}_2.png").read_bytes() != frames[names[0]]
+
+
+def test_vary_runs_a_cell_per_level_and_then_only_what_a_level_changes(demo_repo) -> None:
+    """grid.vary with two prompts over the 2 × 2 demo grid: 8 cells; a third prompt runs its 4
+    cells and no other; dropping one runs none; a second repro runs nothing. dvc.yaml's cell
+    stages follow: the first repro after vary appears rewrites them and stops, the next runs."""
+    repo, _ = demo_repo
+    params = baseline_params()
+    params["grid"]["vary"] = {"scenes": {"apple": "a red apple", "sky": "a blue sky"}}
+    stages = [f"cell@{v}-{p}-{level}" for v in ("tiny", "tiny-gumbel") for p in ("tiny-vit", "tiny-rn")
+              for level in ("apple", "sky", "tree")]
+    try:
+        write_params(repo, params)
+        output = dvc(repo, "repro", check=False)
+        assert "cell stages did not vary what grid.vary varies (scenes); they are rewritten now" in output
+        assert ran(output) == ["fetch_models"], output
+        output = dvc(repo, "repro")
+        assert sorted(s for s in ran(output) if s.startswith("cell@")) == sorted(s for s in stages if "tree" not in s)
+        assert ran(output)[-4:] == SCORING
+        sidecar = json.loads((repo / OUT / "demo_untrained__tiny_tiny-rn__scenes-sky" /
+                              "demo_untrained__tiny_tiny-rn__scenes-sky_settings.json").read_text())
+        assert sidecar["settings"]["scenes"] == "a blue sky"
+        effects = json.loads((repo / "experiments/scores/effects.json").read_text())
+        assert effects["factors"] == ["vqgan", "perceptor_set", "scenes"] and effects["cells"] == 8
+
+        params["grid"]["vary"]["scenes"]["tree"] = "a green tree"
+        write_params(repo, params)
+        output = dvc(repo, "repro")
+        assert sorted(s for s in ran(output) if s.startswith("cell@")) == sorted(s for s in stages if "tree" in s)
+
+        del params["grid"]["vary"]["scenes"]["sky"]
+        write_params(repo, params)
+        output = dvc(repo, "repro")
+        assert not [s for s in ran(output) if s.startswith("cell@")], output
+        judged = {r["cell"] for r in read_csv(repo / "experiments/scores/bias_matrix.csv")}
+        assert len(judged) == 8 and not [c for c in judged if "sky" in c]
+        assert ran(dvc(repo, "repro")) == []
+    finally:
+        reset_to_baseline(repo)
+    assert "cell stages" in (repo / "dvc.yaml").read_text() and "grid.vary.scenes" not in (repo / "dvc.yaml").read_text()

@@ -178,11 +178,26 @@ def test_cli_models_lists_both_kinds_offline() -> None:
     assert "imagenet_16384" in out and "ViT-B-32:openai" in out and "UNTRAINED" in out
 
 
+def test_cli_models_shows_pyttis_perceptor_names_first_and_the_tiny_models_apart() -> None:
+    sections = {block.splitlines()[0].split(" (")[0]: block.splitlines()[1:]
+                for block in _cli("models").stdout.split("\n\n")[1:]}
+    assert list(sections) == ["VQGANS", "PERCEPTORS", "UNTRAINED TINY MODELS"]
+    assert sorted(line.split()[0] for line in sections["UNTRAINED TINY MODELS"]) == sorted(
+        ["tiny", "tiny-gumbel", "tiny-vit", "tiny-rn"])
+    perceptors = sections["PERCEPTORS"]
+    assert not [line for line in perceptors if line.split()[0].startswith("tiny")]
+    vit = next(line for line in perceptors if line.split()[0] == "ViT-B-32:openai")
+    assert "aliases: ViT-B-32, ViT-B/32, ViT-B32, ViTB32" in vit
+    first_without = next(i for i, line in enumerate(perceptors) if "aliases:" not in line)
+    assert perceptors.index(vit) < first_without  # pytti's perceptors lead the list
+    assert all("aliases:" not in line for line in perceptors[first_without:])
+
+
 def test_cli_fetch_offline_fails_fast_with_the_urls() -> None:
     t0 = time.monotonic()
     result = _cli("fetch", "imagenet_16384")
     assert time.monotonic() - t0 < 60
-    assert result.returncode == 2
+    assert result.returncode == 1  # a failed download is a StateError (engine/errors.py): exit 1
     assert "heibox.uni-heidelberg.de" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert "put both files, config.yaml and last.ckpt, by hand in" in result.stderr  # a VQGAN needs both
     assert "vqgan_model=tiny" in result.stderr and "/tmp/demo-grid" in result.stderr  # as the README says

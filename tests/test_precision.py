@@ -12,7 +12,7 @@ import torch
 from engine.__main__ import main
 from engine.factory import load_perceptor, load_vqgan
 from engine.precision import CPU_BF16_ENV, check_precision, cpu_has_bf16, prepare_models
-from engine.loop import run
+from engine.loop import execute
 from engine.settings import SettingsError, load_config
 
 TINY = ["vqgan_model=tiny", "perceptors=tiny-vit", "width=32", "height=16", "cutouts=2", "seed=3",
@@ -26,7 +26,7 @@ def emulated_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def tiny_run(out_dir: Path, name: str, *extra: str) -> Path:
-    return run(load_config(None, [*TINY, f"out_dir={out_dir}", f"file_namespace={name}", *extra]), quiet=True)
+    return execute(load_config(None, [*TINY, f"out_dir={out_dir}", f"file_namespace={name}", *extra]), quiet=True)
 
 
 def frames(folder: Path) -> list[bytes]:

@@ -240,3 +240,18 @@ def test_scene_blend_factors_sum_to_one(n_scenes, steps_per_scene, interpolation
 def test_scene_blend_errors(args, fragment):
     with pytest.raises(ValueError, match=fragment):
         scene_blend(*args)
+
+
+def test_the_weight_schedule_of_a_million_steps_is_built_at_once_and_agrees_with_scene_blend() -> None:
+    """Every step at once (numpy), not a Python loop per step: the largest run the settings allow."""
+    from engine.prompts import Prompt
+    from engine.settings import MAX_STEPS, load_config
+    from engine.step import weight_schedule
+
+    s = load_config(None, [f"steps_per_scene={MAX_STEPS // 2}", "interpolation_steps=1000", "scenes=a || b"])
+    prompts = [Prompt("a", 2.0, scene=0), Prompt("b", -1.0, scene=1), Prompt("img.png", 0.5, scene=-1)]
+    schedule = weight_schedule(s, prompts, 2, init_prompt=None)
+    assert tuple(schedule.shape) == (MAX_STEPS, 3)
+    for index in (0, MAX_STEPS // 2, MAX_STEPS // 2 + 250, MAX_STEPS - 1):
+        factors = dict(scene_blend(index, 2, MAX_STEPS // 2, 1000))
+        assert schedule[index].tolist() == pytest.approx([2.0 * factors.get(0, 0), -1.0 * factors.get(1, 0), 0.5])

@@ -8,7 +8,7 @@ from engine.ema import LatentEMA
 from engine.factory import load_perceptor, load_vqgan
 from engine.losses import clamp_with_grad, latent_loss, tv_loss
 from engine.prompts import scene_blend
-from engine.step import build_guide, init_active, is_frame_start, learning_rate, step_loss
+from engine.step import build_guide, init_active, is_move, learning_rate, step_loss
 from engine.settings import load_config
 
 TINY = ["vqgan_model=tiny", "width=32", "height=32", "cutouts=3", "augmentations=false", "smoothing_weight=0",
@@ -61,7 +61,7 @@ def test_scene_weights_at_pytti_steps():
 def test_moves_start_at_pre_animation_steps_and_switch_init_losses_off():
     s = load_config(None, [*TINY, "perceptors=tiny-vit", "animation_mode=2D", "pre_animation_steps=50",
                            "steps_per_frame=50"])
-    assert [is_frame_start(s, i) for i in (0, 49, 50, 75, 100)] == [False, False, True, False, True]
+    assert [is_move(s, i) for i in (0, 49, 50, 75, 100)] == [False, False, True, False, True]
     assert [init_active(s, i) for i in (49, 50)] == [True, False]
     still = load_config(None, [*TINY, "perceptors=tiny-vit", "pre_animation_steps=50"])
     assert init_active(still, 10_000)

@@ -16,7 +16,9 @@ from typing import Iterator
 import pytest
 
 from engine.__main__ import main as engine_main
-from engine.loop import run
+from engine.loop import execute
+from engine.runfolder import RunFolderConflict
+from engine.runfolder.frames import read_table
 from engine.settings import load_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,10 +52,16 @@ def wait_for(proc: subprocess.Popen, ready, what: str, timeout: float = 240) -> 
 def assert_complete_and_clean(folder: Path, reference: list[bytes]) -> None:
     """Complete, every frame identical to the reference, no resume state and no temp files left."""
     metrics = json.loads((folder / "metrics.json").read_text())
-    assert metrics["complete"] and metrics["frames"] == FRAMES and len(metrics["frame_sha256"]) == FRAMES
+    assert metrics["complete"] and metrics["frames"] == FRAMES and len(recorded_hashes(folder)) == FRAMES
     assert frame_bytes(folder) == reference
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        ["losses.csv", "metrics.json", "run.mp4", "run_settings.json", *(f"run_{n}.png" for n in range(1, FRAMES + 1))])
+        ["frames.csv", "losses.csv", "metrics.json", "run.mp4", "run_settings.json",
+         *(f"run_{n}.png" for n in range(1, FRAMES + 1))])
+
+
+def recorded_hashes(folder: Path) -> list[str]:
+    """The frames' SHA-256s as the run's frame table records them."""
+    return [f.sha256 for f in read_table(folder / "frames.csv", folder.name)]
 
 
 # ---------------------------------------------------------------- one writer
@@ -82,8 +90,7 @@ def test_two_engine_runs_on_one_folder_with_a_random_seed(tmp_path: Path) -> Non
     assert first.wait(timeout=300) == 0, first.stderr.read()
     # Only the first wrote: its sidecar (and seed) as it wrote it, its frames as it recorded them.
     assert (folder / "run_settings.json").read_bytes() == sidecar
-    metrics = json.loads((folder / "metrics.json").read_text())
-    assert metrics["frame_sha256"] == [hashlib.sha256(f).hexdigest() for f in frame_bytes(folder)]
+    assert recorded_hashes(folder) == [hashlib.sha256(f).hexdigest() for f in frame_bytes(folder)]
 
 
 def test_second_run_cell_of_one_cell_is_refused_while_the_first_lives(tmp_path: Path) -> None:
@@ -104,7 +111,7 @@ def test_second_run_cell_of_one_cell_is_refused_while_the_first_lives(tmp_path: 
     assert first.wait(timeout=300) == 0, first.stderr.read()
     final = tmp_path / params["out_dir"] / cell.name
     metrics = json.loads((final / "metrics.json").read_text())
-    assert metrics["frames"] == len(metrics["frame_sha256"]) == len(list(final.glob("*.png"))) > 0
+    assert metrics["frames"] == len(recorded_hashes(final)) == len(list(final.glob("*.png"))) > 0
     assert not partial.exists()
     assert not list(final.glob(".*")), "lock or temp files ended up in the cell's DVC output"
 
@@ -115,7 +122,7 @@ def test_second_run_cell_of_one_cell_is_refused_while_the_first_lives(tmp_path: 
 def folders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """A complete reference run, and the same run killed after its second saved resume state."""
     root = tmp_path_factory.mktemp("runs")
-    reference = run(settings(root / "reference"), quiet=True)
+    reference = execute(settings(root / "reference"), quiet=True)
     proc = cli("-m", "engine", "run", "-q", *TINY, "seed=7", f"out_dir={root / 'killed'}")
     killed = root / "killed" / "run"
     wait_for(proc, lambda: (killed / "resume.prev.pt").exists() and (killed / "resume.pt").exists(),
@@ -147,10 +154,11 @@ def test_interrupted_run_with_damage_resumes_to_identical_frames(
         _truncate(folder / "resume.pt")
         if "prev" in damage:
             _truncate(folder / "resume.prev.pt")
-    # the litter of a killed writer
-    for name in (".run_2.png.k2j3h.tmp", ".resume.pt.x8d7.tmp", ".run.mp4.abc123.mp4", ".run.mp4.abc123.tmp"):
-        (folder / name).write_bytes(b"partial")
-    run(settings(tmp_path), quiet=True)
+    # the litter of a killed writer: fsutil.atomic_path's names, each begun as its file begins (or empty)
+    for name, head in ((".run_2.png.vqclip-k2j3h.tmp", b"\x89PNG\r\n"), (".resume.pt.vqclip-x8d7.tmp", b"PK\x03\x04"),
+                       (".run.mp4.vqclip-abc123.mp4", b"\0\0\0\x18ftypisom"), (".run.mp4.vqclip-abc123.tmp", b"")):
+        (folder / name).write_bytes(head + b"partial" * bool(head))
+    execute(settings(tmp_path), quiet=True)
     err = capsys.readouterr().err
     assert_complete_and_clean(folder, folders["frames"])
     metrics = json.loads((folder / "metrics.json").read_text())
@@ -168,12 +176,12 @@ def test_finished_run_with_a_damaged_frame_is_re_rendered(folders: dict, tmp_pat
     folder = _copy(folders["reference"], tmp_path)
     _truncate(folder / "run_2.png")
     (folder / "run_3.png").unlink()
-    run(settings(tmp_path), quiet=False)
+    execute(settings(tmp_path), quiet=False)
     out, err = capsys.readouterr()
     assert "nothing to do" not in out
     assert "frame 2" in err and "damaged" in err and "frame 3" in err and "re-rendering" in err
     assert_complete_and_clean(folder, folders["frames"])
-    run(settings(tmp_path), quiet=False)
+    execute(settings(tmp_path), quiet=False)
     assert "nothing to do" in capsys.readouterr().out
 
 
@@ -306,3 +314,23 @@ def test_resume_state_of_an_older_version_restarts_from_step_0(tmp_path: Path, c
     err = capsys.readouterr().err
     assert progress.start == 0 and "restarting from step 0" in err
     assert "lacks rng_state, device_type, stabilisation_target (written by another version)" in err
+
+
+def test_temporary_looking_files_of_the_user_are_never_deleted(folders: dict, tmp_path: Path) -> None:
+    """Only this run's own temporary files go, and only once the folder is known to hold the run:
+    a folder the engine refuses keeps everything; a run's folder keeps what its writer did not make."""
+    refused = tmp_path / "refused" / "run"
+    refused.mkdir(parents=True)
+    (refused / "run_1.png").write_bytes(b"\x89PNG not ours")
+    (refused / ".draft.tmp").write_text("my draft")
+    (refused / ".run_1.png.vqclip-abc.tmp").write_bytes(b"\x89PNG")
+    with pytest.raises(RunFolderConflict, match="holds frames but no readable settings sidecar"):
+        execute(settings(tmp_path / "refused"), quiet=True)
+    assert sorted(p.name for p in refused.iterdir()) == [".draft.tmp", ".run_1.png.vqclip-abc.tmp", "run_1.png"]
+
+    folder = _copy(folders["killed"], tmp_path)
+    keep = {".notes.tmp": b"notes", ".run_2.png.vqclip-k2j3h.tmp": b"not a PNG", ".other_1.png.vqclip-a.tmp": b"\x89PNG"}
+    for name, data in keep.items():
+        (folder / name).write_bytes(data)
+    execute(settings(tmp_path), quiet=True)
+    assert {p.name for p in folder.iterdir() if p.name.startswith(".")} == set(keep)

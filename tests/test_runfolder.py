@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.runfolder import (
-    FORMAT, CellName, HashCache, RunFolder, cell_name, frame_count, frame_step, is_save_point, parse_cell_name,
+    FORMAT, CellName, Frame, HashCache, RunFolder, cell_name, frame_count, frame_step, is_save_point, parse_cell_name,
     parse_family, read_run, saved_frame, split_rerun,
 )
 
@@ -19,7 +19,8 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"frame"
 def write_run(folder: Path, *, total: int = 25, save_every: int = 10, fmt: str = FORMAT,
               complete: bool = True) -> RunFolder:
     """A run of ours written through RunFolder: frames as the engine saves them, losses.csv with
-    the loss of step s = s / 100 (s in steps done), metrics with each frame's hash."""
+    the loss of step s = s / 100 (s in steps done), and each frame's hash: in the frame table
+    (format /3 on), or in metrics.json (older formats)."""
     run = RunFolder(folder.parent, folder.name)
     run.path.mkdir(parents=True)
     settings = {"scenes": "a", "steps_per_scene": total, "save_every": save_every, "width": 8, "height": 8,
@@ -28,14 +29,17 @@ def write_run(folder: Path, *, total: int = 25, save_every: int = 10, fmt: str =
         "vqgan": {"slug": "tiny", "untrained": True}, "perceptors": [{"slug": "tiny-vit", "untrained": True}]}}))
     first = 0 if fmt == "vqgan-clip-run/1" else 1
     run.write_losses(["s0p0"], [[s, 0, s / 100, s / 100] for s in range(first, total + first)])
-    hashes = []
+    table = []
     for done in range(1, total + 1):
         if is_save_point(done, save_every, total):
             n = saved_frame(done, save_every)
             run.frame(n).write_bytes(PNG + bytes([n]))
-            hashes.append(HashCache().sha256(run.frame(n)))
+            table.append(Frame(n, run.frame(n).name, done, done / 100, HashCache().sha256(run.frame(n)), (1.0,)))
+    if fmt == FORMAT:
+        run.write_frame_table(table)
     if complete:
-        run.write_metrics({"steps": total, "frames": len(hashes), "frame_sha256": hashes, "final_loss": 0.25})
+        listed = {} if fmt == FORMAT else {"frame_sha256": [f.sha256 for f in table]}
+        run.write_metrics({"steps": total, "frames": len(table), "final_loss": 0.25, **listed})
     return run
 
 
@@ -60,9 +64,26 @@ def test_format_1_losses_are_read_in_steps_done(tmp_path):
     assert [f.loss for f in record.frames] == [0.09, 0.19, 0.24]
 
 
-@pytest.mark.parametrize("damage", ["truncate", "replace", "delete"])
-def test_a_finished_run_whose_frame_changed_is_damaged_and_names_it(tmp_path, damage):
+def test_a_run_is_read_by_its_frame_table_even_where_a_re_derivation_says_otherwise(tmp_path):
     run = write_run(tmp_path / "r")
+    table = run.frame_table.read_text().replace("\n2,20,0.2,", "\n2,17,0.5,")
+    run.frame_table.write_text(table)
+    record = read_run(run.path)
+    assert [(f.n, f.step, f.loss) for f in record.frames] == [(1, 10, 0.1), (2, 17, 0.5), (3, 25, 0.25)]
+    assert record.status == "complete" and [f.scenes for f in record.frames] == [(1.0,)] * 3
+
+
+def test_a_format_2_run_has_its_frames_derived_from_its_settings(tmp_path):
+    record = read_run(write_run(tmp_path / "r", fmt="vqgan-clip-run/2").path)
+    assert [(f.n, f.step, f.loss, f.scenes) for f in record.frames] == [
+        (1, 10, 0.1, (1.0,)), (2, 20, 0.2, (1.0,)), (3, 25, 0.25, (1.0,))]
+    assert record.status == "complete" and all(f.sha256 for f in record.frames)
+
+
+@pytest.mark.parametrize("fmt", [FORMAT, "vqgan-clip-run/2"])
+@pytest.mark.parametrize("damage", ["truncate", "replace", "delete"])
+def test_a_finished_run_whose_frame_changed_is_damaged_and_names_it(tmp_path, damage, fmt):
+    run = write_run(tmp_path / "r", fmt=fmt)
     frame = run.frame(2)
     if damage == "truncate":
         frame.write_bytes(frame.read_bytes()[:4])
@@ -149,3 +170,11 @@ def test_the_contract_imports_no_torch():
                "print('ok')\n")
     out = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True, check=False)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+@pytest.mark.parametrize("fmt", [FORMAT, "vqgan-clip-run/2"])
+def test_a_finished_run_is_complete_for_its_writer_whatever_its_format(tmp_path, fmt):
+    run = write_run(tmp_path / "r", fmt=fmt)
+    assert run.completion_problems() == []
+    run.frame(3).write_bytes(PNG + b"changed")
+    assert run.completion_problems() == [f"frame 3 ({run.frame(3)}) is damaged (its SHA-256 differs from the recorded one)"]

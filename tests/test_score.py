@@ -25,7 +25,7 @@ def table(seeds: dict[int, float]) -> pd.DataFrame:
     """Judge j scores cell (v, g) offset_j + scale_j * (quality_v + bonus_s * [g == j]), where
     seed s's bonus is BONUS + seeds[s]: the judges' scales differ a hundredfold."""
     return pd.DataFrame([
-        {"vqgan": v, "generator": g, "judge": j, "seed": s,
+        {"vqgan": v, "perceptor_set": g, "judge": j, "seed": s,
          "similarity": offset + scale * (q + (BONUS + e) * (g == j))}
         for s, e in seeds.items() for v, q in VQGANS.items() for g in GENERATORS
         for j, (offset, scale) in JUDGES.items()
@@ -44,7 +44,7 @@ def test_z_scores_are_per_judge() -> None:
         assert scores["z"].mean() == pytest.approx(0, abs=1e-12)
         assert scores["z"].std(ddof=0) == pytest.approx(1)
     assert z["diagonal"].sum() == len(VQGANS) * len(JUDGES)
-    pair = z[z["generator"] == "ViT-B32+RN50"]
+    pair = z[z["perceptor_set"] == "ViT-B32+RN50"]
     assert set(pair[pair["involved"]]["judge"]) == {"ViT-B32", "RN50"}
 
 
@@ -86,7 +86,7 @@ def test_interval_over_seeds() -> None:
 
 def test_judges_without_their_own_cell_are_left_out() -> None:
     df = table({1: 0.0})
-    df = df[df["generator"] != "RN50"]  # nobody generated with RN50 alone
+    df = df[df["perceptor_set"] != "RN50"]  # nobody generated with RN50 alone
     prefs = self_preference(df.drop(columns="seed"))  # an older score file: no seed column
     assert set(prefs["judge"]) == {"ViT-B32", "ViT-B16"} and set(prefs["seed"]) == {0}
     assert not math.isnan(summary(prefs, ["vqgan", "judge"])["mean"].iat[0])
@@ -96,16 +96,20 @@ SETTINGS = {"scenes": "a red square || a blue sky", "width": 32, "height": 16, "
             "steps_per_scene": 5, "interpolation_steps": 0, "seed": 3}
 
 
+def grid_params(settings: dict, seeds: list[int]) -> dict:
+    """The params of a grid of tiny × (tiny-vit, tiny-rn) with `settings` and `seeds`."""
+    return {"experiment": "t", "out_dir": "out", "settings": settings,
+            "grid": {"vqgan_models": {"tiny": "tiny"}, "seeds": seeds,
+                     "perceptors": {"tiny-vit": "tiny-vit", "tiny-rn": "tiny-rn"}}}
+
+
 def _grid_of_cells(root: Path, settings: dict, seeds: list[int], frames: int, *, hashes: bool = False):
     """A grid of tiny × (tiny-vit, tiny-rn) and hand-made complete cell folders under root/out
-    (frames 1..`frames`; `hashes`: metrics.json records their SHA-256, as the engine does)."""
+    (frames 1..`frames`; `hashes`: metrics.json records their SHA-256, as older engines did)."""
     from dashboard_fixtures import write_frame
     from experiments.grid import build_grid
 
-    grid = build_grid({"experiment": "t", "out_dir": "out", "settings": settings,
-                       "grid": {"vqgan_models": {"tiny": "tiny"}, "seeds": seeds,
-                                "perceptors": {"tiny-vit": "tiny-vit", "tiny-rn": "tiny-rn"}}},
-                      root=root)
+    grid = build_grid(grid_params(settings, seeds), root=root)
     for i, cell in enumerate(grid.cells):
         folder = root / "out" / cell.name
         folder.mkdir(parents=True)
@@ -121,55 +125,113 @@ def _grid_of_cells(root: Path, settings: dict, seeds: list[int], frames: int, *,
 
 
 def test_score_stage_writes_seeds_z_and_self_preference(tmp_path, monkeypatch) -> None:
-    """The score stage on hand-made cell folders (two seeds) judged by the tiny perceptors."""
-    from experiments.score import score
+    """The judge stage on hand-made cell folders (two seeds) judged by the tiny perceptors."""
+    from experiments.judge import judge
 
     monkeypatch.chdir(tmp_path)
     grid = _grid_of_cells(tmp_path, SETTINGS, [7], frames=2)
-    score(grid, tmp_path / "scores", device="cpu")
+    judge(grid, tmp_path / "scores", device="cpu")
 
     bias = pd.read_csv(tmp_path / "scores" / "bias_matrix.csv")
-    assert list(bias.columns) == ["vqgan", "generator", "judge", "similarity", "seed", "z"]
+    assert list(bias.columns) == ["cell", "vqgan", "perceptor_set", "seed", "judge", "similarity", "z", "generator"]
+    assert (bias["generator"] == bias["perceptor_set"]).all()  # the old name, kept for one release
     assert len(bias) == 2 * 2 * 2 and set(bias["seed"]) == {3, 7}
     for _, scores in bias.groupby(["judge", "seed"]):
         assert scores["z"].mean() == pytest.approx(0, abs=1e-5)
     prefs = json.loads((tmp_path / "scores" / "self_preference.json").read_text())
     assert set(prefs["judges"]) == {"tiny-vit", "tiny-rn"} and set(prefs["vqgans"]) == {"tiny"}
     assert all(v["seeds"] == 2 and v["low"] <= v["mean"] <= v["high"] for v in prefs["judges"].values())
+    distances = json.loads((tmp_path / "scores" / "cmmd.json").read_text())
+    assert set(distances["cmmd"]) == {"tiny-vit", "tiny-rn"} and distances["cmmd"]["tiny-vit"]["vqgan"] == {"tiny": {}}
+    pairs = distances["cmmd"]["tiny-rn"]["perceptor_set"]
+    assert pairs["tiny-vit"]["tiny-rn"] == pairs["tiny-rn"]["tiny-vit"] is not None
+    vendi = distances["vendi"]["tiny-vit"]  # per cell over its two seeds: between 1 and 2 distinct images
+    assert set(vendi) == {c.name for c in grid.cells if not c.replicate} and all(1 <= v <= 2 for v in vendi.values())
     means = json.loads((tmp_path / "scores" / "bias.json").read_text())["tiny"]["tiny-rn"]
     assert means["tiny-vit"] == pytest.approx(
-        bias.query("generator == 'tiny-rn' and judge == 'tiny-vit'")["similarity"].mean(), abs=1e-5)
+        bias.query("perceptor_set == 'tiny-rn' and judge == 'tiny-vit'")["similarity"].mean(), abs=1e-5)
 
 
 def test_frame_steps_are_the_steps_done_when_saved(tmp_path, monkeypatch) -> None:
     """2 scenes × 6 steps saved every 5: frames at steps 5, 10 and 12 (the last one after the
     final step), read through engine.runfolder; the last frame is judged in the second scene."""
-    from experiments.score import CellFrames
+    from experiments.cells import read_cell
 
     monkeypatch.chdir(tmp_path)
     grid = _grid_of_cells(tmp_path, {**SETTINGS, "steps_per_scene": 6}, [], frames=3, hashes=True)
-    cell = CellFrames(grid, grid.cells[0])
-    assert [(f.n, f.step) for f in cell.frames] == [(1, 5), (2, 10), (3, 12)]
-    assert cell.blends == [[(0, 1.0)], [(1, 1.0)], [(1, 1.0)]]
+    record = read_cell(grid, grid.cells[0])
+    assert [(f.n, f.step) for f in record.frames] == [(1, 5), (2, 10), (3, 12)]
+    assert [f.scenes for f in record.frames] == [(1.0, 0.0), (0.0, 1.0), (0.0, 1.0)]
 
 
 def test_damaged_incomplete_and_missing_cells_are_named(tmp_path, monkeypatch) -> None:
-    from experiments.grid import GridError
-    from experiments.score import score
+    from experiments.grid import CellNotReady
+    from experiments.judge import judge
 
     monkeypatch.chdir(tmp_path)
     grid = _grid_of_cells(tmp_path, SETTINGS, [], frames=2, hashes=True)
     vit, rn = grid.cells
     frame = tmp_path / "out" / vit.name / f"{vit.name}_2.png"
     frame.write_bytes(frame.read_bytes()[:100])  # truncated after the run finished
-    with pytest.raises(GridError, match=rf"cell {vit.name}: out/{vit.name} is damaged \(.*{vit.name}_2.png.*"
+    with pytest.raises(CellNotReady, match=rf"cell {vit.name}: out/{vit.name} is damaged \(.*{vit.name}_2.png.*"
                                         rf"`dvc checkout cell@tiny-tiny-vit`"):
-        score(grid, tmp_path / "scores", device="cpu")
+        judge(grid, tmp_path / "scores", device="cpu")
     (tmp_path / "out" / vit.name / "metrics.json").unlink()
-    with pytest.raises(GridError, match=rf"cell {vit.name}: .* no complete run .*`dvc repro cell@tiny-tiny-vit`"):
-        score(grid, tmp_path / "scores", device="cpu")
+    with pytest.raises(CellNotReady, match=rf"cell {vit.name}: .* no complete run .*`dvc repro cell@tiny-tiny-vit`"):
+        judge(grid, tmp_path / "scores", device="cpu")
     shutil.rmtree(tmp_path / "out" / vit.name)
-    with pytest.raises(GridError, match=rf"cell {vit.name}: no folder out/{vit.name}; "
+    with pytest.raises(CellNotReady, match=rf"cell {vit.name}: no folder out/{vit.name}; "
                                         r"run `dvc repro cell@tiny-tiny-vit`"):
-        score(grid, tmp_path / "scores", device="cpu")
+        judge(grid, tmp_path / "scores", device="cpu")
     assert not (tmp_path / "scores").exists(), "nothing is written before every cell reads"
+
+
+def test_self_preference_is_taken_within_each_level_of_a_varied_setting() -> None:
+    """Two prompts, one of which every judge scores far higher: within each prompt the bonus is
+    found as with one prompt; pooled across prompts, the prompt's offset would swamp it."""
+    one = table({1: 0.0})
+    both = pd.concat([one.assign(scenes="city"), one.assign(scenes="sea", similarity=one["similarity"] + 5.0)])
+    prefs = self_preference(both, ["scenes"])
+    assert len(prefs) == 2 * len(VQGANS) * len(JUDGES)
+    assert prefs["preference"].to_numpy() == pytest.approx(BONUS / _spread(BONUS))
+    assert standardise(both, ["scenes"]).groupby(["judge", "scenes"])["z"].mean().to_numpy() == pytest.approx(0, abs=1e-9)
+    assert not np.allclose(self_preference(both.drop(columns="scenes").assign(seed=1))["preference"], BONUS / _spread(BONUS))
+
+
+def test_cmmd_is_about_0_between_samples_of_one_set_and_grows_with_a_planted_shift() -> None:
+    from experiments.setdistances import cmmd
+
+    rng = np.random.default_rng(0)
+
+    def unit(a: np.ndarray) -> np.ndarray:
+        return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+    x, y = unit(rng.normal(size=(30, 64))), unit(rng.normal(size=(30, 64)))
+    away = np.zeros(64)
+    away[0] = 3.0
+    shifted = [cmmd(x, unit(y + s * away)) for s in (0.1, 0.3, 1.0)]
+    assert abs(cmmd(x, y)) < 0.2 * shifted[0] and shifted == sorted(shifted) and shifted[-1] > 5
+    assert cmmd(x, y) == pytest.approx(cmmd(y, x)) and cmmd(x[:1], y) is None
+
+
+def test_vendi_counts_distinct_images() -> None:
+    from experiments.setdistances import vendi
+
+    assert vendi(np.ones((6, 8))) == pytest.approx(1)  # identical frames: one image
+    assert vendi(np.eye(5)) == pytest.approx(5)  # orthogonal ones: five
+    assert 1 < vendi(np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0]])) < 3 and vendi(np.ones((1, 8))) is None
+
+
+def test_the_summary_gives_each_judge_its_self_preference_and_its_mean_cmmd_between_vqgans() -> None:
+    from experiments.summary import summarise
+
+    effects = {"shares": ["vqgan", "perceptor_set", "interaction", "residual"],
+               "measures": {"similarity:rn": {"vqgan": 0.5, "perceptor_set": 0.25, "interaction": None, "residual": 0.25},
+                            "contrast": {"vqgan": 0.9, "perceptor_set": 0.0, "interaction": None, "residual": 0.1}}}
+    preference = {"judges": {"rn": {"mean": 1.23456, "low": None, "high": None, "seeds": 1}}}
+    distances = {"cmmd": {"rn": {"vqgan": {"a": {"b": 2.0, "c": 4.0}, "b": {"a": 2.0, "c": None},
+                                           "c": {"a": 4.0, "b": None}}}}}
+    rows = summarise(effects, preference, distances)
+    assert rows["similarity-rn"] == {"vqgan": 0.5, "perceptor_set": 0.25, "residual": 0.25, "self_preference": 1.235,
+                                     "cmmd": 3.0}
+    assert rows["contrast"] == {"vqgan": 0.9, "perceptor_set": 0.0, "residual": 0.1}

@@ -1,6 +1,9 @@
 """Settings that used to pass validation and then crash mid-run are refused before any file is written."""
 from __future__ import annotations
 
+import itertools
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +12,9 @@ import pytest
 import torch
 
 from engine.__main__ import main
-from engine.settings import SettingsError, load_config, parse_overrides
+from engine.settings import FIELDS, SETTING_GROUPS, Settings, SettingsError, load_config, parse_overrides
+
+REPO = Path(__file__).resolve().parent.parent
 
 TINY = ["vqgan_model=tiny", "perceptors=tiny-vit", "width=32", "height=32", "steps_per_scene=2"]
 
@@ -31,7 +36,7 @@ def test_cli_refuses_before_writing(tmp_path: Path, capsys, override: str, messa
     assert main(["run", "--quiet", *TINY, f"out_dir={tmp_path / 'out'}", override]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and len(err) < 400
-    assert __import__("re").search(message, err), err
+    assert re.search(message, err), err
     assert not (tmp_path / "out").exists()
 
 
@@ -79,3 +84,42 @@ def test_seed_range_is_the_generators():
     torch.Generator().manual_seed(2**64 - 1)  # the largest seed torch takes
     with pytest.raises(SettingsError, match="seed=-2"):
         load_config(None, ["seed=-2"])
+
+
+def test_every_bad_setting_of_a_command_is_reported_together(tmp_path: Path, capsys) -> None:
+    assert main(["run", "--quiet", *TINY, f"out_dir={tmp_path / 'out'}", "widht=64", "cutouts=-3",
+                 "precision=fp16", "seed=abc"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "error: 4 settings cannot be used:"
+    assert lines[1:] == ["  - unknown setting 'widht'; did you mean width?",
+                         "  - setting seed='abc': expected int",
+                         "  - setting cutouts=-3: must be a positive integer",
+                         "  - setting precision='fp16': allowed values are fp32, tf32, bf16"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_help_lists_every_setting_with_its_default_and_meaning_by_docs_group(capsys) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["run", "--help"])
+    assert done.value.code == 0
+    help_text = capsys.readouterr().out
+    assert "docs/engine.md" in help_text
+    grouped = [name for names in SETTING_GROUPS.values() for name in names]
+    assert sorted(grouped) == sorted(FIELDS)  # each setting in exactly one group
+    epilog = help_text[help_text.index("\nPrompts and scenes:"):]
+    titles = [line[:-1] for line in epilog.splitlines() if line and not line.startswith(" ")]
+    assert titles == list(SETTING_GROUPS)
+    defaults = Settings()
+    lines = epilog.splitlines()
+    for name in grouped:
+        at = next(i for i, line in enumerate(lines) if line.startswith(f"  {name}="))
+        typed, *meaning = re.split(r"\s{2,}", lines[at].strip(), maxsplit=1)  # typed: as in a shell
+        assert getattr(load_config(None, shlex.split(typed)), name) == getattr(defaults, name), typed
+        meaning += [line.strip() for line in itertools.takewhile(lambda line: line.startswith(" " * 8), lines[at + 1:])]
+        assert " ".join(meaning) == FIELDS[name].metadata["meaning"], name
+    docs = (REPO / "docs/engine.md").read_text()
+    headings = [line.removeprefix("### ") for line in docs.splitlines() if line.startswith("### ")]
+    assert [h for h in headings if h in SETTING_GROUPS] == list(SETTING_GROUPS)  # docs/engine.md's groups, in order
+    for group, names in SETTING_GROUPS.items():
+        table = docs.split(f"### {group}\n", 1)[1].split("\n#", 1)[0]
+        assert all(f"`{name}`" in table for name in names), group

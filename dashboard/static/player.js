@@ -5,12 +5,18 @@
 const SPEEDS = [1, 2, 5, 10, 15, 25, 40];
 const EAGER = 64;  // cells whose frames all preload at once; a larger grid preloads what is seen
 const SIZES = ["fit", "64", "96", "128", "192", "256", "384", "512", "actual"];
-const COMPARE = { side: "side by side", flicker: "A/B flicker", slider: "A/B slider" };
+const COMPARE = { side: "side by side", flicker: "A/B flicker", slider: "A/B slider", diff: "|A − B|" };
 const FLICKER_MS = 600;
 const MIN_TILE = 40;
 // Inputs where keys type text: the player's shortcuts leave them alone.
 const TEXT_INPUTS = new Set(["text", "search", "email", "url", "tel", "password", "number",
   "date", "datetime-local", "month", "time", "week"]);
+// The difference view's colour scale (inferno, dark to bright) and the |A − B| at its top: the
+// per-pixel mean of |R|, |G| and |B| differences, 0 to 255.
+const HEAT = ["#000004", "#1f0c48", "#550f6d", "#88226a", "#ba3655", "#e35933", "#f98e09", "#f8c931", "#fcffa4"];
+const DIFF_SCALE = 128;
+const SVG = "http://www.w3.org/2000/svg";
+let players = 0;  // each player on a page has its own filter id
 // Icons as SVG paths (a font glyph such as ⏸ is an empty box where the font lacks it).
 const ICONS = {
   play: "M4 2 L14 8 L4 14 Z",
@@ -30,15 +36,127 @@ function h(tag, props = {}, ...children) {
   return node;
 }
 
+// An SVG element with attributes.
+function svg(tag, attrs = {}, ...children) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  node.append(...children);
+  return node;
+}
+
 function icon(name) {
-  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
-  svg.setAttribute("viewBox", "0 0 16 16");
-  svg.setAttribute("class", `dp-icon dp-icon-${name}`);
-  svg.setAttribute("aria-hidden", "true");
-  const path = document.createElementNS("http://www.w3.org/2000/svg", "path");
-  path.setAttribute("d", ICONS[name]);
-  svg.append(path);
-  return svg;
+  return svg("svg", { viewBox: "0 0 16 16", class: `dp-icon dp-icon-${name}`, "aria-hidden": "true" },
+    svg("path", { d: ICONS[name] }));
+}
+
+// A number to `digits` decimals, "–" where unknown.
+const fixed = (value, digits) => (value == null || Number.isNaN(value) ? "–" : value.toFixed(digits));
+
+// "0.29 s/step · 2.1 min": a run's runtime, where its metrics say.
+function runtime(cell) {
+  const wall = cell.wall_time_s;
+  const parts = [cell.seconds_per_step == null ? "" : `${fixed(cell.seconds_per_step, 2)} s/step`,
+    wall == null ? "" : wall < 120 ? `${fixed(wall, 0)} s` : `${fixed(wall / 60, 1)} min`];
+  return parts.filter(Boolean).join(" · ");
+}
+
+// The SVG filter that turns a per-channel difference image into the heat map: the mean of R, G
+// and B, scaled so DIFF_SCALE is the top, through HEAT.
+function heatFilter(id) {
+  const g = (255 / DIFF_SCALE / 3).toFixed(5);
+  const row = `${g} ${g} ${g} 0 0`;
+  const table = (i) => HEAT.map((c) => (parseInt(c.slice(1 + 2 * i, 3 + 2 * i), 16) / 255).toFixed(3)).join(" ");
+  return svg("svg", { class: "dp-defs", width: 0, height: 0, "aria-hidden": "true" },
+    svg("filter", { id, "color-interpolation-filters": "sRGB" },
+      svg("feColorMatrix", { type: "matrix", values: `${row} ${row} ${row} 0 0 0 0 1` }),
+      svg("feComponentTransfer", {}, ...["R", "G", "B"].map((c, i) => svg(`feFunc${c}`, { type: "table", tableValues: table(i) })))));
+}
+
+// The earth mover's distance between two palettes ([{lab: [L, a, b], weight}], weights taken as
+// shares), ΔE*ab as ground distance: the least-cost transport of one onto the other, by
+// successive shortest paths (palettes hold a few colours).
+export function paletteDistance(pa, pb) {
+  const EPS = 1e-12;
+  const share = (p) => { const sum = p.reduce((t, c) => t + c.weight, 0); return p.map((c) => c.weight / sum); };
+  const supply = share(pa), demand = share(pb), n = pa.length, m = pb.length;
+  const cost = pa.map((x) => pb.map((y) => Math.hypot(...x.lab.map((v, i) => v - y.lab[i]))));
+  const flow = pa.map(() => pb.map(() => 0));
+  for (let moved = 0; moved < 1 - 1e-9;) {
+    const dist = [...supply.map((s) => (s > EPS ? 0 : Infinity)), ...demand.map(() => Infinity)];
+    const prev = Array(n + m).fill(-1);
+    for (let round = 0, changed = true; changed && round < n + m; round++) {  // Bellman-Ford on the residual graph
+      changed = false;
+      for (let i = 0; i < n; i++) {
+        for (let j = 0; j < m; j++) {
+          if (dist[i] + cost[i][j] < dist[n + j] - EPS) [dist[n + j], prev[n + j], changed] = [dist[i] + cost[i][j], i, true];
+          if (flow[i][j] > EPS && dist[n + j] - cost[i][j] < dist[i] - EPS) [dist[i], prev[i], changed] = [dist[n + j] - cost[i][j], n + j, true];
+        }
+      }
+    }
+    let end = -1;
+    for (let j = n; j < n + m; j++) if (demand[j - n] > EPS && dist[j] < Infinity && (end < 0 || dist[j] < dist[end])) end = j;
+    if (end < 0) break;
+    const path = [end];
+    while (prev[path[0]] !== -1 && path.length <= n + m) path.unshift(prev[path[0]]);
+    let amount = Math.min(supply[path[0]], demand[end - n]);
+    for (let k = 1; k < path.length; k++) if (path[k] < n) amount = Math.min(amount, flow[path[k]][path[k - 1] - n]);
+    for (let k = 1; k < path.length; k++) {
+      if (path[k] >= n) flow[path[k - 1]][path[k] - n] += amount;
+      else flow[path[k]][path[k - 1] - n] -= amount;
+    }
+    supply[path[0]] -= amount;
+    demand[end - n] -= amount;
+    moved += amount;
+  }
+  return flow.reduce((t, row, i) => t + row.reduce((u, f, j) => u + f * cost[i][j], 0), 0);
+}
+
+// The RMS difference of two log10 spectra over the frequencies both have.
+export function spectrumDistance(a, b) {
+  const both = a.map((v, i) => [v, b[i]]).filter(([x, y]) => x != null && y != null);
+  return both.length ? Math.sqrt(both.reduce((t, [x, y]) => t + (x - y) ** 2, 0) / both.length) : null;
+}
+
+// A line of log power against frequency.
+function sparkline(values) {
+  const known = values.map((v, i) => [i, v]).filter(([, v]) => v != null);
+  const lo = Math.min(...known.map(([, v]) => v)), hi = Math.max(...known.map(([, v]) => v));
+  const points = known.map(([i, v]) => `${(60 * i) / Math.max(values.length - 1, 1)},${hi > lo ? 13 - (12 * (v - lo)) / (hi - lo) : 7}`);
+  return svg("svg", { class: "dp-spark", viewBox: "0 0 60 14", preserveAspectRatio: "none", "aria-hidden": "true" },
+    svg("polyline", { points: points.join(" ") }));
+}
+
+// A level's fingerprint card: palette swatch, spectrum sparkline, grid artifact, seconds per step
+// (`named`: its experiment too, where several have the level).
+function card(c, named) {
+  const swatch = h("span", { class: "dp-swatch" }, ...c.palette.map(([colour, weight]) => {
+    const part = h("i", {});
+    part.style.flex = String(weight);
+    part.style.background = colour;
+    return part;
+  }));
+  const numbers = [c.grid == null ? "" : `grid ${fixed(c.grid, 2)}`,
+    c.seconds_per_step == null ? "" : `${fixed(c.seconds_per_step, 2)} s/step`].filter(Boolean).join(" · ");
+  const title = [named ? c.experiment : "", `${c.runs} run(s), final frames`,
+    `palette: ${c.palette.map(([colour, w]) => `${colour} ${Math.round(100 * w)} %`).join(", ")}`,
+    `spectral slope ${fixed(c.slope, 2)}`, `grid artifact ${fixed(c.grid, 3)} (1: no code grid shows)`,
+    `${fixed(c.seconds_per_step, 3)} s per step, wall time ${fixed(c.wall_time_s, 0)} s`].filter(Boolean).join("\n");
+  return h("div", { class: "dp-card", title }, named ? h("span", { class: "dp-card-exp" }, c.experiment) : "",
+    swatch, sparkline(c.spectrum), h("span", { class: "dp-card-nums" }, numbers));
+}
+
+// A <select> of [value, text] options calling onchange(value).
+function select(cls, options, onchange) {
+  const el = h("select", { class: cls, onchange: () => onchange(el.value) },
+    ...options.map(([value, text]) => h("option", { value }, text)));
+  return el;
+}
+
+// `control` with its visible label before it (clicking the label focuses the control); its
+// accessible name is the label alone (a <label> around a <select> would add the chosen option).
+function labelled(text, control) {
+  control.setAttribute("aria-label", text);
+  return h("label", { class: "dp-field" }, h("span", {}, text), control);
 }
 
 // Whether a key pressed with this element focused types text (the shortcuts then stay off).
@@ -96,39 +214,31 @@ function picture(cell) {
   };
 }
 
-// The (scene, factor) pairs active at 0-based step t (engine/prompts.py's schedule).
-function sceneBlend(t, n, perScene, interpolation) {
-  const k = Math.min(Math.floor(t / perScene), n - 1);
-  const u = t - k * perScene;
-  const span = Math.min(interpolation, perScene);
-  if (k === 0 || u >= span) return [[k, 1]];
-  if (u === 0) return [[k - 1, 1]];
-  return [[k - 1, 1 - u / span], [k, u / span]];
-}
-
 // Loads every frame once, in playing order, and keeps it decoded.
 class Preloader {
   constructor() {
     this.images = new Map();
   }
 
-  load(cells, from) {
+  // Every frame of `cells`, those at and after position `index` of the grid's steps first.
+  load(cells, index) {
     const longest = Math.max(0, ...cells.map((c) => c.steps.length));
     for (let d = 0; d < longest; d++) {
       for (const cell of cells) {
-        const k = (from + d) % longest;
+        const k = (index + d) % longest;
         if (k < cell.steps.length) this.fetch(urlOf(cell, k));
       }
     }
   }
 
   fetch(url) {
-    if (this.images.has(url)) return;
+    if (this.images.has(url)) return this.images.get(url);
     const image = new Image();
     image.decoding = "async";
     image.src = url;
     image.decode().catch(() => {});
     this.images.set(url, image);
+    return image;
   }
 
   ready(url) {
@@ -155,7 +265,7 @@ export class GridPlayer {
     this.cells = new Map();
     this.tiles = [];
     this.bigs = [];
-    this.i = 0;
+    this.index = 0;  // the position of the step shown in grid.steps
     this.dir = 1;
     this.fps = 10;
     this.mode = "loop";
@@ -164,6 +274,7 @@ export class GridPlayer {
     this.playing = false;
     this.selected = null;
     this.baseline = null;
+    this.prints = {};
     this.preloader = new Preloader();
     this.tick = this.tick.bind(this);
     // In a grid of more than EAGER cells, a tile's frames are preloaded once it nears the view.
@@ -175,22 +286,18 @@ export class GridPlayer {
       h("button", { class: "dp-nudge", title: delta < 0 ? "previous step (←)" : "next step (→)", "aria-label": name, onclick: () => this.nudge(delta) }, icon(name));
     this.slider = h("input", { class: "dp-slider", type: "range", min: 0, max: 0, value: 0, "aria-label": "step", oninput: () => this.seek(+this.slider.value) });
     this.label = h("span", { class: "dp-step" });
-    const select = (cls, title, options, onchange) => {
-      const el = h("select", { class: cls, title, onchange: () => onchange(el.value) },
-        ...options.map(([value, text]) => h("option", { value }, text)));
-      return el;
-    };
-    this.speed = select("dp-speed", "speed", SPEEDS.map((f) => [f, `${f} fps`]), (v) => (this.fps = +v));
+    this.speed = select("dp-speed", SPEEDS.map((f) => [f, `${f} fps`]), (v) => (this.fps = +v));
     this.speed.value = String(this.fps);
-    this.modeSelect = select("dp-mode", "at the end", [["loop", "loop"], ["reflect", "reflect"]], (v) => (this.mode = v));
-    this.sizeSelect = select("dp-size", "tile size", SIZES.map((s) =>
+    this.modeSelect = select("dp-mode", [["loop", "loop"], ["reflect", "reflect"]], (v) => (this.mode = v));
+    this.sizeSelect = select("dp-size", SIZES.map((s) =>
       [s, s === "fit" ? "fit" : s === "actual" ? "actual pixels" : `${s} px`]), (v) => this.setSize(v));
     this.context = h("div", { class: "dp-context" });
     this.gridEl = h("div", { class: "dp-grid" });
     this.panel = this.makePanel();
     this.el = h("div", { class: "dp-player" + (options.compact ? " dp-compact" : "") },
       h("div", { class: "dp-controls" }, this.playButton, stepButton(-1, "prev"), stepButton(1, "next"),
-        this.slider, this.label, this.speed, this.modeSelect, this.sizeSelect),
+        this.slider, this.label, labelled("speed", this.speed), labelled("at the end", this.modeSelect),
+        labelled("tile size", this.sizeSelect)),
       this.context, h("div", { class: "dp-scroller" }, this.gridEl), this.panel);
     if (this.scoped) this.el.tabIndex = 0;  // a click inside gives the player the focus
     root.append(this.el);
@@ -239,23 +346,27 @@ export class GridPlayer {
     this.el.remove();
   }
 
-  setGrid(grid) {
+  // Show `grid` at `step` (steps done; default: the step shown now, so a grid that gains steps
+  // stays where it is).
+  setGrid(grid, step = this.grid.steps[this.index]) {
     this.grid = grid;
+    this.index = this.indexOf(step);
     this.cells = new Map(grid.cells.map((c) => [c.id, c]));
     this.perSlot = Math.max(1, ...this.slotCounts(grid).values());
     this.gridEl.style.gridTemplateColumns = `min-content repeat(${grid.cols.length}, auto)`;
     this.gridEl.replaceChildren(...this.layout(grid));
     this.paintHeads(this.heads);
+    this.paintCards();
     this.slider.max = Math.max(grid.steps.length - 1, 0);
-    const schedules = new Set(grid.cells.map((c) => JSON.stringify(c.schedule ?? null)));
-    this.sharedSchedule = schedules.size === 1;
+    const contexts = new Set(grid.cells.map((c) => JSON.stringify([c.scenes, c.steps, c.weights])));
+    this.sharedContext = contexts.size === 1;
     this.lazy = grid.cells.length > EAGER;
     this.seen.clear();
     this.watcher.disconnect();
     if (this.lazy) for (const tile of this.tiles) this.watcher.observe(tile.el);
-    else this.preloader.load(grid.cells, this.i);
+    else this.preloader.load(grid.cells, this.index);
     this.renderDetail();
-    this.show(this.i);
+    this.show(this.index);
     this.fit();
   }
 
@@ -268,19 +379,40 @@ export class GridPlayer {
       this.seen.add(tile);
       cells.push(tile.cell);
     }
-    if (cells.length) this.preloader.load(cells, this.i);
+    if (cells.length) this.preloader.load(cells, this.index);
   }
 
-  // Colour the row and column headers: heads = {axis label: {header: {colour, title}}} (the
-  // "What drives the look" panel's pick); {} clears them.
+  // Each row and column header with its axis, as [element, axis].
+  headers() {
+    return [["dp-rowhead", this.grid.row_axis], ["dp-colhead", this.grid.col_axis]]
+      .flatMap(([cls, axis]) => [...this.gridEl.getElementsByClassName(cls)].map((el) => [el, axis]));
+  }
+
+  // Colour the row and column headers: heads = {axis: {header: {colour, title}}} (the "What
+  // drives the look" panel's pick); {} clears them.
   paintHeads(heads = {}) {
     this.heads = heads;
-    for (const [cls, axis] of [["dp-rowhead", this.grid.row_axis], ["dp-colhead", this.grid.col_axis]]) {
-      for (const el of this.gridEl.getElementsByClassName(cls)) {
-        const head = heads[axis]?.[el.textContent];
-        el.style.background = head?.colour ?? "";
-        el.title = head?.title ?? "";
-      }
+    for (const [el, axis] of this.headers()) {
+      const head = heads[axis]?.[el.dataset.value];
+      el.style.background = head?.colour ?? "";
+      el.title = head?.title ?? "";
+    }
+  }
+
+  // Fingerprints (dashboard.fingerprints.prints_spec): a card per level on the headers of its
+  // factor's axis, and the A/B distances.
+  setPrints(prints = {}) {
+    this.prints = prints;
+    this.paintCards();
+    this.renderDistances();
+    this.fit();  // the headers grew
+  }
+
+  paintCards() {
+    for (const [el, axis] of this.headers()) {
+      const cards = this.prints.cards?.[axis]?.[el.dataset.value] ?? [];
+      el.querySelector(".dp-cards")?.remove();
+      if (cards.length) el.append(h("div", { class: "dp-cards" }, ...cards.map((c) => card(c, cards.length > 1))));
     }
   }
 
@@ -291,11 +423,12 @@ export class GridPlayer {
   }
 
   layout(grid) {
-    const nodes = [h("div", { class: "dp-corner" }, `${grid.row_axis} ╲ ${grid.col_axis}`),
-      ...grid.cols.map((c) => h("div", { class: "dp-colhead" }, c))];
+    const head = (cls, value) => h("div", { class: cls, "data-value": value }, h("span", { class: "dp-headname" }, value));
+    const nodes = [h("div", { class: "dp-corner" }, `${grid.row_label} ╲ ${grid.col_label}`),
+      ...grid.cols.map((c) => head("dp-colhead", c))];
     const slots = new Map();
     for (const r of grid.rows) {
-      nodes.push(h("div", { class: "dp-rowhead" }, r));
+      nodes.push(head("dp-rowhead", r));
       for (const c of grid.cols) {
         const slot = h("div", { class: "dp-slot" });
         slots.set(`${r}\u0000${c}`, slot);
@@ -318,11 +451,12 @@ export class GridPlayer {
   view(cell, cls) {
     const pic = picture(cell);
     const cap = h("span", { class: "dp-cap" });
-    const name = [cell.title, cell.tag].filter(Boolean).join(" · ");
+    const name = [cell.title, cell.levels, cell.tag].filter(Boolean).join(" · ");
     const damaged = cell.status === "damaged";
     const el = h("figure", { class: cls + (cell.note ? " dp-incomplete" : "") + (damaged ? " dp-damaged" : ""), "data-id": cell.id, title: [name, cell.note].filter(Boolean).join("\n") },
       pic.el, h("figcaption", {}, damaged ? h("span", { class: "dp-badge" }, "damaged") : "",
         h("span", { class: "dp-name" }, cell.title),
+        cell.levels ? h("span", { class: "dp-levels" }, cell.levels) : "",
         cell.tag ? h("span", { class: "dp-tag" }, cell.tag) : "", cap));
     return { cell, pic, cap, el };
   }
@@ -371,15 +505,24 @@ export class GridPlayer {
   // ---- the enlarged view: selected cell beside the pinned baseline, in a fixed side panel ----
 
   makePanel() {
-    this.compareSelect = h("select", { class: "dp-compare", title: "compare", onchange: () => this.setCompare(this.compareSelect.value) },
-      ...Object.entries(COMPARE).map(([value, text]) => h("option", { value }, text)));
+    this.compareSelect = select("dp-compare", Object.entries(COMPARE), (v) => this.setCompare(v));
     this.panelStep = h("span", { class: "dp-panel-step" });
+    this.diff = h("div", { class: "dp-diff" });
     this.wipe = h("input", { class: "dp-wipe", type: "range", min: 0, max: 100, value: 50, "aria-label": "A/B slider",
       oninput: () => this.paintWipe() });
+    this.distances = h("div", { class: "dp-distances" });
     this.stage = h("div", { class: "dp-stage" });
     const close = h("button", { class: "dp-close", title: "close (Esc)", "aria-label": "close", onclick: () => this.setSelected(null, true) }, "×");
-    return h("aside", { class: "dp-panel", hidden: "" },
-      h("div", { class: "dp-panel-head" }, this.panelStep, this.compareSelect, close), this.stage, this.wipe);
+    const filter = `dp-heat-${++players}`;
+    this.heatFilter = `url(#${filter})`;
+    this.heatCanvas = h("canvas", { class: "dp-frame dp-heatmap", role: "img", "aria-label": "|A − B| at this step, as a heat map" });
+    this.scratch = document.createElement("canvas");
+    this.heatView = h("figure", { class: "dp-big dp-heatview" }, h("div", { class: "dp-role" }, "|A − B|"), this.heatCanvas,
+      h("figcaption", {}, h("span", { class: "dp-heatscale" }, "0 ", h("i", { style: `background: linear-gradient(to right, ${HEAT.join(", ")})` }), ` ${DIFF_SCALE}+`),
+        h("span", {}, "per pixel: mean of |R|, |G|, |B| differences (0–255)")));
+    return h("aside", { class: "dp-panel", hidden: "" }, heatFilter(filter),
+      h("div", { class: "dp-panel-head" }, this.panelStep, labelled("compare", this.compareSelect), close),
+      this.diff, this.distances, this.stage, this.wipe);
   }
 
   setCompare(mode) {
@@ -402,8 +545,10 @@ export class GridPlayer {
       return big;
     });
     this.stage.className = `dp-stage dp-${mode}`;
-    this.stage.replaceChildren(...this.bigs.map((b) => b.el));
+    this.stage.replaceChildren(...(mode === "diff" ? [this.heatView] : this.bigs.map((b) => b.el)));
     this.compareSelect.disabled = !ab;
+    this.diff.textContent = ab ? this.differences(...this.bigs.map((b) => b.cell)) : "";
+    this.renderDistances();
     this.wipe.hidden = mode !== "slider";
     this.panel.hidden = !open;
     for (const tile of this.tiles) {
@@ -421,22 +566,88 @@ export class GridPlayer {
     }
     this.bigs.forEach((big) => this.paint(big));
     this.paintWipe();
+    this.paintHeat();
     this.renderContext();
-    if (open) this.sizeBigs();
+    if (open) this.sizeBigs(mode === "diff" ? [{ el: this.heatView, pic: { el: this.heatCanvas }, cell: this.bigs[0].cell }] : this.bigs);
   }
 
-  // Size the enlarged frames to the panel: stacked or side by side, whichever shows them larger.
-  sizeBigs() {
+  // Size the enlarged frames (`shown`: views) to the panel: stacked or side by side, whichever
+  // shows them larger.
+  sizeBigs(shown) {
     const body = this.stage.getBoundingClientRect();
-    const caption = Math.max(...this.bigs.map((b) => b.el.offsetHeight - b.pic.el.offsetHeight), 0);
-    const n = this.compare === "side" ? this.bigs.length : 1;
-    const aspect = Math.max(...this.bigs.map((b) => (b.cell.width && b.cell.height ? b.cell.height / b.cell.width : 1)));
+    const caption = Math.max(...shown.map((b) => b.el.offsetHeight - b.pic.el.offsetHeight), 0);
+    const n = this.compare === "side" ? shown.length : 1;
+    const aspect = Math.max(...shown.map((b) => (b.cell.width && b.cell.height ? b.cell.height / b.cell.width : 1)));
     const across = (w, hgt) => Math.max(0, Math.min(w, (hgt - caption) / aspect));
     const column = across(body.width, (body.height - 8 * (n - 1)) / n);
     const row = across((body.width - 8 * (n - 1)) / n, body.height);
     this.stage.classList.toggle("dp-row", row > column);
     const width = Math.floor(Math.max(column, row, MIN_TILE));
-    for (const b of this.bigs) b.el.style.width = `${width}px`;
+    for (const b of shown) b.el.style.width = `${width}px`;
+  }
+
+  // The difference view: |B − A| per pixel at the step shown, drawn without reading a pixel back
+  // (the canvas's "difference" compositing, then the heat filter), so it works on frames from
+  // file:// too. Painted again when a frame it needs has loaded.
+  paintHeat() {
+    if (this.compare !== "diff" || this.bigs.length !== 2 || this.panel.hidden) return;
+    const sources = this.bigs.map((b) => this.source(b.cell, b.cell.at[this.index] ?? 0));
+    if (sources.some((s) => !s)) return;
+    const { width, height } = this.bigs[0].cell.width ? this.bigs[0].cell : { width: sources[0][3], height: sources[0][4] };
+    for (const canvas of [this.scratch, this.heatCanvas]) [canvas.width, canvas.height] = [width, height];
+    const x = this.scratch.getContext("2d");
+    x.globalCompositeOperation = "copy";
+    x.drawImage(...sources[0], 0, 0, width, height);
+    x.globalCompositeOperation = "difference";
+    x.drawImage(...sources[1], 0, 0, width, height);
+    const y = this.heatCanvas.getContext("2d");
+    y.filter = this.heatFilter;  // after the resize, which resets it
+    y.drawImage(this.scratch, 0, 0);
+  }
+
+  // [image, x, y, width, height] of frame k of a cell in its image, once that has loaded (else
+  // null, and the difference view is painted again when it loads).
+  source(cell, k) {
+    const image = this.preloader.fetch(urlOf(cell, k));
+    if (!image.complete || !image.naturalWidth) {
+      image.addEventListener("load", () => this.paintHeat(), { once: true });
+      return null;
+    }
+    if (!cell.sprite) return [image, 0, 0, image.naturalWidth, image.naturalHeight];
+    const { x, y } = spriteAt(cell, k);
+    return [image, x, y, cell.width, cell.height];
+  }
+
+  // The one-number distances between A and B: their final frames' palettes and spectra, and where
+  // they differ in one factor, the distances between those levels (fingerprints, CMMD per judge).
+  renderDistances() {
+    const [a, b] = this.bigs.length === 2 ? this.bigs.map((big) => big.cell) : [];
+    const lines = [];
+    const own = [a && this.prints.runs?.[a.id], b && this.prints.runs?.[b.id]];
+    if (own[0] && own[1]) {
+      lines.push(`A ↔ B, final frames: palette ${fixed(paletteDistance(own[0].palette, own[1].palette), 1)} ΔE*ab (EMD)` +
+        ` · spectrum ${fixed(spectrumDistance(own[0].spectrum, own[1].spectrum), 3)} (RMS log10 power)`);
+    }
+    const differ = a ? [...new Set([...Object.keys(a.factors || {}), ...Object.keys(b.factors || {})])]
+      .filter((k) => String(a.factors?.[k] ?? "-") !== String(b.factors?.[k] ?? "-")) : [];
+    const levels = differ.length === 1 && a.experiment === b.experiment ? this.prints.distances?.[a.experiment]?.[differ[0]] : null;
+    if (levels) {
+      const [la, lb] = [String(a.factors[differ[0]]), String(b.factors[differ[0]])];
+      const judged = Object.entries(levels.cmmd || {}).map(([judge, m]) => `CMMD ${judge} ${fixed(m[la]?.[lb], 3)}`);
+      lines.push(`${this.grid.factor_labels?.[differ[0]] ?? differ[0]} ${la} ↔ ${lb}, all their runs: palette ` +
+        `${fixed(levels.palette?.[la]?.[lb], 1)} · spectrum ${fixed(levels.spectrum?.[la]?.[lb], 3)}` +
+        (judged.length ? ` · ${judged.join(" · ")}` : ""));
+    }
+    this.distances.textContent = lines.join("\n");
+  }
+
+  // "B differs from A in scenes: city → sea · seed: 1 → 2": the factors whose levels differ.
+  differences(a, b) {
+    const names = [...new Set([...Object.keys(a.factors || {}), ...Object.keys(b.factors || {})])];
+    const text = (cell, k) => String(cell.factors?.[k] ?? "-");
+    const differ = names.filter((k) => text(a, k) !== text(b, k))
+      .map((k) => `${this.grid.factor_labels?.[k] ?? k}: ${text(a, k)} → ${text(b, k)}`);
+    return differ.length ? `B differs from A in ${differ.join(" · ")}` : "A and B differ in no factor";
   }
 
   settingsTable(cell, other) {
@@ -468,73 +679,90 @@ export class GridPlayer {
 
   // ---- context: the scene and prompt weights at the current step ----
 
+  // The scenes active at the frame a cell shows, as [scene, weight] pairs, from its frame table.
+  activeScenes(cell) {
+    const weights = cell.weights?.[cell.at[this.index] ?? 0] ?? [];
+    return weights.map((w, n) => [n, w]).filter(([n, w]) => w > 0 && cell.scenes?.[n]);
+  }
+
   renderContext() {
-    const cell = this.cells.get(this.selected) ?? this.grid.cells.find((c) => c.schedule);
-    const s = cell?.schedule;
-    const k = cell ? cell.at[this.i] ?? 0 : 0;
-    if (!s || cell.steps[k] == null) {
+    const cell = this.cells.get(this.selected) ?? this.grid.cells.find((c) => c.scenes?.length);
+    const active = cell ? this.activeScenes(cell) : [];
+    if (!active.length) {
       this.context.replaceChildren();
       this.contextKey = null;
       return;
     }
-    const blend = sceneBlend(Math.max(cell.steps[k] - 1, 0), s.scenes.length, s.steps_per_scene, s.interpolation_steps);
-    const key = JSON.stringify([cell.id, this.sharedSchedule, blend]);
+    const key = JSON.stringify([cell.id, this.sharedContext, active]);
     if (key === this.contextKey && this.context.childElementCount) return;  // same as shown
     this.contextKey = key;
-    const whose = this.sharedSchedule ? "all cells" : cell.title + (cell.tag ? ` · ${cell.tag}` : "");
-    const scenes = blend.map(([n, f]) => `${n + 1}${blend.length > 1 ? ` (${Math.round(f * 100)} %)` : ""}`).join(" → ");
-    const prompts = blend.flatMap(([n, f]) => s.scenes[n].map((p) =>
-      h("span", { class: "dp-prompt" + (p.weight < 0 ? " dp-negative" : "") }, p.text, h("b", {}, ` ${+(p.weight * f).toFixed(2)}`))));
-    this.context.replaceChildren(h("span", { class: "dp-scene" }, `scene ${scenes} of ${s.scenes.length}`),
+    const whose = this.sharedContext ? "all cells" : [cell.title, cell.levels, cell.tag].filter(Boolean).join(" · ");
+    const scenes = active.map(([n, w]) => `${n + 1}${active.length > 1 ? ` (${Math.round(w * 100)} %)` : ""}`).join(" → ");
+    const prompts = active.flatMap(([n, w]) => cell.scenes[n].map((p) =>
+      h("span", { class: "dp-prompt" + (p.weight < 0 ? " dp-negative" : "") }, p.text, h("b", {}, ` ${+(p.weight * w).toFixed(2)}`))));
+    this.context.replaceChildren(h("span", { class: "dp-scene" }, `scene ${scenes} of ${cell.scenes.length}`),
       ...prompts, h("span", { class: "dp-whose" }, whose));
   }
 
   // ---- playing ----
 
   paint(view) {
-    const k = view.cell.at[this.i] ?? 0;
+    const k = view.cell.at[this.index] ?? 0;
     view.pic.show(k);
     const loss = view.cell.losses?.[k];
-    view.cap.textContent = `step ${view.cell.steps[k] ?? "-"}` + (loss == null ? "" : ` · loss ${loss.toFixed(3)}`);
+    const cost = runtime(view.cell);
+    view.cap.textContent = `step ${view.cell.steps[k] ?? "-"}` + (loss == null ? "" : ` · loss ${loss.toFixed(3)}`) +
+      (cost ? ` · ${cost}` : "");
   }
 
-  // Switch every cell to step index i, all in the same task, hence the same animation frame.
-  show(i) {
+  // The position in grid.steps of `step` (steps done): of the last step at or before it, else 0.
+  indexOf(step) {
+    const steps = this.grid.steps;
+    let index = 0;
+    while (index + 1 < steps.length && steps[index + 1] <= step) index++;
+    return index;
+  }
+
+  // Show every cell at the step in position `index` of grid.steps, all in the same task, hence
+  // in the same paint of the page.
+  show(index) {
     const n = this.grid.steps.length;
-    this.i = Math.max(0, Math.min(i, n - 1));
+    this.index = Math.max(0, Math.min(index, n - 1));
     for (const view of this.tiles) this.paint(view);
     for (const view of this.bigs) this.paint(view);
-    this.slider.value = String(this.i);
-    const text = n ? `step ${this.grid.steps[this.i]} · ${this.i + 1}/${n}` : "no frames";
+    this.paintHeat();
+    this.slider.value = String(this.index);
+    const text = n ? `step ${this.grid.steps[this.index]} · ${this.index + 1}/${n}` : "no frames";
     this.label.textContent = text;
     this.panelStep.textContent = text;
     if (this.context.isConnected) this.renderContext();
   }
 
-  // Whether every tile's frame at step index i has loaded, so showing it leaves no blank.
-  ready(i) {
+  // Whether every tile's frame at the step in position `index` has loaded, so showing it leaves
+  // no blank.
+  ready(index) {
     const tiles = this.lazy ? [...this.seen] : this.tiles;
-    return tiles.every((t) => this.preloader.ready(urlOf(t.cell, t.cell.at[i] ?? 0)));
+    return tiles.every((t) => this.preloader.ready(urlOf(t.cell, t.cell.at[index] ?? 0)));
   }
 
-  // The step index after this one, and the direction after it, under loop or reflect.
+  // The position of the step after this one, and the direction after it, under loop or reflect.
   following() {
     const n = this.grid.steps.length;
-    if (n < 2) return [this.i, this.dir];
-    if (this.mode === "loop") return [(this.i + 1) % n, 1];
-    const dir = this.i + this.dir < 0 || this.i + this.dir >= n ? -this.dir : this.dir;
-    return [this.i + dir, dir];
+    if (n < 2) return [this.index, this.dir];
+    if (this.mode === "loop") return [(this.index + 1) % n, 1];
+    const dir = this.index + this.dir < 0 || this.index + this.dir >= n ? -this.dir : this.dir;
+    return [this.index + dir, dir];
   }
 
   tick(now) {
     if (!this.playing) return;
     const period = 1000 / this.fps;
     if (now - this.last >= period) {
-      const [i, dir] = this.following();
-      if (this.ready(i)) {
+      const [index, dir] = this.following();
+      if (this.ready(index)) {
         this.last = Math.max(this.last + period, now - period);
         this.dir = dir;
-        this.show(i);
+        this.show(index);
       }
     }
     requestAnimationFrame(this.tick);
@@ -556,34 +784,40 @@ export class GridPlayer {
   pause() {
     if (!this.playing) return;
     this.setPlaying(false);
-    this.hooks.onStep?.(this.i);
+    this.reportStep();
+  }
+
+  // Tell the hooks the step shown (steps done).
+  reportStep() {
+    const step = this.grid.steps[this.index];
+    if (step !== undefined) this.hooks.onStep?.(step);
   }
 
   toggle() {
     this.playing ? this.pause() : this.play();
   }
 
-  seek(i) {
-    this.show(i);
-    this.hooks.onStep?.(this.i);
+  seek(index) {
+    this.show(index);
+    this.reportStep();
   }
 
   nudge(delta) {
     this.pause();
-    this.seek(this.i + delta);
+    this.seek(this.index + delta);
   }
 
-  jump(i) {
+  jump(index) {
     this.pause();
-    this.seek(i);
+    this.seek(index);
   }
 
   // For tests and the benchmark: where the player is and what each tile shows.
   state() {
     return {
-      index: this.i, step: this.grid.steps[this.i], playing: this.playing, pending: this.preloader.pending,
+      index: this.index, step: this.grid.steps[this.index], playing: this.playing, pending: this.preloader.pending,
       selected: this.selected, size: this.size,
-      tiles: this.tiles.map((t) => ({ id: t.cell.id, row: t.cell.row, col: t.cell.col, frame: t.cell.at[this.i] })),
+      tiles: this.tiles.map((t) => ({ id: t.cell.id, row: t.cell.row, col: t.cell.col, frame: t.cell.at[this.index] })),
     };
   }
 }
@@ -591,32 +825,35 @@ export class GridPlayer {
 // Static export: mount a player on `el` for a grid spec.
 export function mount(el, grid, options = {}) {
   const player = new GridPlayer(el, options);
+  player.prints = grid.prints ?? {};
   player.setGrid(grid);
   window.gridPlayer = player;
   return player;
 }
 
-// Panel JSComponent entry point: the grid, step, selection and baseline sync with Python.
+// Panel JSComponent entry point: the grid, step (steps done), selection and baseline sync with
+// Python.
 export function render({ model, el }) {
   const player = new GridPlayer(el, {
     scoped: model.scoped,
     fitHeight: !model.scoped,
     hooks: {
-      onStep: (i) => { model.step = i; },
+      onStep: (step) => { model.step = step; },
       onSelect: (id) => { model.selected = id; },
       onBaseline: (id) => { model.baseline = id; },
     },
   });
   player.selected = model.selected || null;
   player.baseline = model.baseline || null;
-  player.i = model.step;
   player.heads = model.heads;
-  player.setGrid(model.grid);
+  player.prints = model.prints;
+  player.setGrid(model.grid, model.step);
   window.gridPlayer = player;
   model.on("grid", () => player.setGrid(model.grid));
-  model.on("step", () => model.step !== player.i && player.show(model.step));
+  model.on("step", () => model.step !== player.grid.steps[player.index] && player.show(player.indexOf(model.step)));
   model.on("selected", () => model.selected !== (player.selected ?? "") && player.setSelected(model.selected));
   model.on("baseline", () => model.baseline !== (player.baseline ?? "") && player.setBaseline(model.baseline));
   model.on("heads", () => player.paintHeads(model.heads));
+  model.on("prints", () => player.setPrints(model.prints));
   model.on("remove", () => player.destroy());
 }

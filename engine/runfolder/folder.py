@@ -8,24 +8,52 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import os
+import re
 import threading
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
-from engine.fsutil import atomic_write, atomic_write_json
+from engine.errors import StateError
+from engine.fsutil import (
+    TEMP_MARK,
+    BadFile,
+    atomic_write,
+    atomic_write_json,
+    regular_file,
+)
 from engine.runfolder import names
+from engine.runfolder.frames import Frame, read_table, table_text
+from engine.runfolder.meta import MetadataError, read_json_object
 from engine.settings import result_settings
 
 CHUNK = 1 << 20
+_TEMP = re.compile(rf"^\.(?P<target>.+)\.{TEMP_MARK}[A-Za-z0-9_]+\.(?:tmp|mp4)$")  # fsutil.atomic_path's names
+#: How each of a run's files begins (by suffix or name), so that a temporary file is known for one of ours.
+_HEADS = {".png": (b"\x89PNG",), ".json": (b"{",), ".pt": (b"PK\x03\x04",), names.LOSSES_FILE: (b"step,",),
+          names.FRAMES_FILE: (b"frame,",)}
 
 
-class RunFolderConflict(RuntimeError):
+def _head(path: str) -> bytes:
+    with regular_file(path) as f:
+        return f.read(8)
+
+
+def _looks_like(target: str, head: bytes) -> bool:
+    """Whether `head`, a temporary file's first bytes, can begin the file `target` (empty: yes)."""
+    if not head:
+        return True
+    if target.endswith(".mp4"):
+        return head[4:8] == b"ftyp"
+    starts = _HEADS.get(target) or _HEADS.get(Path(target).suffix, ())
+    return any(head.startswith(s) for s in starts)
+
+
+class RunFolderConflict(StateError):
     """The output folder already holds a run made with other settings."""
 
 
-class RunFolderDamaged(RuntimeError):
+class RunFolderDamaged(StateError):
     """Frames of the run changed on disk while it ran."""
 
 
@@ -39,13 +67,14 @@ class HashCache:
         self.hashed = 0  # files actually read (for tests and benchmarks)
 
     def sha256(self, path: Path) -> str:
+        """The file's SHA-256 (OSError, or BadFile where it is not a regular file)."""
         stat = os.stat(path)
         key, stamp = str(path), (stat.st_size, stat.st_mtime_ns)
         known = self._known.get(key)
         if known and known[:2] == stamp:
             return known[2]
         digest = hashlib.sha256()
-        with open(path, "rb") as f:
+        with regular_file(path) as f:
             for chunk in iter(lambda: f.read(CHUNK), b""):
                 digest.update(chunk)
         with self._counting:
@@ -66,8 +95,8 @@ def frame_problems(frames: dict[int, Path], hashes: Iterable[str], cache: HashCa
             continue
         try:
             actual = cache.sha256(path)
-        except OSError as err:
-            problems.append(f"frame {n} ({path}) is missing or unreadable ({err.strerror or err})")
+        except (OSError, BadFile) as err:
+            problems.append(f"frame {n} ({path}) is missing or unreadable ({getattr(err, 'strerror', None) or err})")
             continue
         if actual != expected:
             problems.append(f"frame {n} ({path}) is damaged (its SHA-256 differs from the recorded one)")
@@ -82,6 +111,7 @@ class RunFolder:
         self.path = Path(out_dir) / namespace
         self.sidecar = self.path / names.sidecar_name(namespace)
         self.losses = self.path / names.LOSSES_FILE
+        self.frame_table = self.path / names.FRAMES_FILE
         self.metrics = self.path / names.METRICS_FILE
         self.video = self.path / names.video_name(namespace)
         self.resume = self.path / names.RESUME_FILE
@@ -100,10 +130,13 @@ class RunFolder:
         return dict(sorted((n, p) for n, p in found if n is not None))
 
     def read_sidecar(self) -> dict | None:
+        """Our sidecar of this folder's run, where there is a readable one of ours (an object whose
+        `settings` are an object), else None."""
         try:
-            return json.loads(self.sidecar.read_text())
-        except (OSError, ValueError):
+            doc = read_json_object(self.sidecar)
+        except MetadataError:
             return None
+        return doc if isinstance(doc.get("settings"), dict) else None
 
     def is_complete(self) -> bool:
         return self.metrics.exists()
@@ -113,12 +146,17 @@ class RunFolder:
         return frame_problems({n: self.frame(n) for n in range(1, len(hashes) + 1)}, hashes)
 
     def completion_problems(self) -> list[str]:
-        """What makes this folder's finished run (metrics.json) untrustworthy (empty: nothing)."""
+        """What makes this folder's finished run untrustworthy (empty: nothing): its frames against
+        the hashes its frame table records (format /2: metrics.json's `frame_sha256`)."""
         try:
-            hashes = json.loads(self.metrics.read_text())["frame_sha256"]
-        except (OSError, ValueError, TypeError, KeyError):
-            return [f"{self.metrics} is unreadable or records no frame hashes"]
-        return self.frame_problems(hashes)
+            metrics = read_json_object(self.metrics)
+            if metrics.get("complete") is not True:
+                raise ValueError("not complete")
+            hashes = ([f.sha256 for f in read_table(self.frame_table, self.namespace)]
+                      if self.frame_table.exists() else list(metrics["frame_sha256"]))
+        except (OSError, ValueError, KeyError, TypeError) as err:  # MetadataError is a ValueError
+            return [f"{self.metrics} or {self.frame_table.name} is unreadable ({err})"]
+        return self.frame_problems(hashes) if hashes else [f"{self.frame_table.name} lists no frame"]
 
     def reopen(self) -> None:
         """Make a finished run unfinished again (metrics and video go; frames and sidecar stay)."""
@@ -126,19 +164,29 @@ class RunFolder:
             path.unlink(missing_ok=True)
 
     def clean_temp_files(self) -> None:
-        """Delete what a killed writer left: `.<file>.<random>.tmp` and the video's `.<ns>.mp4.*.mp4`."""
+        """Delete what a killed writer of this run left, and nothing else: regular files whose name
+        says this project made them for one of this run's files (`.<file>.vqclip-<random>.tmp`, the
+        video's `.<ns>.mp4.vqclip-<random>.mp4`) and whose first bytes are that file's kind (or none).
+        Call it only once the folder is known to hold this run."""
         if not self.path.is_dir():
             return
-        video_tmp = f".{self.video.name}."
-        for p in self.path.iterdir():
-            if p.name.startswith(".") and p.is_file() and (
-                    p.name.endswith(".tmp") or (p.name.startswith(video_tmp) and p.name.endswith(".mp4"))):
-                p.unlink(missing_ok=True)
+        own = {self.sidecar.name, self.losses.name, self.frame_table.name, self.metrics.name, self.video.name,
+               self.resume.name, self.resume_prev.name}
+        for entry in os.scandir(self.path):
+            m = _TEMP.match(entry.name)
+            target = m["target"] if m else ""
+            if not (target in own or names.frame_number(target, self.namespace) is not None):
+                continue
+            try:
+                if entry.is_file(follow_symlinks=False) and _looks_like(target, _head(entry.path)):
+                    os.unlink(entry.path)
+            except (OSError, BadFile):
+                continue
 
     def clear(self) -> None:
         """Delete this run's own files (and nothing else in the folder)."""
-        for path in [*self.frame_paths().values(), self.sidecar, self.losses, self.metrics, self.video,
-                     self.resume, self.resume_prev]:
+        for path in [*self.frame_paths().values(), self.sidecar, self.losses, self.frame_table, self.metrics,
+                     self.video, self.resume, self.resume_prev]:
             path.unlink(missing_ok=True)
 
     def check_settings(self, settings: dict[str, Any], allow_overwrite: bool) -> str:
@@ -178,6 +226,10 @@ class RunFolder:
         for row in rows:
             writer.writerow([int(row[0]), int(row[1]), *(f"{v:.6g}" for v in row[2:])])
         atomic_write(self.losses, text.getvalue())
+
+    def write_frame_table(self, frames: Sequence[Frame]) -> None:
+        """frames.csv, the frame table (engine/runfolder/frames.py)."""
+        atomic_write(self.frame_table, table_text(frames))
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         """metrics.json, the mark of a complete run (written last)."""

@@ -8,18 +8,29 @@ a crash.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from engine.runfolder.names import PYTTI_PERCEPTORS, ZERO_BASED_LOSS_FORMATS, parse_cell_name
+from engine.errors import InputError
+from engine.fsutil import BadFile, read_regular
+from engine.prompts import PromptSyntaxError, parse_scenes
+from engine.runfolder.names import (
+    PERCEPTOR_SET_SEP,
+    PYTTI_PERCEPTORS,
+    TABLELESS_FORMATS,
+    ZERO_BASED_LOSS_FORMATS,
+    parse_cell_name,
+)
 
 MAX_JSON_BYTES = 4_000_000
+DEFAULT_FACTOR = 16  # the VQGAN downsampling factor of the study's checkpoints
 MAX_JSON_DEPTH = 32
 _KINDS = {dict: "an object", list: "a list", str: "a string"}
 
 
-class MetadataError(ValueError):
+class MetadataError(InputError):
     """A settings file exists but cannot be read."""
 
 
@@ -39,10 +50,23 @@ class Meta:
     settings: dict[str, Any] = field(default_factory=dict)
     untrained: bool = False  # made with a random-weight model: says nothing about a checkpoint
     zero_based_losses: bool = False  # losses.csv of format /1: `step` is the 0-based step index
+    format: str | None = None  # our sidecar's `format`
+    vqgan_factor: int = DEFAULT_FACTOR  # pixels per latent cell side; older and pytti folders: the study's 16
+    scenes: list[list[tuple[str, float]]] = field(default_factory=list)  # per scene: its prompts (text, weight)
 
     @property
     def expected_frames(self) -> int | None:
         return -(-self.total_steps // self.save_every) if self.total_steps else None
+
+    @property
+    def perceptor_set(self) -> str:
+        """The perceptors that guided the run together: slugs joined by '+' ('?' where unknown)."""
+        return PERCEPTOR_SET_SEP.join(self.perceptors) or "?"
+
+    @property
+    def has_frame_table(self) -> bool:
+        """Whether the engine wrote a frame table for this run (our formats from /3 on)."""
+        return self.source == "ours" and self.format not in TABLELESS_FORMATS
 
 
 def json_depth(value: Any) -> int:
@@ -59,10 +83,9 @@ def json_depth(value: Any) -> int:
 def read_json_object(path: Path, parse: Callable[[str], Any] = json.loads) -> dict[str, Any]:
     """The JSON object `parse` finds in the file, bounded in size and depth, else MetadataError."""
     try:
-        size = path.stat().st_size
-        if size > MAX_JSON_BYTES:
-            raise MetadataError(f"unreadable {path.name}: {size} bytes, more than {MAX_JSON_BYTES}")
-        obj = parse(path.read_bytes().decode("utf-8"))
+        obj = parse(read_regular(path, MAX_JSON_BYTES, "settings file").decode("utf-8"))
+    except BadFile as e:
+        raise MetadataError(f"unreadable {path.name}: {str(e).removeprefix(str(path)).lstrip(': ')}") from e
     except RecursionError as e:
         raise MetadataError(f"unreadable {path.name}: nested too deeply") from e
     except (OSError, ValueError) as e:  # ValueError: bad UTF-8 or bad JSON
@@ -107,11 +130,59 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _total_steps(settings: dict[str, Any]) -> int | None:
-    """steps_per_scene × the number of scenes (`||`-separated), where both are known."""
-    steps, scenes = to_int(settings.get("steps_per_scene")), settings.get("scenes")
-    count = len(scenes) if isinstance(scenes, list) else len([s for s in str(scenes or "").split("||") if s.strip()])
+def to_float(value: Any) -> float | None:
+    """`value` as a finite float where it is one (a number, or text of one), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def scene_count(settings: dict[str, Any]) -> int | None:
+    """How many scenes the settings' `scenes` hold (pytti's list of scenes, or `||`-separated, as
+    `engine.prompts.parse_scenes` splits them)."""
+    scenes = settings.get("scenes")
+    if isinstance(scenes, list):
+        return len(scenes) or None
+    try:
+        return len(parse_scenes(str(scenes or ""), str(settings.get("scene_prefix") or ""),
+                                str(settings.get("scene_suffix") or "")))
+    except PromptSyntaxError:
+        return None
+
+
+def total_steps(settings: dict[str, Any]) -> int | None:
+    """steps_per_scene × the number of scenes, where both are known."""
+    steps, count = to_int(settings.get("steps_per_scene")), scene_count(settings)
     return steps * count if steps and steps > 0 and count else None
+
+
+def parsed_scenes(settings: dict[str, Any]) -> list[list[tuple[str, float]]]:
+    """Each scene's prompts (text, weight) as `engine.prompts.parse_scenes` reads the settings
+    (pytti's list of scenes joined by `||`); [] where they do not parse."""
+    scenes = settings.get("scenes")
+    text = " || ".join(map(str, scenes)) if isinstance(scenes, list) else str(scenes or "")
+    try:
+        parsed = parse_scenes(text, str(settings.get("scene_prefix") or ""), str(settings.get("scene_suffix") or ""))
+    except PromptSyntaxError:
+        return []
+    return [[(p.text, p.weight) for p in scene] for scene in parsed]
+
+
+def recorded_scenes(prompts: list[Any], settings: dict[str, Any]) -> list[list[tuple[str, float]]]:
+    """Each scene's prompts as the sidecar records them (its `prompts`; image prompts, of no scene,
+    left out), else as the settings parse."""
+    rows = [p for p in prompts if isinstance(p, dict) and isinstance(to_int(p.get("scene")), int)
+            and to_int(p.get("scene")) >= 0 and isinstance(p.get("text"), str) and to_float(p.get("weight")) is not None]
+    if not rows:
+        return parsed_scenes(settings)
+    scenes: list[list[tuple[str, float]]] = [[] for _ in range(1 + max(to_int(p["scene"]) for p in rows))]
+    for p in rows:
+        scenes[to_int(p["scene"])].append((p["text"], to_float(p["weight"])))
+    return scenes
 
 
 def read_ours(path: Path) -> Meta:
@@ -132,10 +203,18 @@ def read_ours(path: Path) -> Meta:
         experiment=_text(doc.get("experiment")) or _text(settings.get("experiment")),
         seed=to_int(doc.get("seed", settings.get("seed"))),
         width=to_int(settings.get("width")), height=to_int(settings.get("height")),
-        save_every=max(to_int(settings.get("save_every")) or 1, 1), total_steps=_total_steps(settings),
+        save_every=max(to_int(settings.get("save_every")) or 1, 1), total_steps=total_steps(settings),
         settings=settings, untrained=any(m.get("untrained") is True for m in [vqgan, *entries]),
-        zero_based_losses=doc.get("format") in ZERO_BASED_LOSS_FORMATS,
+        zero_based_losses=doc.get("format") in ZERO_BASED_LOSS_FORMATS, format=_text(doc.get("format")),
+        vqgan_factor=_factor(vqgan.get("factor")),
+        scenes=recorded_scenes(typed(doc, "prompts", list, where), settings),
     )
+
+
+def _factor(value: Any) -> int:
+    """A recorded downsampling factor (a power of two from 2 to 64), else the study's 16."""
+    factor = to_int(value)
+    return factor if factor in {2, 4, 8, 16, 32, 64} else DEFAULT_FACTOR
 
 
 def pytti_perceptors(settings: dict[str, Any], where: str = "settings") -> list[str]:
@@ -162,8 +241,8 @@ def read_pytti(path: Path) -> Meta:
         perceptors=pytti_perceptors(settings, f"unreadable {path.name}"),
         seed=to_int(settings.get("seed")),
         width=to_int(settings.get("width")), height=to_int(settings.get("height")),
-        save_every=max(to_int(settings.get("save_every")) or 1, 1), total_steps=_total_steps(settings),
-        settings=settings,
+        save_every=max(to_int(settings.get("save_every")) or 1, 1), total_steps=total_steps(settings),
+        settings=settings, scenes=parsed_scenes(settings),
     )
 
 

@@ -8,27 +8,26 @@ in part: the reason says which). Reading never raises for a bad file: the proble
 from __future__ import annotations
 
 import csv
+import io
 import math
-from bisect import bisect_right
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.fsutil import BadFile, read_regular
 from engine.runfolder import names
 from engine.runfolder.folder import HashCache, frame_problems
-from engine.runfolder.meta import Meta, MetadataError, from_name, read_json_object, read_settings_file
+from engine.runfolder.frames import Frame, Losses, derived_frames, read_table
+from engine.runfolder.meta import (
+    Meta,
+    MetadataError,
+    from_name,
+    read_json_object,
+    read_settings_file,
+    to_float,
+)
 
-Losses = dict[str, list[float | None]]  # column → values, `step` in steps done
-
-
-@dataclass(frozen=True)
-class Frame:
-    """One saved frame: its number, file name (in the run's folder), step and loss there."""
-
-    n: int
-    name: str
-    step: int
-    loss: float | None
+MAX_LOSSES_BYTES = 16_000_000  # ~250k steps of 5 prompts: the table a reader takes at most
 
 
 @dataclass
@@ -56,6 +55,21 @@ class RunRecord:
         return names.split_rerun(self.base)[1]
 
     @property
+    def varied(self) -> dict[str, str]:
+        """The level of each setting the run's name says was varied, by setting name: a grid cell's
+        `key-level` pairs (grid.vary), or a pytti family's (`ref-False_dsw-0.0`: reencode_each_frame,
+        direct_stabilization_weight)."""
+        cell = names.parse_cell_name(self.base)
+        if cell is not None:
+            return dict(cell.varied)
+        return {names.setting_of(key): value for key, value in self.named.items()}
+
+    @property
+    def frame_size(self) -> tuple[int, int] | None:
+        """(width, height) every frame of the run has, where its settings say."""
+        return (self.meta.width, self.meta.height) if self.meta.width and self.meta.height else None
+
+    @property
     def final_loss(self) -> float | None:
         value = (self.metrics or {}).get("final_loss")
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
@@ -80,24 +94,17 @@ def run_bases(folder: Path, files: set[str]) -> list[str]:
     return sorted(bases or {folder.name}, key=lambda b: names.split_rerun(b)[1])
 
 
-def _number(text: str) -> float | None:
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
 def read_losses(path: Path, zero_based: bool = False) -> tuple[Losses, int]:
     """losses.csv as columns of numbers (text: None), `step` in steps done; rows without a
-    numeric step are dropped and counted. OSError and csv.Error pass through."""
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
-        rows = list(csv.reader(f))
+    numeric step are dropped and counted. At most `MAX_LOSSES_BYTES`; OSError, BadFile and
+    csv.Error pass through."""
+    text = read_regular(path, MAX_LOSSES_BYTES, "losses.csv").decode("utf-8", "replace")
+    rows = list(csv.reader(io.StringIO(text, newline="")))
     header = rows[0] if rows else []
     columns: Losses = {name: [] for name in header}
     dropped = 0
     for row in rows[1:]:
-        values = [_number(v) for v in row[:len(header)]] + [None] * (len(header) - len(row))
+        values = [to_float(v) for v in row[:len(header)]] + [None] * (len(header) - len(row))
         if "step" in columns and values[header.index("step")] is None:
             dropped += 1
             continue
@@ -106,27 +113,6 @@ def read_losses(path: Path, zero_based: bool = False) -> tuple[Losses, int]:
     if zero_based and "step" in columns:
         columns["step"] = [s + 1 for s in columns["step"]]
     return columns, dropped
-
-
-def loss_at(losses: Losses | None, step: int) -> float | None:
-    """The total loss of the last logged step at or before `step` (steps done)."""
-    if not losses or "step" not in losses or "total" not in losses:
-        return None
-    best = None
-    for s, total in zip(losses["step"], losses["total"]):
-        if s is not None and s <= step and (best is None or s >= best[0]):
-            best = (s, total)
-    return None if best is None else best[1]
-
-
-def losses_at(losses: Losses | None, steps: list[int]) -> list[float | None]:
-    """`loss_at` for each of `steps`, in one pass over the table's sorted steps."""
-    if not losses or "step" not in losses or "total" not in losses:
-        return [None] * len(steps)
-    logged = sorted((s, k) for k, s in enumerate(losses["step"]) if s is not None)
-    keys = [s for s, _ in logged]
-    at = [bisect_right(keys, step) - 1 for step in steps]
-    return [losses["total"][logged[i][1]] if i >= 0 else None for i in at]
 
 
 def read_meta(folder: Path, base: str, files: set[str]) -> tuple[Meta, str | None, list[str]]:
@@ -169,23 +155,18 @@ def read_run(folder: Path, base: str | None = None, files: set[str] | None = Non
     base = base or folder.name
     if files is None:
         files = {p.name for p in folder.iterdir() if p.is_file()}
-    numbered = sorted((n, f) for f in files if (n := names.frame_number(f, base)) is not None)
     meta, settings_file, problems = read_meta(folder, base, files)
-    losses, metrics = None, None
-    if meta.source != "pytti":  # pytti writes neither file
-        losses = read_run_losses(folder, files, meta, problems) if with_losses else None
-        metrics = _read_metrics(folder, files, problems)
-    steps = [names.frame_step(n, meta.save_every, meta.total_steps) for n, _ in numbered]
-    frames = [Frame(n, f, step, loss)
-              for (n, f), step, loss in zip(numbered, steps, losses_at(losses, steps))]
+    losses = read_run_losses(folder, files, meta, problems) if with_losses and meta.source != "pytti" else None
+    metrics = _read_metrics(folder, files, problems) if meta.source != "pytti" else None  # pytti writes none
+    frames, recorded = _frames(folder, base, files, meta, losses, metrics, problems)
     status = "incomplete"
     if not frames:
         problems.insert(0, "no frames")
     elif meta.source == "ours" and (metrics or {}).get("complete") is not True:
         if metrics is not None or names.METRICS_FILE not in files:
             problems.append("no metrics.json: running or interrupted")
-    elif meta.source == "ours" and isinstance(recorded := metrics.get("frame_sha256"), list):
-        damage = frame_problems({n: folder / f for n, f in numbered}, recorded, hashes)
+    elif meta.source == "ours" and recorded:
+        damage = frame_problems({f.n: folder / f.name for f in frames}, recorded, hashes)
         if damage:
             problems[:0] = damage
             status = "damaged"
@@ -197,6 +178,24 @@ def read_run(folder: Path, base: str | None = None, files: set[str] | None = Non
     return RunRecord(folder, base, meta, experiment, named, frames, losses, metrics, settings_file, status, problems)
 
 
+def _frames(folder: Path, base: str, files: set[str], meta: Meta, losses: Losses | None,
+            metrics: dict[str, Any] | None, problems: list[str]) -> tuple[list[Frame], list[str]]:
+    """The run's frames on disk, and the SHA-256 its writer recorded for each frame (frame 1
+    first; none for pytti's): from the frame table where the engine wrote one, else derived
+    from the settings (`frames.derived_frames`)."""
+    if meta.has_frame_table:
+        try:
+            table = read_table(folder / names.FRAMES_FILE, base) if names.FRAMES_FILE in files else []
+        except MetadataError as e:
+            problems.append(str(e))
+            table = []
+        return _at_most([f for f in table if f.name in files], problems), [f.sha256 or "" for f in table]
+    numbered = _at_most(sorted((n, f) for f in files if (n := names.frame_number(f, base)) is not None), problems)
+    recorded = (metrics or {}).get("frame_sha256")
+    recorded = recorded if isinstance(recorded, list) and all(isinstance(h, str) for h in recorded) else []
+    return derived_frames(numbered, meta.settings, meta.save_every, losses, recorded), recorded
+
+
 def read_run_losses(folder: Path, files: set[str], meta: Meta, problems: list[str]) -> Losses | None:
     """losses.csv where present (only a plain file: a FIFO would block the read); what goes
     wrong is appended to `problems`."""
@@ -204,12 +203,19 @@ def read_run_losses(folder: Path, files: set[str], meta: Meta, problems: list[st
         return None
     try:
         losses, dropped = read_losses(folder / names.LOSSES_FILE, meta.zero_based_losses)
-    except (OSError, csv.Error) as e:
+    except (OSError, csv.Error, BadFile) as e:
         problems.append(f"unreadable losses.csv: {e}")
         return None
     if dropped:
         problems.append(f"losses.csv: {dropped} row(s) without a numeric step ignored")
     return losses
+
+
+def _at_most(frames: list, problems: list[str]) -> list:
+    """The first `MAX_FRAMES` frames (a problem says where there were more)."""
+    if len(frames) > names.MAX_FRAMES:
+        problems.append(f"{len(frames)} frames, more than the {names.MAX_FRAMES} a reader lists; the first are shown")
+    return frames[:names.MAX_FRAMES]
 
 
 def _read_metrics(folder: Path, files: set[str], problems: list[str]) -> dict[str, Any] | None:

@@ -14,8 +14,8 @@ From a clean git checkout with a DVC remote (docs/grid.md, "More than one machin
    `dvc push --run-cache cell@X`. Ray gives it `--gpus-per-cell` GPUs and sets
    CUDA_VISIBLE_DEVICES to them; a fraction (0.25) packs cells on one GPU;
 4. prints one line per cell started, finished or failed, and a total;
-5. ends with `dvc repro --pull` here: every cell comes from the remote's run cache, only `score`
-   runs. Then `dvc repro` runs nothing and `dvc status` is clean; commit dvc.lock and the metrics.
+5. ends with `dvc repro --pull` here: every cell comes from the remote's run cache, only the scoring
+   stages run. Then `dvc repro` runs nothing and `dvc status` is clean; commit dvc.lock and the metrics.
 
 A task whose worker or node dies is retried (`--max-retries`) and resumes the cell from its last
 saved frame: the cell works in `--partial-dir` (environment VQCLIP_PARTIAL_DIR), by default a

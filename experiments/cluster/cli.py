@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
+from engine.cli import Parser, error_boundary
 from experiments.cluster.coordinator import DEFAULT_WORK_DIR, run_cluster
-from experiments.cluster.errors import ClusterError
 from experiments.grid import PARTIAL_ENV
 
 
@@ -20,7 +19,7 @@ def _key_value(text: str) -> tuple[str, str]:
 def parser() -> argparse.ArgumentParser:
     from experiments import cluster
 
-    p = argparse.ArgumentParser(prog="python -m experiments.cluster", description=cluster.__doc__,
+    p = Parser(prog="python -m experiments.cluster", description=cluster.__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("cells", nargs="*", metavar="CELL", help="only these cells (stage names or globs)")
     p.add_argument("--address", help="a running Ray cluster: auto, or HOST:PORT of its head "
@@ -48,11 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args = command.parse_args(argv)
     if args.max_retries < 0:
         command.error(f"--max-retries {args.max_retries}: use 0 or more")
-    try:
-        report = run_cluster(address=args.address, gpus=args.gpus_per_cell, cpus=args.cpus_per_cell,
-                             remote=args.remote, max_retries=args.max_retries, partial_dir=args.partial_dir,
-                             work_dir=args.work_dir, repo_url=args.repo_url, env=dict(args.env), cells=args.cells)
-    except ClusterError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0 if report.ok else 1
+    return error_boundary(lambda: 0 if run_cluster(
+        address=args.address, gpus=args.gpus_per_cell, cpus=args.cpus_per_cell, remote=args.remote,
+        max_retries=args.max_retries, partial_dir=args.partial_dir, work_dir=args.work_dir,
+        repo_url=args.repo_url, env=dict(args.env), cells=args.cells).ok else 1)

@@ -182,7 +182,7 @@ def run_cluster(root: str | Path = ".", *, address: str | None = None, gpus: flo
         f"{remote!r} ({remote_url})")
     if not pending:
         if not cells:
-            collect(root, remote)  # whatever else is pending (score), as `dvc repro --pull` would
+            collect(root, remote)  # whatever else is pending (the scoring stages), as `dvc repro --pull` would
         return report
     spec = TaskSpec(repo_url or str(root), commit, remote, remote_url, str(work_dir), partial_dir, env or {})
     _run_on_ray(root, spec, report, changed, address=address, gpus=gpus, cpus=cpus, max_retries=max_retries)

@@ -1,8 +1,10 @@
 """What can go wrong when the grid runs on a cluster, by what the coordinator does about it."""
 from __future__ import annotations
 
+from engine.errors import StateError
 
-class ClusterError(RuntimeError):
+
+class ClusterError(StateError):
     """The grid cannot be sent to the cluster (dirty tree, no remote, bad option); nothing ran."""
 
 

@@ -1,4 +1,4 @@
-"""The grid of params.yaml: VQGAN models × perceptor entries × seeds.
+"""The grid of params.yaml: VQGAN models × perceptor sets × seeds.
 
 Every stage script reads params.yaml through `load_grid`, which validates the whole grid and
 names its cells (docs/grid.md):
@@ -8,7 +8,7 @@ names its cells (docs/grid.md):
     grid:
       vqgan_models:                             # slug: registry name
         imagenet: imagenet_16384
-      perceptors:                               # slugs joined by '_': names joined by '+' (or a list)
+      perceptors:                               # the perceptor sets: slugs joined by '_': names joined by '+' (or a list)
         ViT-B32: "ViT-B-32:openai"
         ViT-B32_RN50: "ViT-B-32:openai+RN50:openai"
       seeds: [7, 8]                             # replicates beside settings.seed ([]: none)
@@ -32,12 +32,19 @@ Modules: `model` (cells, names, each cell's engine settings), `params` (reading 
 """
 from experiments.grid.checks import build_grid
 from experiments.grid.layout import (
-    DEMO_COMMAND, INPUTS_DIR, METRICS_DIR, PARAMS_FILE, PARTIAL_ENV, SCORES_DIR, STAMPS_DIR, partial_dir,
+    DEMO_COMMAND,
+    INPUTS_DIR,
+    METRICS_DIR,
+    PARAMS_FILE,
+    PARTIAL_ENV,
+    SCORES_DIR,
+    STAMPS_DIR,
+    partial_dir,
 )
-from experiments.grid.model import CELL_KEYS, Cell, Grid, GridError, Model
+from experiments.grid.model import CELL_KEYS, Cell, CellNotReady, Grid, GridError, Model
 from experiments.grid.params import load_grid, read_params
 
 __all__ = [
-    "CELL_KEYS", "DEMO_COMMAND", "INPUTS_DIR", "METRICS_DIR", "PARAMS_FILE", "PARTIAL_ENV", "SCORES_DIR",
+    "CELL_KEYS", "CellNotReady", "DEMO_COMMAND", "INPUTS_DIR", "METRICS_DIR", "PARAMS_FILE", "PARTIAL_ENV", "SCORES_DIR",
     "STAMPS_DIR", "Cell", "Grid", "GridError", "Model", "build_grid", "load_grid", "partial_dir", "read_params",
 ]

@@ -1,16 +1,32 @@
 """Validate params.yaml's content into a `Grid`: every problem found is listed at once (docs/grid.md)."""
 from __future__ import annotations
 
+import itertools
+import math
 import re
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping
 
-from experiments.grid.entries import perceptor_entries, seed_entries, vqgan_entries
-from experiments.grid.layout import INPUTS_DIR, METRICS_DIR, PARAMS_FILE, SCORES_DIR, STAMPS_DIR, partial_dir
+from experiments.grid.entries import (
+    perceptor_set_entries,
+    seed_entries,
+    vary_entries,
+    vqgan_entries,
+)
+from experiments.grid.layout import (
+    INPUTS_DIR,
+    METRICS_DIR,
+    PARAMS_FILE,
+    SCORES_DIR,
+    STAMPS_DIR,
+    partial_dir,
+)
 from experiments.grid.model import CELL_KEYS, Cell, Grid, GridError, Model
 
 TOP_KEYS = ("experiment", "out_dir", "grid", "settings")
-GRID_KEYS = ("vqgan_models", "perceptors", "seeds")
+GRID_KEYS = ("vqgan_models", "perceptors", "seeds")  # required; `vary` is optional
+OPTIONAL_GRID_KEYS = ("vary",)
+MAX_CELLS = 2000  # more cells than this is taken for a slip (days of GPU time for the study's settings)
 _EXPERIMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*(?:_[A-Za-z0-9-]+)*$")  # no '__', no '.'
 
 
@@ -32,16 +48,23 @@ def build_grid(params: Mapping[str, Any], origin: str = PARAMS_FILE, root: Path 
         problems += _check_out_dir(out_dir)
     grid = _grid_section(params, problems)
     vqgans = vqgan_entries(grid["vqgan_models"], reg, problems) if "vqgan_models" in grid else {}
-    perceptors = perceptor_entries(grid["perceptors"], reg, problems) if "perceptors" in grid else {}
+    perceptor_sets = perceptor_set_entries(grid["perceptors"], reg, problems) if "perceptors" in grid else {}
     settings = _settings_section(params, problems)
     problems += _check_settings(settings, root)
+    vary = vary_entries(grid.get("vary"), settings, problems)
     seed = _seed(settings)
     seeds = (seed, *(seed_entries(grid["seeds"], seed, problems) if "seeds" in grid else ()))
-    cells = _cells(experiment, vqgans, perceptors, seeds) if experiment else ()
+    count = len(vqgans) * len(perceptor_sets) * len(seeds) * math.prod(len(levels) for levels in vary.values())
+    if count > MAX_CELLS:
+        problems.append(f"the grid has {count} cells ({len(vqgans)} VQGANs × {len(perceptor_sets)} perceptor sets × "
+                        f"{' × '.join(f'{len(v)} {k}' for k, v in vary.items()) or 'no varied setting'} × "
+                        f"{len(seeds)} seeds), more than {MAX_CELLS}: shrink grid.vary or the model lists")
+        count = 0
+    cells = _cells(experiment, vqgans, perceptor_sets, seeds, vary) if experiment and count else ()
     problems += _check_collisions(cells)
     if problems:
         raise GridError(f"{origin}: the grid cannot run:\n" + "\n".join(f"  - {p}" for p in problems))
-    return Grid(experiment, str(PurePosixPath(out_dir)), settings, vqgans, perceptors, seeds, cells)
+    return Grid(experiment, str(PurePosixPath(out_dir)), settings, vqgans, perceptor_sets, seeds, cells, vary)
 
 
 def _experiment(params: Mapping[str, Any], problems: list[str]) -> str:
@@ -60,7 +83,8 @@ def _grid_section(params: Mapping[str, Any], problems: list[str]) -> dict[str, A
     if not isinstance(grid, dict):
         problems.append(f"grid must be a mapping with {' and '.join(GRID_KEYS)}; got {grid!r:.100}")
         return {}
-    problems += [f"grid.{key}: unknown key; grid has {', '.join(GRID_KEYS)}" for key in grid if key not in GRID_KEYS]
+    problems += [f"grid.{key}: unknown key; grid has {', '.join(GRID_KEYS + OPTIONAL_GRID_KEYS)}"
+                 for key in grid if key not in GRID_KEYS + OPTIONAL_GRID_KEYS]
     if "grid" in params:
         hint = {"seeds": " (write `seeds: []` for settings.seed alone)"}
         problems += [f"grid.{key} is missing{hint.get(key, '')}" for key in GRID_KEYS if key not in grid]
@@ -83,11 +107,14 @@ def _seed(settings: dict[str, Any]) -> int:
     return int(seed) if (type(seed) is int or (type(seed) is float and seed.is_integer())) else -1
 
 
-def _cells(experiment: str, vqgans: dict[str, Model], perceptors: dict[str, tuple[Model, ...]],
-           seeds: tuple[int, ...]) -> tuple[Cell, ...]:
-    """Every cell, by VQGAN, perceptor entry and seed (the first seed's are the study's cells)."""
-    return tuple(Cell(experiment, vqgan, key, models, s, replicate=i > 0)
-                 for vqgan in vqgans.values() for key, models in perceptors.items() for i, s in enumerate(seeds))
+def _cells(experiment: str, vqgans: dict[str, Model], perceptor_sets: dict[str, tuple[Model, ...]],
+           seeds: tuple[int, ...], vary: dict[str, dict[str, Any]]) -> tuple[Cell, ...]:
+    """Every cell, by VQGAN, perceptor set, level of each varied setting and seed (the first seed's
+    are the study's cells)."""
+    combinations = [tuple(zip(vary, levels)) for levels in itertools.product(*vary.values())]
+    return tuple(Cell(experiment, vqgan, key, models, s, replicate=i > 0, varied=varied)
+                 for vqgan in vqgans.values() for key, models in perceptor_sets.items() for varied in combinations
+                 for i, s in enumerate(seeds))
 
 
 def _check_out_dir(out_dir: Any) -> list[str]:
@@ -148,8 +175,9 @@ def _check_collisions(cells: tuple[Cell, ...]) -> list[str]:
         seen: dict[str, Cell] = {}
         for cell in cells:
             other = seen.setdefault(getattr(cell, attr), cell)
-            if other is not cell and not (other.replicate or cell.replicate):  # the seed only repeats the clash
-                problems.append(f"cells {other.vqgan.slug} × {other.perceptor_key} and {cell.vqgan.slug} × "
-                                f"{cell.perceptor_key} share the {what} {getattr(cell, attr)!r}; give one "
+            if other is not cell and not (other.replicate or cell.replicate) and cell.varied == cells[0].varied:
+                # a clash of model slugs repeats with every seed and level: say it once
+                problems.append(f"cells {other.vqgan.slug} × {other.set_key} and {cell.vqgan.slug} × "
+                                f"{cell.set_key} share the {what} {getattr(cell, attr)!r}; give one "
                                 "model another `slug:` in the user models file")
     return problems

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from engine.cli import Parser, error_boundary
+from experiments.grid.dvcyaml import write_cell_stages
 from experiments.grid.entries import resolve, suggest_entries
 from experiments.grid.layout import PARAMS_FILE
 from experiments.grid.model import Grid, GridError
@@ -37,34 +40,42 @@ def suggest(names: list[str]) -> int:
 
 
 def print_cells(grid: Grid) -> None:
-    """The grid's size, then one row per cell: folder, VQGAN, perceptors, seed, DVC stage."""
+    """The grid's size, then one row per cell: folder, VQGAN, perceptors, each varied setting's
+    level, seed, DVC stage."""
     flag = "  (UNTRAINED models: says nothing about real checkpoints)" if grid.untrained else ""
-    print(f"{len(grid.cells)} cells = {len(grid.vqgans)} VQGANs × {len(grid.perceptors)} perceptor entries × "
-          f"{len(grid.seeds)} seed{'s' * (len(grid.seeds) > 1)} ({', '.join(map(str, grid.seeds))}){flag}")
+    varied = "".join(f"{len(levels)} {setting} × " for setting, levels in grid.vary.items())
+    print(f"{len(grid.cells)} cells = {len(grid.vqgans)} VQGANs × {len(grid.perceptor_sets)} perceptor sets × "
+          f"{varied}{len(grid.seeds)} seed{'s' * (len(grid.seeds) > 1)} ({', '.join(map(str, grid.seeds))}){flag}")
     print(f"cell folders in {grid.out_dir}/")
-    rows = [("cell", "vqgan", "perceptors", "seed", "DVC stage")]
-    rows += [(c.name, c.vqgan.name, "+".join(p.name for p in c.perceptors), str(c.seed), c.stage) for c in grid.cells]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    rows = [("cell", "vqgan", "perceptors", *grid.vary, "seed", "DVC stage")]
+    rows += [(c.name, c.vqgan.name, "+".join(p.name for p in c.perceptors), *(level for _, level in c.varied),
+              str(c.seed), c.stage) for c in grid.cells]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        print("  " + "  ".join(v.ljust(w) for v, w in zip(row, widths)) + "  " + row[4])
+        print("  " + "  ".join(v.ljust(w) for v, w in zip(row, widths)) + "  " + row[-1])
+
+
+def check(params: str) -> None:
+    """Validate params.yaml, make dvc.yaml's cell stages vary what grid.vary varies, list the cells."""
+    grid = load_grid(params)
+    dvc_yaml = Path(params).parent / "dvc.yaml"
+    if dvc_yaml.is_file() and write_cell_stages(dvc_yaml, list(grid.vary)):
+        print(f"{dvc_yaml}: cell stages rewritten to vary {', '.join(grid.vary) or 'nothing'} (grid.vary)")
+    print_cells(grid)
 
 
 def main(argv: list[str] | None = None) -> int:
     from experiments import grid as package
 
-    parser = argparse.ArgumentParser(prog="python -m experiments.grid", description=package.__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="python -m experiments.grid", description=package.__doc__,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default=PARAMS_FILE)
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("check", help="validate params.yaml and list the cells (default)")
+    sub.add_parser("check", help="validate params.yaml, write dvc.yaml's cell stages for grid.vary, list the "
+                   "cells (default)")
     names = sub.add_parser("suggest", help="print grid entries for model names (join perceptors with '+')")
     names.add_argument("names", nargs="+")
     args = parser.parse_args(argv)
-    try:
-        if args.command == "suggest":
-            return suggest(args.names)
-        print_cells(load_grid(args.params))
-    except GridError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    if args.command == "suggest":
+        return error_boundary(lambda: suggest(args.names))
+    return error_boundary(lambda: check(args.params))

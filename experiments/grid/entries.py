@@ -5,6 +5,8 @@ returns the entries that are right.
 """
 from __future__ import annotations
 
+import difflib
+import itertools
 import re
 from typing import Any, Iterable
 
@@ -81,8 +83,8 @@ def vqgan_entries(value: Any, reg: Any, problems: list[str]) -> dict[str, Model]
     return entries
 
 
-def _perceptor_entry(key: Any, names: Any, reg: Any, problems: list[str]) -> tuple[Model, ...] | None:
-    """One grid.perceptors entry: its models, the key their slugs joined by '_'."""
+def _perceptor_set(key: Any, names: Any, reg: Any, problems: list[str]) -> tuple[Model, ...] | None:
+    """One perceptor set of grid.perceptors: its models, the key their slugs joined by '_'."""
     where = f"grid.perceptors.{key}"
     if isinstance(names, str):
         names = names.split("+")
@@ -104,15 +106,15 @@ def _perceptor_entry(key: Any, names: Any, reg: Any, problems: list[str]) -> tup
     return tuple(models)
 
 
-def perceptor_entries(value: Any, reg: Any, problems: list[str]) -> dict[str, tuple[Model, ...]]:
-    """grid.perceptors: key → models guiding one cell together, each set of perceptors once."""
+def perceptor_set_entries(value: Any, reg: Any, problems: list[str]) -> dict[str, tuple[Model, ...]]:
+    """grid.perceptors, the grid's perceptor sets: key → models guiding one cell together, each set once."""
     example = '{ViT-B32: "ViT-B-32:openai", ViT-B32_RN50: "ViT-B-32:openai+RN50:openai"}'
     if not _is_mapping(value, "perceptor", "grid.perceptors", example, reg, problems):
         return {}
     entries: dict[str, tuple[Model, ...]] = {}
     seen: dict[frozenset, str] = {}
     for key, names in value.items():
-        models = _perceptor_entry(key, names, reg, problems)
+        models = _perceptor_set(key, names, reg, problems)
         if models is None:
             continue
         same = frozenset(m.name for m in models)
@@ -137,3 +139,70 @@ def seed_entries(value: Any, seed: Any, problems: list[str]) -> tuple[int, ...]:
         problems.append(f"grid.seeds lists {seed}, which is settings.seed: every cell runs with settings.seed "
                         "already (with the study's names); list only the further seeds")
     return tuple(dict.fromkeys(s for s in value if s != seed))
+
+
+def _fixed(setting: str) -> str | None:
+    """Why a setting cannot vary between the grid's cells, or None where it can."""
+    from engine.settings import NON_RESULT_KEYS
+    from experiments.grid.model import CELL_KEYS
+
+    if setting in CELL_KEYS:
+        return "the grid sets it per cell (grid.vqgan_models, grid.perceptors, the cell's name and folder)"
+    if setting == "seed":
+        return "the grid's seeds are settings.seed and grid.seeds"
+    if setting in NON_RESULT_KEYS:
+        return "it does not change a run's frames, so cells would differ by name only"
+    if setting == "pytti_unused":
+        return "it is the list of a pytti file's ignored keys, not a setting"
+    return None
+
+
+def _levels(setting: Any, levels: Any) -> dict[str, Any] | list[str]:
+    """One setting of grid.vary: its levels (slug → value), or what is wrong with them."""
+    from engine.settings import FIELDS
+
+    where = f"grid.vary.{setting}"
+    if setting not in FIELDS:
+        close = difflib.get_close_matches(str(setting), FIELDS, n=3)
+        return [f"{where}: unknown setting" + (f"; did you mean {', '.join(close)}?" if close else
+                                               " (see docs/engine.md for the settings)")]
+    if reason := _fixed(setting):
+        return [f"{where}: {setting} cannot vary between cells: {reason}"]
+    if not isinstance(levels, dict) or not levels:
+        return [f"{where}={levels!r:.100}: expected a mapping of level slug: value, e.g. {{low: 1.0, high: 2.0}}"]
+    bad = [slug for slug in levels if not isinstance(slug, str) or not _SLUG.match(slug)]
+    return [f"{where}.{slug}: a level slug names DVC stages and folders: use letters, digits and '-' only"
+            for slug in bad] or dict(levels)
+
+
+def vary_entries(value: Any, settings: dict[str, Any], problems: list[str]) -> dict[str, dict[str, Any]]:
+    """grid.vary: setting → {level slug: value}. Each setting is an engine setting that can differ
+    between cells, each slug fits a DVC stage name and a folder name, and each combination of
+    levels is settings the engine accepts."""
+    from engine.settings import FIELDS, SettingsError, resolve_settings
+
+    if value is None or value == {}:
+        return {}
+    if not isinstance(value, dict):
+        problems.append(f"grid.vary={value!r:.100}: expected a mapping of setting: {{level slug: value}}, e.g. "
+                        "{scenes: {city: 'a city at night', forest: 'a forest in the fog'}}")
+        return {}
+    vary: dict[str, dict[str, Any]] = {}
+    for setting, levels in value.items():
+        found = _levels(setting, levels)
+        if isinstance(found, dict):
+            vary[setting] = found
+        else:
+            problems += found
+    base = {k: v for k, v in settings.items() if k not in FIELDS or not _fixed(k)}
+    seen: set[str] = set()
+    for levels in itertools.product(*(v.items() for v in vary.values())):
+        try:
+            resolve_settings({**base, **{s: v for s, (_, v) in zip(vary, levels)}, "vqgan_model": "x",
+                              "perceptors": ["x"], "file_namespace": "x"})
+        except SettingsError as err:
+            named = ", ".join(f"grid.vary.{s}.{slug}" for s, (slug, _) in zip(vary, levels))
+            if str(err) not in seen:
+                seen.add(str(err))
+                problems.append(f"{named}: the engine refuses it: {err}")
+    return vary
