@@ -200,7 +200,7 @@ def test_dvc_metrics_and_exp_show_the_summary_and_the_rest_one_file_away(demo_re
         assert row["self_preference"] == pytest.approx(preference[judge]["mean"], abs=1e-3)
         assert row["vqgan"] == pytest.approx(effects["measures"][f"similarity:{judge}"]["vqgan"], abs=1e-3)
     table = dvc(repo, "metrics", "show").splitlines()
-    assert table[0].split() == ["Path", "perceptor_set", "residual", "self_preference", "vqgan"]
+    assert table[0].split() == ["Path", "cmmd", "perceptor_set", "residual", "self_preference", "vqgan"]
     assert len(table) == 1 + len(files) and max(map(len, table)) <= 120, table
     header = dvc(repo, "exp", "show", "--csv").splitlines()[0].split(",")  # metrics, then params, then deps
     assert "experiments/summary/similarity-tiny-vit.json:self_preference" in header

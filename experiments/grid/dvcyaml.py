@@ -39,8 +39,7 @@ _GROUP = """  {name}:
       - grid.perceptors.${{item.perceptors}}{params}
     outs:
       - ${{out_dir}}/{cell}
-      - experiments/metrics/{cell}.json:
-          cache: false
+      - experiments/metrics/{cell}.json
 """
 
 
