@@ -40,7 +40,7 @@ CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
 # auto, on CPU: runs of at least AUTO_MIN_STEPS steps whose steps × FLOP per step reach AUTO_MIN_PFLOP,
 # where the compilation repays itself (the measurements: docs/engine.md, Compile)
 AUTO_MIN_STEPS = 100
-AUTO_MIN_PFLOP = 3.0
+AUTO_MIN_PFLOP = 0.2
 
 
 def cache_folder() -> Path:

@@ -161,6 +161,19 @@ def test_auto_weighs_the_runs_flops_counted_without_computing() -> None:
     assert decide(guide, torch.device("cuda")) == (False, "auto: not on cuda (measured on CPU only; compile=on compiles)")
 
 
+def test_auto_compiles_the_studys_cells_and_not_a_short_run_of_their_shape() -> None:
+    """The rule measured at the study's shape (docs/engine.md, Compile), on its real architectures
+    with random weights: 2000 steps compile; 100 steps (0.13 PFLOP) do not repay the compilation."""
+    from engine.bench import load_models
+
+    study = ["vqgan_model=imagenet_16384", "perceptors=ViT-B-32:openai", "width=256", "height=128", "cutouts=60"]
+    models = load_models(load_config(None, study), torch.device("cpu"), "fp32")
+    cells = build_guide(load_config(None, [*study, "scenes=spring || winter", "steps_per_scene=1000"]), *models)
+    assert decide(cells, torch.device("cpu")) == (True, "auto: 2000 steps, 2.64 PFLOP >= 0.2 PFLOP")
+    short = build_guide(load_config(None, [*study, "steps_per_scene=100"]), *models)
+    assert decide(short, torch.device("cpu")) == (False, "auto: 100 steps, 0.132 PFLOP < 0.2 PFLOP")
+
+
 def test_bench_prints_the_compiled_step_beside_the_eager_one() -> None:
     lines = report(bench(load_config(None, [*TINY, "device=cpu"]), warmup=0, repeats=1)).splitlines()
     eager = next(line for line in lines if line.startswith("  engine step fp32 "))
