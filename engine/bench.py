@@ -1,5 +1,6 @@
-"""Speed benchmark: the engine's step beside the bare model compute, the canonical notebook-style
-fp32 step and the hardware's limit, all measured in one run; and K cells sharing one device.
+"""Speed benchmark: the engine's step, eager and compiled (`compile`), beside the bare model compute,
+the canonical notebook-style fp32 step and the hardware's limit, all measured in one run; and K
+cells sharing one device.
 
 Real architectures with random weights (no download): speed does not depend on the weights.
 Timings are interleaved (each round in a rotated order) so load from elsewhere hits all alike;
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from engine.compiled import compile_guide
 from engine.device import keep_freed_memory, peak_memory_mb, pick_device, reset_peak_memory, set_determinism
 from engine.errors import InputError
 from engine.factory import load_perceptor, load_vqgan
@@ -26,7 +28,7 @@ from engine.losses import clamp_with_grad
 from engine.perceptor import Perceptor
 from engine.precision import DTYPES, check_precision, prepare_models
 from engine.settings import Settings, SettingsError, check_size_for_factor
-from engine.step import build_guide, learning_rate, start_latent, take_step
+from engine.step import Guide, build_guide, learning_rate, start_latent, take_step
 from engine.vqgan import VQGAN
 
 MATMUL_SIZE = 2048  # the square matmul that measures a dtype's peak rate
@@ -59,8 +61,13 @@ def load_models(settings: Settings, device: torch.device, precision: str) -> tup
 
 
 def engine_step(settings: Settings, vqgan: VQGAN, perceptors: list[Perceptor]) -> Callable[[], None]:
-    """One step of the engine's loop (`engine.loop.optimise`) as a function of nothing."""
-    guide = build_guide(settings, vqgan, perceptors)
+    """One eager step of the engine's loop (`engine.loop.optimise`) as a function of nothing."""
+    return guided_step(build_guide(settings, vqgan, perceptors))
+
+
+def guided_step(guide: Guide) -> Callable[[], None]:
+    """One step of the engine's loop with `guide` (compiled if its `compilation` says so)."""
+    settings, vqgan = guide.settings, guide.vqgan
     rng = torch.Generator(vqgan.codebook.device).manual_seed(max(settings.seed, 0))
     latent = start_latent(guide, rng)
     optimiser = torch.optim.Adam([latent.z], lr=learning_rate(settings, vqgan))
@@ -142,8 +149,9 @@ def count_flops(fn: Callable[[], None]) -> int:
 
 def bench(settings: Settings, *, warmup: int = 1, repeats: int = 3, both_precisions: bool = False,
           isolated: bool | None = None) -> dict:
-    """Seconds per step of the engine (in `settings.precision`, or fp32 and bf16), the bare compute,
-    the canonical fp32 notebook step, peak matmul rates, FLOPs per step and the limit they set.
+    """Seconds per step of the engine (in `settings.precision`, or fp32 and bf16; eager, and compiled
+    unless `compile=off`), the bare compute, the canonical fp32 notebook step, peak matmul rates,
+    FLOPs per step and the limit they set.
 
     `isolated` (default: on CUDA) measures in a child process, so that this one never initialises
     CUDA and holds no GPU memory while `cells` runs its cells after it."""
@@ -204,10 +212,15 @@ def _measure(settings: Settings, warmup: int, repeats: int, both_precisions: boo
             prepare_models(precision, device, vqgan, perceptors)
             models[precision] = vqgan, perceptors
     fns: dict[str, Callable[[], None]] = {}
+    compiled: dict[str, dict] = {}
     for precision in precisions:
         run_settings = replace(settings, precision=precision)
         fns[f"engine_{precision}"] = engine_step(run_settings, *models[precision])
         fns[f"bare_{precision}"] = bare_compute(run_settings, *models[precision])
+        if settings.compile != "off":  # the bench compiles under auto too: the comparison is its point
+            guide = build_guide(replace(run_settings, compile="on"), *models[precision])
+            compiled[precision] = compile_guide(guide, device).record()
+            fns[f"compiled_{precision}"] = guided_step(guide)
     fns["canonical_fp32"] = canonical_step(settings, *fp32_models)
     for precision in precisions:  # under the TF32 mode `prepare_models` set for the run's precision
         fns[f"matmul_{precision}"] = matmul(DTYPES[precision], device)
@@ -226,6 +239,7 @@ def _measure(settings: Settings, warmup: int, repeats: int, both_precisions: boo
         "precisions": precisions, "repeats": repeats, "seconds": s, "all_seconds": times,
         "canonical_s_per_step": s["canonical_fp32"],
         "engine_s_per_step": {p: s[f"engine_{p}"] for p in precisions},
+        "compiled_s_per_step": {p: s[f"compiled_{p}"] for p in compiled}, "compiled": compiled,
         "bare_s_per_step": {p: s[f"bare_{p}"] for p in precisions},
         "flops_per_step": flops, "peak_matmul_flops": peak,
         "limit_s_per_step": {p: flops[p] / peak[p] for p in precisions},
@@ -241,21 +255,30 @@ def _device_name(device: torch.device) -> str:
 def report(result: dict) -> str:
     """`bench`'s result as lines of text."""
     def line(label: str, seconds: float, note: str) -> str:
-        return f"  {label:<22} {seconds:8.3f} s/step   {note}"
+        return f"  {label:<26} {seconds:8.3f} s/step   {note}"
 
     lines = [f"{result['vqgan']} + {'+'.join(result['perceptors'])}, {result['size']}, {result['cutouts']} cutouts, "
              f"{result['device']} ({result['threads']} threads), random weights, medians of {result['repeats']}"]
     canonical = result["canonical_s_per_step"]
     for p in result["precisions"]:
         engine, limit = result["engine_s_per_step"][p], result["limit_s_per_step"][p]
+        lines.append(line(f"engine step {p}", engine, f"({engine / canonical:.2f} × the canonical fp32 step)"))
+        shares = f"the engine step runs at {limit / engine:.0%} of it"
+        if p in result["compiled"]:
+            compiled, record = result["compiled_s_per_step"][p], result["compiled"][p]
+            how = (f"compiled in {record['seconds']:.1f} s" + (", CUDA graphs" if record["cuda_graphs"] else "")
+                   if record["step"] else f"NOT compiled: {record['fallback']}")
+            lines.append(line(f"engine step {p} compiled", compiled,
+                              f"({compiled / canonical:.2f} × the canonical fp32 step, "
+                              f"{canonical / compiled:.2f}× faster; {how})"))
+            shares += f", compiled at {limit / compiled:.0%}"
         lines += [
-            line(f"engine step {p}", engine, f"({engine / canonical:.2f} × the canonical fp32 step)"),
             line(f"bare compute {p}", result["bare_s_per_step"][p], "(VQGAN decode fwd+bwd + perceptor fwd+bwd)"),
             line(f"hardware limit {p}", limit,
                  f"({result['flops_per_step'][p] / 1e12:.3f} TFLOP/step ÷ {result['peak_matmul_flops'][p] / 1e12:.3f} "
-                 f"TFLOP/s of a {MATMUL_SIZE}² {p} matmul; the engine step runs at {limit / engine:.0%} of it)")]
+                 f"TFLOP/s of a {MATMUL_SIZE}² {p} matmul; {shares})")]
     lines += [line("canonical step fp32", canonical, "(Crowson notebook style, measured in this run)"),
-              f"  {'peak memory':<22} {result['peak_memory_mb']:8.0f} MB"]
+              f"  {'peak memory':<26} {result['peak_memory_mb']:8.0f} MB"]
     return "\n".join(lines)
 
 

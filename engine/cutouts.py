@@ -215,12 +215,28 @@ def _fold(index: torch.Tensor, length: int, border_mode: str) -> torch.Tensor:
 def render_cutouts(image: torch.Tensor, cutouts: Cutouts, rng: torch.Generator,
                    mean: Sequence[float] | torch.Tensor = (0.0, 0.0, 0.0),
                    std: Sequence[float] | torch.Tensor = (1.0, 1.0, 1.0)) -> torch.Tensor:
-    """Render cutouts of image (1, 3, H, W) in [0, 1] → (N, 3, S, S), normalised as (x − mean) / std.
+    """Render cutouts of image (1, 3, H, W) in [0, 1] → (N, 3, S, S), normalised as (x − mean) / std,
+    with their noise drawn from `rng` (`cutout_noise`, then `render_with_noise`)."""
+    return render_with_noise(image, cutouts, cutout_noise(cutouts, rng, image.dtype), mean, std)
+
+
+def cutout_noise(cutouts: Cutouts, rng: torch.Generator, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The cutouts' standard normal noise (N, 3, S·S), on the rng's device: the only draw of rendering,
+    made apart so that the rendering itself is a pure function (what `compile` compiles)."""
+    shape = (cutouts.box.shape[0], 3, cutouts.size ** 2)
+    return torch.randn(shape, generator=rng, device=cutouts.box.device, dtype=dtype)
+
+
+def render_with_noise(image: torch.Tensor, cutouts: Cutouts, noise: torch.Tensor,
+                      mean: Sequence[float] | torch.Tensor = (0.0, 0.0, 0.0),
+                      std: Sequence[float] | torch.Tensor = (1.0, 1.0, 1.0)) -> torch.Tensor:
+    """`render_cutouts` with its noise given: image (1, 3, H, W) in [0, 1] → (N, 3, S, S).
 
     One bilinear grid_sample for all N (crop, flip, affine and perspective composed per output pixel;
     `engine.gridsample`'s on CUDA under deterministic algorithms),
     then erasing and the perspective's empty corners set to 0, the colour matrix and the
-    normalisation as one batched matrix product, and noise from `rng`. Differentiable w.r.t. image.
+    normalisation as one batched matrix product, and `noise` (`cutout_noise`) scaled by each
+    cutout's std. Differentiable w.r.t. image; no random draw.
     """
     if image.ndim != 4 or image.shape[:2] != (1, 3):
         raise ValueError(f"image must have shape (1, 3, H, W), got {tuple(image.shape)}")
@@ -251,6 +267,5 @@ def render_cutouts(image: torch.Tensor, cutouts: Cutouts, rng: torch.Generator,
     mean = torch.as_tensor(mean, dtype=dtype, device=device)
     std = torch.as_tensor(std, dtype=dtype, device=device)
     out = torch.baddbmm((-mean / std)[None, :, None].expand(n, -1, 1), cutouts.colour.to(dtype) / std[:, None], x)
-    noise = torch.randn(out.shape, generator=rng, device=device, dtype=dtype)
-    out = out + noise.mul_(cutouts.noise_std.to(dtype)[:, None, None] / std[:, None])
+    out = out + noise * (cutouts.noise_std.to(dtype)[:, None, None] / std[:, None])
     return out.view(n, 3, size, size)

@@ -36,12 +36,15 @@ def set_determinism(enabled: bool, device: torch.device | None = None) -> None:
     raises instead of silently varying. On CUDA also: cuDNN deterministic without benchmark, the fused
     attention backends (flash, memory-efficient, cuDNN) off so attention's backward runs the
     deterministic math kernel, and cuBLAS's workspace checked (`engine.cublas`); CPU attention
-    keeps its kernels (deterministic there).
+    keeps its kernels (deterministic there). New tensors are not filled with NaN first (torch's
+    `fill_uninitialized_memory`, on with deterministic algorithms: a debugging aid that writes every
+    new tensor once more; no kernel of the step reads memory it did not write, so frames stay the same).
     """
     cuda = device.type == "cuda" if device is not None else torch.cuda.is_initialized()
     if enabled and cuda and (problem := cublas.problem()):
         raise SettingsError(f"setting deterministic=true: {problem}")
     torch.use_deterministic_algorithms(enabled)
+    torch.utils.deterministic.fill_uninitialized_memory = False
     torch.backends.cudnn.deterministic = enabled
     torch.backends.cudnn.benchmark = not enabled
     fused = not (enabled and cuda)

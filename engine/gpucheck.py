@@ -8,6 +8,7 @@ adds the CUDA tests and a grid through the cluster runner.
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 import tempfile
@@ -22,6 +23,7 @@ from engine.errors import InputError
 
 TINY = ["vqgan_model=tiny", "perceptors=tiny-vit", "width=32", "height=16", "cutouts=4", "seed=3",
         "scenes=a red apple", "save_every=5", "deterministic=true"]
+STUDY = ["vqgan_model=imagenet_16384", "perceptors=ViT-B-32:openai", "width=256", "height=128", "cutouts=60"]
 BENCH_CELLS = (1, 4, 8)
 Part = Callable[[torch.device, Path], list[str]]
 
@@ -158,12 +160,46 @@ def layouts(device: torch.device, work: Path, vqgan_model: str = "imagenet_16384
             f"channels_last {s['channels_last'] * 1e3:.1f} ms (medians of {repeats})"]
 
 
+def compiled_steps(device: torch.device, work: Path, shape: list[str] = STUDY, repeats: int = 5) -> list[str]:
+    """A deterministic compiled tiny run twice (same frame hashes?); then the step at `shape`
+    (random weights) eager, compiled, and compiled with CUDA graphs: medians, interleaved."""
+    from engine.bench import _median, _seconds, guided_step, load_models
+    from engine.compiled import compile_guide
+    from engine.settings import load_config
+    from engine.step import build_guide
+
+    runs = [tiny_run(work / "compiled", f"run{i}", device, "compile=on", "steps_per_scene=20") for i in (1, 2)]
+    same = "same" if frame_hashes(runs[0]) == frame_hashes(runs[1]) else "DIFFERENT"
+    record = json.loads((runs[0] / "run1_settings.json").read_text())["compiled"]
+    lines = [f"compile=on, deterministic: same seed twice → {same} frame hashes; sidecar: {record}"]
+    settings = load_config(None, [*shape, f"device={device}", "compile=on"])
+    models = load_models(settings, device, settings.precision)
+    steps = {}
+    for name, graphs in (("eager", None), ("compiled", False), ("compiled + CUDA graphs", True)):
+        guide = build_guide(settings, *models)
+        if graphs is not None:
+            record = compile_guide(guide, device, cuda_graphs=graphs).record()
+            lines.append(f"{name}: compiled {record['step']} in {record['seconds']} s, CUDA graphs "
+                         f"{record['cuda_graphs']}, fallback {record['fallback']}")
+        steps[name] = guided_step(guide)
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for i in range(repeats + 1):
+        for name, step in steps.items():
+            seconds = _seconds(step, device)
+            if i:  # the first round warms up (and records the CUDA graphs)
+                times[name].append(seconds)
+    s = {name: _median(t) for name, t in times.items()}
+    lines.append(", ".join(f"{name} {seconds * 1e3:.1f} ms" for name, seconds in s.items())
+                 + f" per step at {settings.width}x{settings.height}, {settings.cutouts} cutouts (medians of {repeats})")
+    return lines
+
+
 def _python(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout)
 
 
 def bench_lines(device: torch.device, work: Path) -> list[str]:
-    """`engine bench --device cuda:N --cells K` (fp32 and bf16) for each K: the bench and the cells."""
+    """`engine bench --device cuda:N --cells K` (fp32 and bf16, eager and compiled) for each K: the bench and the cells."""
     lines = []
     for k in BENCH_CELLS:
         done = _python(["-m", "engine", "bench", "--device", str(device), "--repeats", "3", "--cells", str(k)])
@@ -179,6 +215,7 @@ PARTS: list[tuple[str, Part]] = [
     ("syncs before and after a resume (item 4)", syncs),
     ("resume across CPU and GPU (item 1)", cross_device),
     ("VQGAN layouts in bf16 (item 7)", layouts),
+    ("eager, compiled, compiled with CUDA graphs (issue 29)", compiled_steps),
     ("engine bench --cells 1, 4, 8 (items 5, 8, 9)", bench_lines),
 ]
 

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 import engine
 from engine import runfolder
 from engine.budget import check_memory
+from engine.compiled import compile_guide, compile_record
 from engine.device import keep_freed_memory, peak_memory_mb, pick_device, reset_peak_memory, set_determinism
 from engine.factory import load_perceptor, load_vqgan
 from engine.fsutil import atomic_write_json
@@ -35,8 +36,8 @@ from engine.runfolder import Frame, RunFolder, RunFolderDamaged
 from engine.settings import SEED_MAX, Settings, check_size_for_factor
 from engine.step import (Guide, Latent, build_guide, is_move, move, new_optimiser, render, scene_at, scene_count,
                          start_latent, take_step)
-from engine.vqgan import VQGAN
 from engine.video import write_video
+from engine.vqgan import VQGAN
 from engine.writer import BackgroundWriter, save_frame_job, to_uint8
 
 
@@ -73,6 +74,7 @@ def execute(settings: Settings, *, quiet: bool = False, final_out_dir: str | Non
             return folder.path
         settings = settle_seed(settings, folder)
         guide = build_guide(settings, vqgan, perceptors)
+        compile_guide(guide, device, quiet)
         if mode == "new":
             folder.path.mkdir(parents=True, exist_ok=True)
             atomic_write_json(folder.sidecar, sidecar(settings, guide, device, final_out_dir))
@@ -141,6 +143,7 @@ def sidecar(settings: Settings, guide: Guide, device: torch.device, final_out_di
         "device": str(device) if device.type != "cuda" else f"{device} ({torch.cuda.get_device_name(device)})",
         "deterministic": settings.deterministic,
         "fp32_math": fp32_math(),  # CUDA fp32 matmuls and convolutions: "ieee" (true fp32) or "tf32"
+        "compiled": compile_record(guide),  # how this run's first process computed its step
     }
 
 
@@ -254,7 +257,7 @@ def finish(guide: Guide, folder: RunFolder, device: torch.device, progress: Prog
         "final_prompt_losses": dict(zip(labels, final[3:])),
         "steps_per_second": (steps - progress.start) / elapsed if elapsed else None,
         "wall_time_s": progress.wall_before + elapsed, "peak_memory_mb": peak_memory_mb(device),
-        "resumed_from_step": progress.start or None,
+        "resumed_from_step": progress.start or None, "compiled": compile_record(guide),
     })
     folder.resume.unlink(missing_ok=True)
     folder.resume_prev.unlink(missing_ok=True)

@@ -52,10 +52,13 @@ def clamp_with_grad(x: torch.Tensor, low: float = 0.0, high: float = 1.0) -> tor
 
 def tv_loss(image: torch.Tensor) -> torch.Tensor:
     """pytti's smoothing loss (L2 total variation): mean over pixels of dx² + dy², the last row and
-    column compared with themselves (replicate padding). Image (1, C, H, W) → scalar."""
-    padded = F.pad(image, (0, 1, 0, 1), mode="replicate")
-    dx = padded[..., :-1, 1:] - padded[..., :-1, :-1]
-    dy = padded[..., 1:, :-1] - padded[..., :-1, :-1]
+    column compared with themselves (replicate padding: a zero difference there). Image (1, C, H, W) → scalar.
+
+    Zero-padded differences, not a replicate-padded image: the same bits, forward and backward, and
+    `torch.compile` can differentiate it (torch 2.15's meta kernel of `replication_pad2d_backward`
+    gets channels_last strides wrong, which fails the compiled backward)."""
+    dx = F.pad(image[..., :, 1:] - image[..., :, :-1], (0, 1))
+    dy = F.pad(image[..., 1:, :] - image[..., :-1, :], (0, 0, 0, 1))
     return (dx.pow(2) + dy.pow(2)).mean()
 
 

@@ -18,13 +18,7 @@ import yaml
 
 from engine.errors import InputError
 from engine.fsutil import read_regular
-from engine.limits import (
-    MAX_CUTOUTS,
-    MAX_FRAME_PIXELS,
-    MAX_FRAMES,
-    MAX_LEARNING_RATE,
-    MAX_STEPS,
-)
+from engine.limits import MAX_CUTOUTS, MAX_FRAME_PIXELS, MAX_FRAMES, MAX_LEARNING_RATE, MAX_STEPS
 from engine.prompts import PromptSyntaxError, parse_prompt_list, parse_scenes
 from engine.pytti_settings import PyttiSettingsError, is_pytti_file, read_pytti_settings
 
@@ -85,6 +79,7 @@ class Settings:
     out_dir: str = _setting("images_out", "the folder that holds the run folder")
     device: str = _setting("auto", "auto, cpu, cuda, cuda:N or mps")
     precision: str = _setting("fp32", "fp32, tf32 (CUDA) or bf16")
+    compile: str = _setting("auto", "torch.compile the step's model compute: off, on or auto (long CPU runs)")
     pytti_unused: dict[str, Any] = _setting({}, "keys of a pytti settings file that change nothing here, as written")
     deterministic: bool = _setting(True, "deterministic kernels: an op without one is an error")
     allow_overwrite: bool = _setting(False, "replace a folder that holds a run with other settings")
@@ -107,7 +102,7 @@ SETTING_GROUPS: dict[str, tuple[str, ...]] = {
                      "rotate_2d", "zoom_x_2d", "zoom_y_2d", "sampling_mode", "infill_mode"),
     "Output": ("save_every", "frames_per_second", "file_namespace", "out_dir", "allow_overwrite"),
     "Notebook previews": ("display_every", "clear_every", "display_scale"),
-    "Device and reproducibility": ("device", "precision", "deterministic"),
+    "Device and reproducibility": ("device", "precision", "compile", "deterministic"),
     "Recorded only": ("pytti_unused",),
 }
 ANIMATION_MODES = ("off", "2D")
@@ -116,8 +111,10 @@ INFILL_MODES = ("mirror", "smear", "black", "wrap")
 IMAGE_MODELS = ("VQGAN",)
 BORDER_MODES = ("clamp", "mirror", "smear", "wrap", "black")
 PRECISIONS = ("fp32", "tf32", "bf16")
-# Settings that change where or how a run is stored, not what it computes.
-NON_RESULT_KEYS = ("out_dir", "allow_overwrite", "device", "display_every", "clear_every", "display_scale")
+COMPILES = ("off", "on", "auto")
+# Settings that change where, how or how fast a run is computed and stored, not what it computes
+# (device and compile may change the frames' last bits; a run may resume with another value).
+NON_RESULT_KEYS = ("out_dir", "allow_overwrite", "device", "compile", "display_every", "clear_every", "display_scale")
 _NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+()=-]*$")
 MAX_NAMESPACE = 200  # characters; the folder and file names built from it must fit NAME_MAX (255)
 SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes 0 .. 2**64 - 1 (negatives wrap around)
@@ -235,7 +232,7 @@ def _range_problems(s: Settings) -> list[str]:
     need(-1 <= s.seed <= SEED_MAX, f"setting seed={s.seed}: must be -1 (random) or an integer from 0 to 2**64 - 1")
     for name, allowed in (("animation_mode", ANIMATION_MODES), ("image_model", IMAGE_MODELS),
                           ("border_mode", BORDER_MODES), ("sampling_mode", SAMPLING_MODES),
-                          ("infill_mode", INFILL_MODES), ("precision", PRECISIONS)):
+                          ("infill_mode", INFILL_MODES), ("precision", PRECISIONS), ("compile", COMPILES)):
         need(getattr(s, name) in allowed,
              f"setting {name}={getattr(s, name)!r}: allowed values are {', '.join(allowed)}")
     need(len(s.file_namespace) <= MAX_NAMESPACE,

@@ -11,24 +11,18 @@ addressed by their 0-based `index` (the step done after it is step `index + 1`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 from PIL import Image
 
 from engine.animation import apply_motion, motion_grid
-from engine.cutouts import render_cutouts, sample_cutouts
+from engine.cutouts import Cutouts, cutout_noise, render_with_noise, sample_cutouts
 from engine.ema import LatentEMA
 from engine.losses import clamp_with_grad, latent_loss, prompt_losses, tv_loss
 from engine.perceptor import Perceptor
-from engine.prompts import (
-    Prompt,
-    parse_prompt_list,
-    parse_scenes,
-    scene_blend,
-    scene_weight_table,
-    total_steps,
-)
+from engine.prompts import Prompt, parse_prompt_list, parse_scenes, scene_blend, scene_weight_table, total_steps
 from engine.settings import Settings, SettingsError
 from engine.vqgan import VQGAN
 
@@ -48,6 +42,7 @@ class Guide:
     motion: torch.Tensor | None  # the 2D move's sampling grid (animation_mode 2D)
     z_min: torch.Tensor
     z_max: torch.Tensor
+    compilation: Callable | None = None  # `model_loss` as `engine.compiled.Compilation` runs it; None: eager
 
 
 @dataclass
@@ -193,27 +188,42 @@ def step_loss(guide: Guide, z: torch.Tensor, index: int, rng: torch.Generator,
     smoothing, the init-image latent loss (until the first move) and the stabilisation latent
     loss toward `target` (the re-encoded moved image, or the init image before the first move).
     """
-    s, vqgan = guide.settings, guide.vqgan
-    z_q = vqgan.quantize_st(z)
-    image = decode(vqgan, z_q)
+    s = guide.settings
+    z_q = guide.vqgan.quantize_st(z)
+    draws = [draw_cutouts(s, perceptor, rng) for perceptor in guide.perceptors]
     weights = guide.schedule[min(index, len(guide.schedule) - 1)]
-    per_prompt = torch.zeros_like(guide.stops)
-    for perceptor, embeds_target in zip(guide.perceptors, guide.targets):
-        cutouts = sample_cutouts(s.cutouts, s.height, s.width, cut_size=perceptor.input_size[0],
-                                 cut_pow=s.cut_pow, border=s.cutout_border, border_mode=s.border_mode,
-                                 augment=s.augmentations, rng=rng)
-        batch = render_cutouts(image, cutouts, rng, mean=perceptor.mean.flatten(), std=perceptor.std.flatten())
-        embeds = perceptor.encode_normalised(batch)
-        per_prompt = per_prompt + prompt_losses(embeds, embeds_target, weights, guide.stops)
-    per_prompt = per_prompt / len(guide.perceptors)
-    total = per_prompt.sum()
-    if s.smoothing_weight:
-        total = total + s.smoothing_weight * tv_loss(image)
+    image, total, per_prompt = (guide.compilation or model_loss)(guide, z_q, draws, weights)
     if guide.init is not None and s.direct_init_weight and init_active(s, index):
         total = total + s.direct_init_weight * latent_loss(z_q, guide.init[1], image, guide.init[0])
     if target is not None and s.direct_stabilization_weight:
         total = total + s.direct_stabilization_weight * latent_loss(z_q, target[1], image, target[0])
     return total, per_prompt
+
+
+def draw_cutouts(settings: Settings, perceptor: Perceptor, rng: torch.Generator) -> tuple[Cutouts, torch.Tensor]:
+    """A perceptor's cutouts for one step and their noise: every random draw of the step's compute."""
+    s = settings
+    cutouts = sample_cutouts(s.cutouts, s.height, s.width, cut_size=perceptor.input_size[0], cut_pow=s.cut_pow,
+                             border=s.cutout_border, border_mode=s.border_mode, augment=s.augmentations, rng=rng)
+    return cutouts, cutout_noise(cutouts, rng)
+
+
+def model_loss(guide: Guide, z_q: torch.Tensor, draws: list[tuple[Cutouts, torch.Tensor]],
+               weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The step's model compute, a pure function of its inputs (what `compile` compiles): decode
+    quantised z, render each perceptor's cutouts (`draws`), embed them, the prompt losses averaged
+    over perceptors, plus TV smoothing. Returns the image, the total and the per-prompt losses."""
+    image = decode(guide.vqgan, z_q)
+    per_prompt = torch.zeros_like(guide.stops)
+    for perceptor, embeds_target, (cutouts, noise) in zip(guide.perceptors, guide.targets, draws):
+        batch = render_with_noise(image, cutouts, noise, mean=perceptor.mean.flatten(), std=perceptor.std.flatten())
+        embeds = perceptor.encode_normalised(batch)
+        per_prompt = per_prompt + prompt_losses(embeds, embeds_target, weights, guide.stops)
+    per_prompt = per_prompt / len(guide.perceptors)
+    total = per_prompt.sum()
+    if guide.settings.smoothing_weight:
+        total = total + guide.settings.smoothing_weight * tv_loss(image)
+    return image, total, per_prompt
 
 
 def take_step(guide: Guide, latent: Latent, optimiser: torch.optim.Optimizer, index: int,

@@ -4,6 +4,7 @@ bench's parent holding no device, and `gpucheck`'s parts that need no GPU."""
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import subprocess
 import sys
@@ -16,14 +17,15 @@ import torch.nn.functional as F
 from engine import cublas
 from engine.bench import bench, cells
 from engine.device import peak_memory_mb, reset_peak_memory, set_determinism
-from engine.gpucheck import layouts, repeatability, section
+from engine.gpucheck import compiled_steps, layouts, repeatability, section
 from engine.gridsample import grid_sample
 from engine.precision import CPU_BF16_ENV, fp32_math, tensor_cores_capable, use_tf32
 from engine.settings import SettingsError, load_config
 
 CPU, CUDA1 = torch.device("cpu"), torch.device("cuda:1")
 REPO = Path(__file__).resolve().parent.parent
-TINY_BENCH = ["vqgan_model=tiny", "perceptors=tiny-vit", "width=32", "height=16", "cutouts=2", "device=cpu"]
+TINY_BENCH = ["vqgan_model=tiny", "perceptors=tiny-vit", "width=32", "height=16", "cutouts=2", "device=cpu",
+              "compile=off"]  # the isolation is under test here, not the compiled step (tests/test_compiled.py)
 
 
 @pytest.fixture
@@ -112,10 +114,13 @@ def test_deterministic_grid_sample_refuses_what_it_does_not_do() -> None:
 
 
 def test_peak_memory_restarts_from_what_is_in_use() -> None:
-    big = torch.ones(64, 2**20, dtype=torch.float32)  # 256 MB, touched
+    # 256 MB, touched, in a mapping of its own: freed to the kernel however malloc is tuned
+    # (`keep_freed_memory`, which an earlier run in this process may have set, keeps freed memory)
+    big = mmap.mmap(-1, 256 * 2**20)
+    big.write(b"\1" * len(big))
     assert peak_memory_mb(CPU) > 256
     before = peak_memory_mb(CPU)
-    del big
+    big.close()
     reset_peak_memory(CPU)
     assert peak_memory_mb(CPU) < before - 200
 
@@ -167,6 +172,15 @@ def test_gpucheck_repeatability_and_layout_parts_run_on_cpu(tmp_path: Path) -> N
     assert repeatability(CPU, tmp_path, ("fp32",)) == ["fp32: same seed twice → same frame hashes (4 frames)"]
     [line] = layouts(CPU, tmp_path, vqgan_model="tiny", side=32, repeats=1)
     assert "contiguous" in line and "channels_last" in line
+
+
+def test_gpucheck_compiled_part_runs_on_cpu(tmp_path: Path) -> None:
+    tiny = ["vqgan_model=tiny", "perceptors=tiny-vit", "width=32", "height=16", "cutouts=4", "scenes=a red apple"]
+    same, compiled, graphs, timings = compiled_steps(CPU, tmp_path, shape=tiny, repeats=1)
+    assert same.startswith("compile=on, deterministic: same seed twice → same frame hashes; sidecar: {'step': True")
+    assert compiled.startswith("compiled: compiled True in ") and "CUDA graphs False, fallback None" in compiled
+    assert graphs.startswith("compiled + CUDA graphs: compiled True")  # on CPU: no CUDA graphs to use
+    assert timings.startswith("eager ") and ", compiled + CUDA graphs " in timings and "32x16, 4 cutouts" in timings
 
 
 def test_a_failing_gpucheck_part_reports_itself_under_its_title(tmp_path: Path) -> None:
