@@ -411,7 +411,9 @@ def test_vary_adds_a_cell_per_level_named_in_pyttis_key_value_convention() -> No
     ({"seed": {"a": 1}}, "grid.vary.seed: seed cannot vary between cells: the grid's seeds are settings.seed and "
                          "grid.seeds"),
     ({"vqgan_model": {"a": "tiny"}}, "grid.vary.vqgan_model: vqgan_model cannot vary between cells: the grid sets it"),
-    ({"device": {"a": "cpu"}}, "grid.vary.device: device cannot vary between cells: it does not change a run's frames"),
+    ({"device": {"a": "cpu"}}, "grid.vary.device: device cannot vary between cells: it changes how or where a run "
+                               "is computed, not what"),
+    ({"compile": {"a": "on"}}, "grid.vary.compile: compile cannot vary between cells: it changes how or where"),
     ({"cutouts": {str(i): i + 1 for i in range(300)}}, "the grid has 1200 cells (2 VQGANs × 2 perceptor sets × "
                                                         "300 cutouts × 1 seeds), more than 2000"),
     ({"cutouts": []}, "grid.vary.cutouts=[]: expected a mapping of level slug: value"),

@@ -151,7 +151,7 @@ def _fixed(setting: str) -> str | None:
     if setting == "seed":
         return "the grid's seeds are settings.seed and grid.seeds"
     if setting in NON_RESULT_KEYS:
-        return "it does not change a run's frames, so cells would differ by name only"
+        return "it changes how or where a run is computed, not what it computes, so cells would differ by name only"
     if setting == "pytti_unused":
         return "it is the list of a pytti file's ignored keys, not a setting"
     return None
