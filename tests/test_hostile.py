@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -39,13 +40,16 @@ def bounded(args: list[str], timeout: float = 60, cwd: Path | None = None,
     assert args[0] == "-m"
     with tempfile.NamedTemporaryFile("r") as peak:
         t0 = time.monotonic()
+        proc = subprocess.Popen(["sh", "-c", '"$@"; exit $?', "sh", sys.executable, "-c", PEAK, peak.name, *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
+                                env={**os.environ, **(env or {})}, start_new_session=True)
         try:
-            done = subprocess.run(["sh", "-c", '"$@"; exit $?', "sh", sys.executable, "-c", PEAK, peak.name, *args],
-                                  capture_output=True, text=True, timeout=timeout, cwd=cwd,
-                                  env={**os.environ, **(env or {})})
+            _, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # sh and the command under it: nothing left running
+            proc.communicate()
             raise AssertionError(f"{args} ran past {timeout} s") from None
-        return done.returncode, done.stderr, time.monotonic() - t0, int(peak.read() or 0) / 1024
+        return proc.returncode, err, time.monotonic() - t0, int(peak.read() or 0) / 1024
 
 
 def one_error(code: int, err: str) -> str:
