@@ -25,7 +25,8 @@ Every run is `python -m engine run` of the tiny models (vqgan_model=tiny percept
 height=16 cutouts=4, 8 steps; printed as <tiny>), with its own model cache (VQCLIP_CACHE) and no
 user models file but the case's, so nothing downloads. Where a finished run is needed, the engine
 under test makes it first. A command that runs past the timeout is killed with what it started
-(this process is their subreaper), and its peak read from the killed process.
+(`bounded` kills its process group; this process is their subreaper, so the killed python's peak
+is read as it is reaped).
 """
 from __future__ import annotations
 
@@ -92,8 +93,8 @@ def capped(limit: int) -> Iterator[None]:
 
 
 def orphans() -> list[int]:
-    """Processes reparented to this one: what a command killed at its timeout left (bounded kills
-    its `sh`, not the python under it)."""
+    """Processes reparented to this one: the python under a command's `sh`, once `bounded` has killed
+    the two at its timeout (its peak is read as it is reaped here)."""
     me, found = os.getpid(), []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError):
