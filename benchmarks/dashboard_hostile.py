@@ -23,6 +23,7 @@ Chromium (first tile drawn, a frame request sent while the page builds, what the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -179,8 +180,9 @@ def serve(python_path: Path, root: Path, out: Path, probe: str | None = None) ->
         def request_frame() -> None:
             time.sleep(0.5)
             t0 = time.monotonic()
-            http_get(port, frame)
-            answered.append(time.monotonic() - t0)
+            with contextlib.suppress(TimeoutError):  # no answer: recorded as such
+                http_get(port, frame)
+                answered.append(time.monotonic() - t0)
 
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -192,12 +194,16 @@ def serve(python_path: Path, root: Path, out: Path, probe: str | None = None) ->
             asker.start()
             try:
                 page.goto(f"http://127.0.0.1:{port}/", timeout=TIMEOUT * 1000)
-                page.wait_for_function(READY, timeout=TIMEOUT * 1000, polling=100)
-                shown = f"grid in {time.monotonic() - t0:.1f} s, {page.evaluate('gridPlayer.tiles.length')} tiles"
-            except PageTimeout:
-                shown = f"no grid after {time.monotonic() - t0:.0f} s"
-            time.sleep(5)
-            traceback = "Traceback" in page.evaluate(TEXT)
+            except PageTimeout:  # the server never answered: there is no page to read (evaluate would wait forever)
+                shown, traceback = f"no page after {time.monotonic() - t0:.0f} s (the server never answered)", None
+            else:
+                try:
+                    page.wait_for_function(READY, timeout=TIMEOUT * 1000, polling=100)
+                    shown = f"grid in {time.monotonic() - t0:.1f} s, {page.evaluate('gridPlayer.tiles.length')} tiles"
+                except PageTimeout:
+                    shown = f"no grid after {time.monotonic() - t0:.0f} s"
+                time.sleep(5)
+                traceback = "Traceback" in page.evaluate(TEXT)
             asker.join(TIMEOUT)
             browser.close()
         peak = _peak(proc.pid)
