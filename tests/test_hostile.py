@@ -193,27 +193,12 @@ def test_read_json_object_names_depth_size_and_kind(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- pixels
 
-def bomb_png(path: Path, side: int = 30_000) -> Path:
-    """A valid RGB PNG of side × side black pixels, a few hundred KB: written row by row, never held."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    packer, row = zlib.compressobj(9), b"\0" * (1 + 3 * side)
-    body = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0))
-                     + chunk(b"IDAT", body) + chunk(b"IEND", b""))
-    return path
-
-
 def test_a_bomb_frame_is_refused_from_its_header_and_the_analysis_carries_on(tmp_path: Path) -> None:
-    from dashboard_fixtures import make_our_run, make_pytti_run
+    from dashboard_fixtures import huge_png, make_our_run, make_pytti_run
     from engine.fsutil import BadFile
     from engine.runfolder import read_frame
 
-    bomb = bomb_png(tmp_path / "bomb.png")
+    bomb = huge_png(tmp_path / "bomb.png", 30_000)
     assert bomb.stat().st_size < 4 * MB  # 2.7 G pixels in a few MB
     with pytest.raises(BadFile, match="a frame of 30000×30000 pixels; the run's frames are 32×16"):
         read_frame(bomb, (32, 16))
@@ -224,9 +209,9 @@ def test_a_bomb_frame_is_refused_from_its_header_and_the_analysis_carries_on(tmp
         for p in ("p-a", "p-b"):
             make_our_run(root / "exp", f"exp__{v}_{p}", v, [p], n_frames=2)
     victim = root / "exp" / "exp__vq-a_p-b"
-    bomb_png(victim / "exp__vq-a_p-b_2.png")  # after the run finished: its hash no longer matches either
+    huge_png(victim / "exp__vq-a_p-b_2.png", 30_000)  # after the run finished: its hash no longer matches either
     pytti = make_pytti_run(root / "exp", "pytti_run", "vq-b", ["RN50"], n_frames=2, size=(32, 16))
-    bomb_png(pytti / "pytti_run_2.png")  # pytti records no hashes: only the frame's header tells
+    huge_png(pytti / "pytti_run_2.png", 30_000)  # pytti records no hashes: only the frame's header tells
     code, err, seconds, peak = bounded(["-m", "experiments.effects", "--root", str(root)], cwd=REPO, timeout=120)
     assert code == 0, err
     for module in ("experiments.effects", "experiments.fingerprints"):
