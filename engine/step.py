@@ -137,8 +137,8 @@ def weight_schedule(s: Settings, prompts: list[Prompt], n_scenes: int, init_prom
     factors = np.hstack([scene_weight_table(index, n_scenes, s.steps_per_scene, s.interpolation_steps),
                          np.ones((len(index), 1))])  # the last column: prompts of no scene (scene -1)
     schedule = factors[:, [p.scene for p in prompts]] * np.array([p.weight for p in prompts])
-    if init_prompt is not None and s.animation_mode != "off":
-        schedule[index >= s.pre_animation_steps, init_prompt] = 0  # `init_active` ends
+    if init_prompt is not None:
+        schedule[~np.broadcast_to(init_active(s, index), index.shape), init_prompt] = 0
     return torch.from_numpy(schedule).float()
 
 

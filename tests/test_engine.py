@@ -279,3 +279,18 @@ def test_cli_errors_are_one_line_naming_what_to_fix(tmp_path: Path, args: list[s
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert names.format(tmp=tmp_path) in result.stderr
+
+
+def test_the_init_image_prompt_is_weighted_until_the_first_move_only_in_an_animation() -> None:
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from engine.settings import Settings
+    from engine.step import weight_schedule
+
+    settings = Settings(scenes="a", steps_per_scene=8, pre_animation_steps=3)
+    prompts = [SimpleNamespace(scene=0, weight=1.0), SimpleNamespace(scene=-1, weight=2.0)]  # text, init image
+    still = weight_schedule(replace(settings, animation_mode="off"), prompts, 1, init_prompt=1)
+    moving = weight_schedule(replace(settings, animation_mode="2D"), prompts, 1, init_prompt=1)
+    assert still[:, 1].tolist() == [2.0] * 8 and still[:, 0].tolist() == [1.0] * 8
+    assert moving[:, 1].tolist() == [2.0] * 3 + [0.0] * 5 and moving[:, 0].tolist() == [1.0] * 8
