@@ -33,6 +33,19 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             os.environ[key] = value
 
 
+@pytest.fixture(scope="session", autouse=True)
+def ci_environment() -> Iterator[None]:
+    """The suite runs here as on CI: with CI set (to "true" unless set), which some libraries read
+    (torch's inductor fails a compile that falls back to aten for an op it could decompose)."""
+    import os
+
+    saved = os.environ.get("CI")
+    os.environ["CI"] = saved or "true"
+    yield
+    if saved is None:
+        os.environ.pop("CI")
+
+
 @pytest.fixture
 def file_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalFileServer]:
     """A LocalFileServer on 127.0.0.1 (see tests/httpserver.py), stopped after the test.
