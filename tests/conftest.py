@@ -19,18 +19,11 @@ from httpserver import LocalFileServer  # noqa: E402
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One model cache for the whole session (tiny models are generated once), isolated from the
     user's cache and user models file; subprocesses inherit it through the environment."""
-    import os
-
     cache = tmp_path_factory.mktemp("model-cache")
-    saved = {k: os.environ.get(k) for k in ("VQCLIP_CACHE", "VQCLIP_MODELS")}
-    os.environ["VQCLIP_CACHE"] = str(cache)
-    os.environ["VQCLIP_MODELS"] = str(cache / "no-user-models.yaml")
-    yield cache
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VQCLIP_CACHE", str(cache))
+        patch.setenv("VQCLIP_MODELS", str(cache / "no-user-models.yaml"))
+        yield cache
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -39,11 +32,9 @@ def ci_environment() -> Iterator[None]:
     (torch's inductor fails a compile that falls back to aten for an op it could decompose)."""
     import os
 
-    saved = os.environ.get("CI")
-    os.environ["CI"] = saved or "true"
-    yield
-    if saved is None:
-        os.environ.pop("CI")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CI", os.environ.get("CI") or "true")
+        yield
 
 
 @pytest.fixture
